@@ -1,0 +1,113 @@
+/**
+ * The errors a caller of the engine can meet. Each says what went wrong and what to do about it.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import type { PeerId } from "./PeerId.js"
+
+/**
+ * `send` was asked to send a message to the local peer itself.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SendToSelfError extends Data.TaggedError("SendToSelfError")<{
+  readonly peer: PeerId
+}> {
+  override get message(): string {
+    return `Peer ${this.peer} cannot send a message to itself; deliver it locally instead`
+  }
+}
+
+/**
+ * A payload is larger than the configured `maxPayloadBytes`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PayloadTooLargeError extends Data.TaggedError("PayloadTooLargeError")<{
+  readonly size: number
+  readonly maxPayloadBytes: number
+}> {
+  override get message(): string {
+    return `A payload of ${this.size} bytes exceeds the limit of ${this.maxPayloadBytes} bytes; ` +
+      `split it or raise maxPayloadBytes on both peers`
+  }
+}
+
+/**
+ * A lane name is empty or longer than 255 characters.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidLaneError extends Data.TaggedError("InvalidLaneError")<{
+  readonly lane: string
+}> {
+  override get message(): string {
+    return `Lane ${JSON.stringify(this.lane.slice(0, 40))} is not valid: use 1 to 255 characters`
+  }
+}
+
+/**
+ * The outbox for a peer holds `maxPendingPerPeer` unacknowledged messages and the policy is `"fail"`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class OutboxFullError extends Data.TaggedError("OutboxFullError")<{
+  readonly peer: PeerId
+  readonly maxPendingPerPeer: number
+}> {
+  override get message(): string {
+    return `The outbox for peer ${this.peer} is full (${this.maxPendingPerPeer} unacknowledged messages); ` +
+      `retry once it acknowledges, or use the "wait" policy`
+  }
+}
+
+/**
+ * The engine's scope has closed; it accepts nothing more.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class EngineClosedError extends Data.TaggedError("EngineClosedError")<{
+  readonly peer: PeerId
+  /** Why the engine stopped, when it stopped because one of its fibers failed. */
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return this.cause === undefined
+      ? `The engine of peer ${this.peer} has stopped; start a new one on the same backend to continue`
+      : `The engine of peer ${this.peer} stopped after an internal failure (see cause); start a new one`
+  }
+}
+
+/**
+ * What one outbound stream still holds when `drain` gives up.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PendingStream {
+  readonly peer: PeerId
+  readonly lane: string
+  readonly pending: number
+}
+
+/**
+ * `drain` timed out before every sent message was acknowledged. Nothing is lost: the messages stay stored.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DrainTimeoutError extends Data.TaggedError("DrainTimeoutError")<{
+  readonly pending: ReadonlyArray<PendingStream>
+}> {
+  override get message(): string {
+    const total = this.pending.reduce((sum, stream) => sum + stream.pending, 0)
+    const streams = this.pending.map((stream) => `${stream.peer}/${stream.lane}: ${stream.pending}`).join(", ")
+    return `Drain timed out with ${total} unacknowledged message(s) (${streams}); they stay stored and will be sent`
+  }
+}

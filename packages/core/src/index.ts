@@ -1,0 +1,52 @@
+/**
+ * @since 0.1.0
+ */
+export * as Backend from "./Backend.js"
+/**
+ * @since 0.1.0
+ */
+export * as Delivery from "./Delivery.js"
+/**
+ * @since 0.1.0
+ */
+export * as Frame from "./Frame.js"
+/**
+ * @since 0.1.0
+ */
+export * as ILM from "./ILM.js"
+/**
+ * @since 0.1.0
+ */
+export * as IlmConfig from "./IlmConfig.js"
+/**
+ * @since 0.1.0
+ */
+export * as IlmError from "./IlmError.js"
+/**
+ * @since 0.1.0
+ */
+export * as IlmEvent from "./IlmEvent.js"
+/**
+ * @since 0.1.0
+ */
+export * as IlmMetrics from "./IlmMetrics.js"
+/**
+ * @since 0.1.0
+ */
+export * as Incarnation from "./Incarnation.js"
+/**
+ * @since 0.1.0
+ */
+export * as Lane from "./Lane.js"
+/**
+ * @since 0.1.0
+ */
+export * as Message from "./Message.js"
+/**
+ * @since 0.1.0
+ */
+export * as Network from "./Network.js"
+/**
+ * @since 0.1.0
+ */
+export * as PeerId from "./PeerId.js"

@@ -1,0 +1,1172 @@
+/**
+ * The engine behind `ILM`. State lives in STM; each fiber waits in `STM.retry` on exactly the state it needs.
+ *
+ * Outbound, per stream: `acked < nextToSend <= allocated + 1`. Seqs `acked+1 … nextToSend-1` are in flight,
+ * `nextToSend … allocated` wait for the window. Inbound, per stream: `delivered` plus a reorder buffer of at most
+ * `window` messages above it.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import type * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberMap from "effect/FiberMap"
+import * as FiberSet from "effect/FiberSet"
+import * as HashMap from "effect/HashMap"
+import * as HashSet from "effect/HashSet"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
+import * as STM from "effect/STM"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as TMap from "effect/TMap"
+import * as TQueue from "effect/TQueue"
+import * as TRef from "effect/TRef"
+import { Backend } from "../Backend.js"
+import type * as BackendTypes from "../Backend.js"
+import { Delivery } from "../Delivery.js"
+import * as Frame from "../Frame.js"
+import type * as ILM from "../ILM.js"
+import type { IlmConfig } from "../IlmConfig.js"
+import {
+  DrainTimeoutError,
+  EngineClosedError,
+  InvalidLaneError,
+  OutboxFullError,
+  PayloadTooLargeError,
+  SendToSelfError
+} from "../IlmError.js"
+import { IlmEvent, type ResyncReason } from "../IlmEvent.js"
+import * as Metrics from "../IlmMetrics.js"
+import * as Incarnation from "../Incarnation.js"
+import * as Lane from "../Lane.js"
+import { Message, MessageId } from "../Message.js"
+import { type Inbound, Network } from "../Network.js"
+import type { PeerId } from "../PeerId.js"
+
+interface PeerState {
+  readonly peer: PeerId
+  /** The incarnation of this peer's outbound streams to `peer`. */
+  readonly incarnation: Incarnation.Incarnation
+  readonly connected: boolean
+  /** Fresh per connection: a `Hello` that echoes it reflects this connection. */
+  readonly nonce: number
+  /** The last nonce seen from the peer, echoed in our `Hello`s. */
+  readonly theirNonce: number
+  /** Connected and a fresh `Hello` arrived: data may flow. */
+  readonly linked: boolean
+  /** This run's first fresh `Hello` was checked for a store that went back in time. */
+  readonly verified: boolean
+  readonly srtt: number | undefined
+  readonly rttvar: number
+  readonly rto: number
+}
+
+interface OutState {
+  readonly peer: PeerId
+  readonly lane: Lane.Lane
+  /** The first seq allocated in this run: a peer that delivered it before this run saw a store go back in time. */
+  readonly runStart: number
+  readonly allocated: number
+  readonly acked: number
+  readonly nextToSend: number
+  /** The highest seq ever transmitted in this run: anything at or below it is a retransmission. */
+  readonly highestSent: number
+  /** The seq being timed for a round-trip sample (Karn: never a retransmitted one). */
+  readonly probe: { readonly seq: number; readonly at: number } | undefined
+  readonly retransmitted: number
+}
+
+interface InState {
+  readonly peer: PeerId
+  readonly lane: Lane.Lane
+  readonly incarnation: Incarnation.Incarnation
+  readonly delivered: number
+  readonly buffer: HashMap.HashMap<number, Frame.Data>
+  /** A delivery worker owns the stream. */
+  readonly busy: boolean
+}
+
+interface AckToSend {
+  readonly peer: PeerId
+  readonly lane: Lane.Lane
+  readonly incarnation: Incarnation.Incarnation
+  readonly upTo: number
+}
+
+interface SendRequest {
+  readonly peer: PeerId
+  readonly lane: Lane.Lane
+  readonly payload: Uint8Array
+  readonly deferred: Deferred.Deferred<MessageId, ILM.SendError>
+}
+
+interface Transmission {
+  readonly peer: PeerId
+  readonly lane: Lane.Lane
+  readonly incarnation: Incarnation.Incarnation
+  readonly from: number
+  readonly to: number
+  readonly floor: number
+  readonly retransmits: number
+}
+
+/** What a state transition wants reported once it has committed. */
+interface Report {
+  readonly events: Array<IlmEvent>
+  readonly rejected: Array<{ readonly from: PeerId; readonly reason: Frame.RejectReason }>
+  duplicates: number
+  acked: number
+}
+
+const emptyReport = (): Report => ({ events: [], rejected: [], duplicates: 0, acked: 0 })
+
+const streamKey = (peer: string, lane: string): string => `${peer.length}:${peer}${lane}`
+
+const noValidation = { disableValidation: true } as const
+
+/** @internal */
+export const make = Effect.fnUntraced(function*(config: IlmConfig) {
+  const network = yield* Network
+  const backend = yield* Backend
+  const delivery = yield* Delivery
+  const self = network.localPeer
+  const window = config.window
+  const millis = (duration: Duration.Duration) => Duration.toMillis(duration)
+  const rtoMin = millis(config.retransmitMin)
+  const rtoMax = millis(config.retransmitMax)
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // State
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const peers = yield* TMap.empty<PeerId, PeerState>()
+  const outs = yield* TMap.empty<string, OutState>()
+  const ins = yield* TMap.empty<string, InState>()
+  const outReady = yield* TRef.make(HashSet.empty<string>())
+  const inReady = yield* TRef.make(HashSet.empty<string>())
+  const acksToSend = yield* TRef.make(HashMap.empty<string, AckToSend>())
+  const deletions = yield* TRef.make(HashMap.empty<string, BackendTypes.Acknowledgement>())
+  const deadlines = yield* TMap.empty<string, number>()
+  const deadlinesVersion = yield* TRef.make(0)
+  const pendingByPeer = yield* TMap.empty<PeerId, number>()
+  const closed = yield* TRef.make(false)
+  const appendQueue = yield* TQueue.unbounded<SendRequest>()
+  const linkedPeers = yield* SubscriptionRef.make(HashSet.empty<PeerId>())
+  const events = yield* PubSub.sliding<IlmEvent>(4096)
+
+  const storedOutbound = yield* backend.outbound
+  const storedReceived = yield* backend.received
+  const storedIncarnations = new Map(storedOutbound.incarnations.map((entry) => [entry.peer, entry.incarnation]))
+
+  const newPeer = (peer: PeerId): PeerState => ({
+    peer,
+    incarnation: storedIncarnations.get(peer) ?? backend.incarnation,
+    connected: false,
+    nonce: 0,
+    theirNonce: 0,
+    linked: false,
+    verified: false,
+    srtt: undefined,
+    rttvar: 0,
+    rto: millis(config.retransmitInitial)
+  })
+
+  const getPeer = (peer: PeerId): STM.STM<PeerState> =>
+    STM.map(TMap.get(peers, peer), Option.getOrElse(() => newPeer(peer)))
+
+  const addPending = (peer: PeerId, delta: number) => TMap.merge(pendingByPeer, peer, delta, (a, b) => a + b)
+
+  const markOutReady = (keys: Iterable<string>) =>
+    TRef.update(outReady, (ready) => {
+      let next = ready
+      for (const key of keys) next = HashSet.add(next, key)
+      return next
+    })
+
+  const streamsOf = (peer: PeerId): STM.STM<Array<[string, OutState]>> =>
+    STM.map(TMap.toArray(outs), (entries) => entries.filter(([, out]) => out.peer === peer))
+
+  yield* STM.gen(function*() {
+    for (const stream of storedOutbound.streams) {
+      yield* TMap.set(outs, streamKey(stream.peer, stream.lane), {
+        peer: stream.peer,
+        lane: stream.lane,
+        runStart: stream.nextSeq,
+        allocated: stream.nextSeq - 1,
+        acked: stream.firstPending - 1,
+        nextToSend: stream.firstPending,
+        highestSent: stream.firstPending - 1,
+        probe: undefined,
+        retransmitted: 0
+      })
+      yield* addPending(stream.peer, stream.nextSeq - stream.firstPending)
+      yield* TMap.set(peers, stream.peer, newPeer(stream.peer))
+    }
+    for (const state of storedReceived) {
+      yield* TMap.set(ins, streamKey(state.peer, state.lane), {
+        peer: state.peer,
+        lane: state.lane,
+        incarnation: state.incarnation,
+        delivered: state.delivered,
+        buffer: HashMap.empty(),
+        busy: false
+      })
+    }
+  })
+
+  const publish = (report: Report) =>
+    Effect.gen(function*() {
+      if (report.events.length > 0) yield* PubSub.publishAll(events, report.events)
+      for (const rejected of report.rejected) {
+        yield* Metric.increment(
+          Metric.tagged(Metric.tagged(Metrics.framesRejected, "peer", rejected.from), "reason", rejected.reason)
+        )
+      }
+      if (report.duplicates > 0) yield* Metric.incrementBy(Metrics.duplicatesDropped, report.duplicates)
+      if (report.acked > 0) {
+        yield* Metric.incrementBy(Metrics.acked, report.acked)
+        yield* Metric.set(Metrics.pending, yield* totalPending)
+      }
+    })
+
+  const totalPending = STM.map(TMap.values(pendingByPeer), (values) => values.reduce((sum, n) => sum + n, 0))
+
+  const reject = (report: Report, from: PeerId, reason: Frame.RejectReason, detail: string) => {
+    report.rejected.push({ from, reason })
+    report.events.push(IlmEvent.FrameRejected({ from, reason, detail }))
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Outbound: acknowledgements and round trips
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const clampRto = (rto: number) => Math.min(rtoMax, Math.max(rtoMin, rto))
+
+  /** Moves a stream's acknowledged seq to `upTo`, sampling the round trip and re-arming its timer. */
+  const applyAck = (key: string, out: OutState, upTo: number, now: number, report: Report) =>
+    STM.gen(function*() {
+      if (upTo <= out.acked) return
+      let peer = yield* getPeer(out.peer)
+      let probe = out.probe
+      if (probe !== undefined && probe.seq <= upTo) {
+        const sample = Math.max(0, now - probe.at)
+        const srtt = peer.srtt === undefined ? sample : 0.875 * peer.srtt + 0.125 * sample
+        const rttvar = peer.srtt === undefined ? sample / 2 : 0.75 * peer.rttvar + 0.25 * Math.abs(peer.srtt - sample)
+        peer = { ...peer, srtt, rttvar, rto: clampRto(srtt + 4 * rttvar) }
+        probe = undefined
+      } else if (peer.srtt !== undefined) {
+        // Progress without a sample still ends the back-off.
+        peer = { ...peer, rto: clampRto(peer.srtt + 4 * peer.rttvar) }
+      }
+      yield* TMap.set(peers, peer.peer, peer)
+      const next: OutState = { ...out, acked: upTo, nextToSend: Math.max(out.nextToSend, upTo + 1), probe }
+      yield* TMap.set(outs, key, next)
+      yield* addPending(out.peer, -(upTo - out.acked))
+      yield* TRef.update(deletions, HashMap.set(key, { peer: out.peer, lane: out.lane, upTo }))
+      if (next.acked < next.nextToSend - 1) yield* TMap.set(deadlines, key, now + peer.rto)
+      else yield* TMap.remove(deadlines, key)
+      yield* markOutReady([key])
+      report.acked += upTo - out.acked
+    })
+
+  const receiveAck = (ack: Frame.Ack, now: number, report: Report) =>
+    STM.gen(function*() {
+      const peer = yield* TMap.get(peers, ack.from)
+      if (Option.isNone(peer) || !peer.value.verified) {
+        return reject(report, ack.from, "before-handshake", "an Ack before this run's Hello exchange")
+      }
+      const key = streamKey(ack.from, ack.lane)
+      const out = yield* TMap.get(outs, key)
+      if (Option.isNone(out)) return reject(report, ack.from, "unknown-stream", `no stream in lane ${ack.lane}`)
+      if (ack.incarnation !== peer.value.incarnation) {
+        return reject(report, ack.from, "stale-incarnation", `an Ack for incarnation ${ack.incarnation}`)
+      }
+      if (ack.upTo > out.value.allocated) {
+        return reject(report, ack.from, "ack-beyond-sent", `Ack up to ${ack.upTo}, highest seq ${out.value.allocated}`)
+      }
+      yield* applyAck(key, out.value, ack.upTo, now, report)
+    })
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Inbound: data and the reorder buffer
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const queueAck = (key: string, state: InState) =>
+    state.delivered > 0
+      ? TRef.update(
+        acksToSend,
+        HashMap.set(key, { peer: state.peer, lane: state.lane, incarnation: state.incarnation, upTo: state.delivered })
+      )
+      : STM.void
+
+  const receiveData = (data: Frame.Data, report: Report) =>
+    STM.gen(function*() {
+      const key = streamKey(data.from, data.lane)
+      const current = yield* TMap.get(ins, key)
+      let state: InState
+      if (Option.isNone(current)) {
+        state = {
+          peer: data.from,
+          lane: data.lane,
+          incarnation: data.incarnation,
+          delivered: data.floor - 1,
+          buffer: HashMap.empty(),
+          busy: false
+        }
+      } else if (data.incarnation < current.value.incarnation) {
+        return reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
+      } else if (data.incarnation > current.value.incarnation) {
+        state = { ...current.value, incarnation: data.incarnation, delivered: data.floor - 1, buffer: HashMap.empty() }
+        report.events.push(IlmEvent.Resynchronised({
+          peer: data.from,
+          lane: data.lane,
+          reason: "peer-new-incarnation",
+          detail:
+            `incarnation ${current.value.incarnation} replaced by ${data.incarnation}, adopted at seq ${data.floor}`
+        }))
+      } else if (data.floor - 1 > current.value.delivered && !current.value.busy) {
+        state = {
+          ...current.value,
+          delivered: data.floor - 1,
+          buffer: HashMap.filter(current.value.buffer, (_, seq) => seq >= data.floor)
+        }
+        report.events.push(IlmEvent.Resynchronised({
+          peer: data.from,
+          lane: data.lane,
+          reason: "receiver-behind",
+          detail: `delivered ${current.value.delivered}, sender acknowledged up to ${data.floor - 1}`
+        }))
+      } else {
+        state = current.value
+      }
+      if (data.seq <= state.delivered || HashMap.has(state.buffer, data.seq)) {
+        report.duplicates++
+        yield* queueAck(key, state)
+      } else if (data.seq <= state.delivered + window) {
+        state = { ...state, buffer: HashMap.set(state.buffer, data.seq, data) }
+      }
+      yield* TMap.set(ins, key, state)
+      if (!state.busy && HashMap.has(state.buffer, state.delivered + 1)) {
+        yield* TRef.update(inReady, HashSet.add(key))
+      }
+    })
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Hello
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const makeHello = (peer: PeerId, reply: boolean) =>
+    STM.gen(function*() {
+      const state = yield* getPeer(peer)
+      const lanes = (yield* TMap.values(ins))
+        .filter((stream) => stream.peer === peer)
+        .map((stream) =>
+          new Frame.LaneState(
+            { lane: stream.lane, incarnation: stream.incarnation, delivered: stream.delivered },
+            noValidation
+          )
+        )
+      return new Frame.Hello({
+        from: self,
+        to: peer,
+        incarnation: state.incarnation,
+        nonce: state.nonce,
+        echo: state.theirNonce,
+        reply,
+        lanes
+      }, noValidation)
+    })
+
+  const sendFrames = (peer: PeerId, frames: ReadonlyArray<Uint8Array>) =>
+    frames.length === 0 ? Effect.void : Effect.ignore(network.send(peer, frames))
+
+  const sendHello = (peer: PeerId, reply: boolean) =>
+    Effect.flatMap(makeHello(peer, reply), (hello) => sendFrames(peer, [Frame.encode(hello)]))
+
+  const setLinked = (peer: PeerId, linked: boolean) =>
+    SubscriptionRef.update(linkedPeers, (set) => linked ? HashSet.add(set, peer) : HashSet.remove(set, peer))
+
+  interface HelloPlan {
+    readonly acks: ReadonlyArray<{ readonly key: string; readonly upTo: number }>
+    readonly resync: { readonly reason: ResyncReason; readonly detail: string; readonly after: number } | undefined
+  }
+
+  /** Reads a fresh `Hello`: which acknowledgements it carries and whether this peer needs a new incarnation. */
+  const planHello = (hello: Frame.Hello, peer: PeerState, report: Report) =>
+    STM.gen(function*() {
+      const acks: Array<{ key: string; upTo: number }> = []
+      let resync: HelloPlan["resync"] = undefined
+      const known = hello.lanes.reduce((max, lane) => Math.max(max, lane.incarnation), 0)
+      if (known > peer.incarnation) {
+        resync = {
+          reason: "peer-knows-newer-incarnation",
+          detail: `peer knows incarnation ${known}, this peer runs ${peer.incarnation}`,
+          after: known
+        }
+      }
+      for (const lane of hello.lanes) {
+        if (lane.incarnation !== peer.incarnation || lane.delivered === 0) continue
+        const key = streamKey(hello.from, lane.lane)
+        const out = yield* TMap.get(outs, key)
+        const runStart = Option.isSome(out) ? out.value.runStart : 1
+        if (!peer.verified && lane.delivered >= runStart) {
+          resync ??= {
+            reason: "store-went-back",
+            detail: `peer delivered seq ${lane.delivered} in lane ${lane.lane}, this run started at ${runStart}`,
+            after: Math.max(known, peer.incarnation)
+          }
+          if (runStart > 1) acks.push({ key, upTo: runStart - 1 })
+        } else if (Option.isSome(out) && lane.delivered > out.value.allocated) {
+          reject(report, hello.from, "ack-beyond-sent", `Hello delivered ${lane.delivered} in lane ${lane.lane}`)
+        } else if (Option.isSome(out)) {
+          acks.push({ key, upTo: lane.delivered })
+        }
+      }
+      return { acks, resync } satisfies HelloPlan
+    })
+
+  /** Applies a fresh `Hello`: acknowledgements, a new incarnation if needed, and a resend from the first gap. */
+  const linkPeer = (peerId: PeerId, plan: HelloPlan, incarnation: Incarnation.Incarnation, now: number) =>
+    STM.gen(function*() {
+      const report = emptyReport()
+      for (const { key, upTo } of plan.acks) {
+        const out = yield* TMap.get(outs, key)
+        if (Option.isSome(out)) yield* applyAck(key, out.value, upTo, now, report)
+      }
+      const peer = yield* getPeer(peerId)
+      if (!peer.connected) return report
+      yield* TMap.set(peers, peerId, { ...peer, incarnation, linked: true, verified: true })
+      const streams = yield* streamsOf(peerId)
+      for (const [key, out] of streams) {
+        yield* TMap.set(outs, key, { ...out, nextToSend: out.acked + 1, probe: undefined })
+        yield* TMap.remove(deadlines, key)
+      }
+      yield* markOutReady(streams.map(([key]) => key))
+      if (plan.resync !== undefined) {
+        report.events.push(IlmEvent.Resynchronised({
+          peer: peerId,
+          lane: undefined,
+          reason: plan.resync.reason,
+          detail: `${plan.resync.detail}; now incarnation ${incarnation}`
+        }))
+      }
+      if (!peer.linked) report.events.push(IlmEvent.PeerConnected({ peer: peerId }))
+      return report
+    })
+
+  const handleHello = (hello: Frame.Hello) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const report = emptyReport()
+      const plan = yield* STM.gen(function*() {
+        const peer = yield* getPeer(hello.from)
+        yield* TMap.set(peers, hello.from, { ...peer, theirNonce: hello.nonce })
+        const fresh = peer.connected && hello.echo === peer.nonce
+        return fresh ? yield* planHello(hello, peer, report) : undefined
+      })
+      if (plan !== undefined) {
+        const peer = yield* getPeer(hello.from)
+        const linked = yield* Effect.gen(function*() {
+          if (plan.resync === undefined) return yield* linkPeer(hello.from, plan, peer.incarnation, now)
+          const incarnation = yield* Incarnation.after(Incarnation.Incarnation.make(plan.resync.after))
+          const acknowledgements = yield* STM.gen(function*() {
+            const list: Array<BackendTypes.Acknowledgement> = []
+            for (const { key, upTo } of plan.acks) {
+              const out = yield* TMap.get(outs, key)
+              if (Option.isSome(out)) list.push({ peer: out.value.peer, lane: out.value.lane, upTo })
+            }
+            return list
+          })
+          // Forget what the peer has delivered before moving on, so a crash in between cannot resend it.
+          yield* backend.withTransaction(
+            Effect.zipRight(backend.acknowledge(acknowledgements), backend.setIncarnation(hello.from, incarnation))
+          )
+          return yield* linkPeer(hello.from, plan, incarnation, now)
+        }).pipe(
+          Effect.tapErrorCause((cause) =>
+            Effect.logWarning("Could not start a new incarnation; waiting for the next Hello", cause)
+          ),
+          Effect.option
+        )
+        if (Option.isSome(linked)) {
+          linked.value.events.forEach((event) => report.events.push(event))
+          report.acked += linked.value.acked
+          if (linked.value.events.some(IlmEvent.$is("PeerConnected"))) yield* setLinked(hello.from, true)
+        }
+      }
+      yield* publish(report)
+      if (!hello.reply) {
+        const linked = (yield* getPeer(hello.from)).linked
+        yield* sendHello(hello.from, linked)
+      }
+    })
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Frame reader
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const applyBatch = (batch: ReadonlyArray<Frame.Data | Frame.Ack>, now: number) =>
+    STM.gen(function*() {
+      const report = emptyReport()
+      for (const frame of batch) {
+        if (frame._tag === "Data") yield* receiveData(frame, report)
+        else yield* receiveAck(frame, now, report)
+      }
+      return report
+    })
+
+  const flushBatch = (batch: Array<Frame.Data | Frame.Ack>) =>
+    batch.length === 0 ? Effect.void : Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const report = yield* applyBatch(batch.splice(0), now)
+      yield* publish(report)
+    })
+
+  const handleChunk = (chunk: Chunk.Chunk<Inbound>) =>
+    Effect.gen(function*() {
+      const batch: Array<Frame.Data | Frame.Ack> = []
+      const report = emptyReport()
+      for (const inbound of chunk) {
+        const decoded = Frame.decode(inbound.frame, config.maxPayloadBytes)
+        if (Either.isLeft(decoded)) {
+          reject(report, inbound.from, decoded.left.reason, decoded.left.detail)
+          continue
+        }
+        const frame = decoded.right
+        if (frame.from !== inbound.from) {
+          reject(report, inbound.from, "spoofed-source", `frame claims source ${frame.from}`)
+        } else if (frame.to !== self) {
+          reject(report, inbound.from, "wrong-destination", `frame addressed to ${frame.to}`)
+        } else if (frame._tag === "Hello") {
+          yield* flushBatch(batch)
+          yield* handleHello(frame)
+        } else {
+          batch.push(frame)
+        }
+      }
+      yield* flushBatch(batch)
+      yield* publish(report)
+    })
+
+  const frameReader = Stream.runForEachChunk(network.inbound, handleChunk)
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Peer watcher and Hello loops
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const helloLoops = yield* FiberMap.make<PeerId, void>()
+
+  const awaitLinked = (peer: PeerId) => STM.flatMap(getPeer(peer), (state) => STM.check(() => state.linked))
+
+  const helloLoop = (peer: PeerId): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      let interval = config.helloInitial
+      while (true) {
+        yield* sendHello(peer, false)
+        const linked = yield* Effect.raceFirst(
+          Effect.as(awaitLinked(peer), true),
+          Effect.as(Effect.sleep(interval), false)
+        )
+        if (linked) return
+        interval = Duration.min(Duration.times(interval, 2), config.helloMax)
+      }
+    })
+
+  const connect = (peer: PeerId) =>
+    Effect.gen(function*() {
+      const nonce = yield* Random.nextIntBetween(1, Number.MAX_SAFE_INTEGER)
+      yield* STM.flatMap(
+        getPeer(peer),
+        (state) => TMap.set(peers, peer, { ...state, connected: true, linked: false, nonce })
+      )
+      yield* FiberMap.run(helloLoops, peer, helloLoop(peer))
+    })
+
+  const disconnect = (peer: PeerId) =>
+    Effect.gen(function*() {
+      yield* FiberMap.remove(helloLoops, peer)
+      const wasLinked = yield* STM.gen(function*() {
+        const state = yield* getPeer(peer)
+        yield* TMap.set(peers, peer, { ...state, connected: false, linked: false })
+        for (const [key, out] of yield* streamsOf(peer)) {
+          yield* TMap.set(outs, key, { ...out, nextToSend: out.acked + 1, probe: undefined })
+          yield* TMap.remove(deadlines, key)
+        }
+        return state.linked
+      })
+      if (wasLinked) {
+        yield* setLinked(peer, false)
+        yield* PubSub.publish(events, IlmEvent.PeerDisconnected({ peer }))
+      }
+    })
+
+  const peerWatcher = Effect.gen(function*() {
+    let known = HashSet.empty<PeerId>()
+    yield* Stream.runForEach(network.connected.changes, (current) =>
+      Effect.gen(function*() {
+        for (const peer of HashSet.difference(known, current)) yield* disconnect(peer)
+        for (const peer of HashSet.difference(current, known)) {
+          if (peer !== self) yield* connect(peer)
+        }
+        known = current
+      }))
+  })
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Appender: group commit of sends
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const appendBatch = (requests: ReadonlyArray<SendRequest>) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const exit = yield* Effect.exit(restore(backend.append(requests)))
+        if (Exit.isFailure(exit)) {
+          const error = Cause.failureOption(exit.cause)
+          yield* STM.forEach(requests, (request) => addPending(request.peer, -1), { discard: true })
+          for (const request of requests) {
+            yield* Deferred.fail(
+              request.deferred,
+              Option.isSome(error) ? error.value : new EngineClosedError({ peer: self })
+            )
+          }
+          return
+        }
+        const seqs = exit.value
+        const ids = yield* STM.gen(function*() {
+          const result: Array<MessageId> = []
+          for (let i = 0; i < requests.length; i++) {
+            const request = requests[i]!
+            const seq = seqs[i]!
+            const key = streamKey(request.peer, request.lane)
+            const out = yield* TMap.get(outs, key)
+            const peer = yield* getPeer(request.peer)
+            yield* TMap.set(peers, request.peer, peer)
+            const current: OutState = Option.getOrElse(out, () => ({
+              peer: request.peer,
+              lane: request.lane,
+              runStart: 1,
+              allocated: 0,
+              acked: 0,
+              nextToSend: 1,
+              highestSent: 0,
+              probe: undefined,
+              retransmitted: 0
+            }))
+            yield* TMap.set(outs, key, { ...current, allocated: Math.max(current.allocated, seq) })
+            result.push(
+              new MessageId(
+                { destination: request.peer, lane: request.lane, incarnation: peer.incarnation, seq },
+                noValidation
+              )
+            )
+          }
+          yield* markOutReady(requests.map((request) => streamKey(request.peer, request.lane)))
+          return result
+        })
+        for (let i = 0; i < requests.length; i++) yield* Deferred.succeed(requests[i]!.deferred, ids[i]!)
+        yield* Metric.incrementBy(Metrics.sent, requests.length)
+        yield* Metric.set(Metrics.pending, yield* totalPending)
+      })
+    )
+
+  const appender = Effect.forever(
+    Effect.flatMap(TQueue.takeBetween(appendQueue, 1, config.maxBatch), appendBatch)
+  )
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Outbox pump
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const reserveTransmissions = (now: number) =>
+    STM.gen(function*() {
+      const ready = yield* TRef.get(outReady)
+      if (HashSet.size(ready) === 0) return yield* STM.retry
+      let stillReady = HashSet.empty<string>()
+      const transmissions: Array<Transmission> = []
+      let armed = false
+      for (const key of ready) {
+        const out = yield* TMap.get(outs, key)
+        if (Option.isNone(out)) continue
+        const stream = out.value
+        const peer = yield* getPeer(stream.peer)
+        if (!peer.linked) continue
+        const limit = Math.min(stream.allocated, stream.acked + window)
+        const end = Math.min(limit, stream.nextToSend + config.maxBatch - 1)
+        if (stream.nextToSend > end) continue
+        if (end < limit) stillReady = HashSet.add(stillReady, key)
+        const retransmits = Math.max(0, Math.min(end, stream.highestSent) - stream.nextToSend + 1)
+        const probe = stream.probe ?? (end > stream.highestSent ? { seq: end, at: now } : undefined)
+        yield* TMap.set(outs, key, {
+          ...stream,
+          nextToSend: end + 1,
+          highestSent: Math.max(stream.highestSent, end),
+          probe,
+          retransmitted: stream.retransmitted + retransmits
+        })
+        if (!(yield* TMap.has(deadlines, key))) {
+          yield* TMap.set(deadlines, key, now + peer.rto)
+          armed = true
+        }
+        transmissions.push({
+          peer: stream.peer,
+          lane: stream.lane,
+          incarnation: peer.incarnation,
+          from: stream.nextToSend,
+          to: end,
+          floor: stream.acked + 1,
+          retransmits
+        })
+      }
+      yield* TRef.set(outReady, stillReady)
+      if (armed) yield* TRef.update(deadlinesVersion, (n) => n + 1)
+      return transmissions
+    })
+
+  const transmit = (transmission: Transmission) =>
+    backend.read(transmission.peer, transmission.lane, transmission.from, transmission.to - transmission.from + 1).pipe(
+      Effect.map((messages) => {
+        const frames: Array<Uint8Array> = []
+        for (const message of messages) {
+          if (message.seq < transmission.from || message.seq > transmission.to) continue
+          frames.push(Frame.encode(
+            new Frame.Data({
+              from: self,
+              to: transmission.peer,
+              lane: transmission.lane,
+              incarnation: transmission.incarnation,
+              seq: message.seq,
+              floor: transmission.floor,
+              payload: message.payload
+            }, noValidation)
+          ))
+        }
+        return frames
+      }),
+      // A failed read is a lost transmission: the retransmission timer sends it again.
+      Effect.tapError((error) => Effect.logWarning("Could not read pending messages", error)),
+      Effect.orElseSucceed((): Array<Uint8Array> => [])
+    )
+
+  const pump = Effect.forever(Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const transmissions = yield* reserveTransmissions(now)
+    const byPeer = new Map<PeerId, Array<Uint8Array>>()
+    let retransmits = 0
+    for (const transmission of transmissions) {
+      const frames = yield* transmit(transmission)
+      const list = byPeer.get(transmission.peer)
+      if (list === undefined) byPeer.set(transmission.peer, frames)
+      else for (const frame of frames) list.push(frame)
+      retransmits += transmission.retransmits
+    }
+    for (const [peer, frames] of byPeer) yield* sendFrames(peer, frames)
+    if (retransmits > 0) yield* Metric.incrementBy(Metrics.retransmitted, retransmits)
+  }))
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Retransmission timer
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const expire = (now: number) =>
+    STM.gen(function*() {
+      const backedOff = new Set<PeerId>()
+      for (const [key, deadline] of yield* TMap.toArray(deadlines)) {
+        if (deadline > now) continue
+        yield* TMap.remove(deadlines, key)
+        const out = yield* TMap.get(outs, key)
+        if (Option.isNone(out) || out.value.acked >= out.value.nextToSend - 1) continue
+        yield* TMap.set(outs, key, { ...out.value, nextToSend: out.value.acked + 1, probe: undefined })
+        yield* markOutReady([key])
+        if (!backedOff.has(out.value.peer)) {
+          backedOff.add(out.value.peer)
+          const peer = yield* getPeer(out.value.peer)
+          yield* TMap.set(peers, peer.peer, { ...peer, rto: Math.min(rtoMax, peer.rto * config.retransmitBackoff) })
+        }
+      }
+    })
+
+  const retransmitTimer = Effect.forever(Effect.gen(function*() {
+    const [earliest, version] = yield* STM.gen(function*() {
+      const all = yield* TMap.values(deadlines)
+      if (all.length === 0) return yield* STM.retry
+      return [Math.min(...all), yield* TRef.get(deadlinesVersion)] as const
+    })
+    const now = yield* Clock.currentTimeMillis
+    if (earliest > now) {
+      // Sleep until the earliest deadline, or until a stream is armed that may expire sooner.
+      yield* Effect.raceFirst(
+        Effect.sleep(Duration.millis(earliest - now)),
+        STM.flatMap(TRef.get(deadlinesVersion), (current) => STM.check(() => current !== version))
+      )
+      return
+    }
+    yield* expire(now)
+  }))
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Ack sender and ack handler
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const takeAll = <K, V>(ref: TRef.TRef<HashMap.HashMap<K, V>>) =>
+    STM.gen(function*() {
+      const all = yield* TRef.get(ref)
+      if (HashMap.size(all) === 0) return yield* STM.retry
+      yield* TRef.set(ref, HashMap.empty())
+      return Array.from(HashMap.values(all))
+    })
+
+  const ackDelay = Duration.greaterThan(config.ackDelay, Duration.zero)
+
+  const ackSender = Effect.forever(Effect.gen(function*() {
+    if (ackDelay) {
+      yield* STM.flatMap(TRef.get(acksToSend), (all) => STM.check(() => HashMap.size(all) > 0))
+      yield* Effect.sleep(config.ackDelay)
+    }
+    const acks = yield* takeAll(acksToSend)
+    const byPeer = new Map<PeerId, Array<Uint8Array>>()
+    for (const ack of acks) {
+      const frame = Frame.encode(
+        new Frame.Ack(
+          { from: self, to: ack.peer, lane: ack.lane, incarnation: ack.incarnation, upTo: ack.upTo },
+          noValidation
+        )
+      )
+      const list = byPeer.get(ack.peer)
+      if (list === undefined) byPeer.set(ack.peer, [frame])
+      else list.push(frame)
+    }
+    for (const [peer, frames] of byPeer) yield* sendFrames(peer, frames)
+  }))
+
+  const backendRetry = (attempt: number) => Duration.millis(Math.min(10_000, 50 * 2 ** Math.min(attempt, 10)))
+
+  const ackHandler = Effect.gen(function*() {
+    let attempt = 0
+    while (true) {
+      const acks = yield* takeAll(deletions)
+      const exit = yield* Effect.exit(backend.acknowledge(acks))
+      if (Exit.isSuccess(exit)) {
+        attempt = 0
+        continue
+      }
+      yield* Effect.logWarning("Could not delete acknowledged messages; retrying", exit.cause)
+      // Put them back unless a later acknowledgement superseded them.
+      yield* TRef.update(deletions, (current) => {
+        let next = current
+        for (const ack of acks) {
+          const key = streamKey(ack.peer, ack.lane)
+          const later = HashMap.get(next, key)
+          if (Option.isNone(later) || later.value.upTo < ack.upTo) next = HashMap.set(next, key, ack)
+        }
+        return next
+      })
+      yield* Effect.sleep(backendRetry(attempt++))
+    }
+  })
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Inbox reorderer and delivery workers
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const fibers = yield* FiberSet.make<unknown, unknown>()
+
+  const takeDeliverable = (key: string) =>
+    STM.gen(function*() {
+      const current = yield* TMap.get(ins, key)
+      if (Option.isNone(current)) return undefined
+      const state = current.value
+      const messages: Array<Frame.Data> = []
+      for (let seq = state.delivered + 1; messages.length < config.maxBatch; seq++) {
+        const data = HashMap.get(state.buffer, seq)
+        if (Option.isNone(data)) break
+        messages.push(data.value)
+      }
+      if (messages.length === 0) {
+        yield* TMap.set(ins, key, { ...state, busy: false })
+        return undefined
+      }
+      return { incarnation: state.incarnation, messages }
+    })
+
+  /**
+   * Delivers messages in order inside one backend transaction, each in its own nested one, and commits the receive
+   * state of those that succeeded. Interruption stops between messages, so a clean stop never delivers twice.
+   */
+  const deliverBatch = (
+    peer: PeerId,
+    lane: Lane.Lane,
+    incarnation: Incarnation.Incarnation,
+    messages: ReadonlyArray<Frame.Data>
+  ) =>
+    Effect.uninterruptibleMask((restore) =>
+      backend.withTransaction(Effect.gen(function*() {
+        let lastOk = messages[0]!.seq - 1
+        let failure: Cause.Cause<unknown> | undefined
+        for (const data of messages) {
+          const message = new Message({
+            source: peer,
+            destination: self,
+            lane,
+            incarnation,
+            seq: data.seq,
+            payload: data.payload
+          }, noValidation)
+          const exit = yield* Effect.exit(restore(backend.withTransaction(delivery.deliver(message))))
+          if (Exit.isFailure(exit)) {
+            failure = exit.cause
+            break
+          }
+          lastOk = data.seq
+        }
+        if (lastOk >= messages[0]!.seq) {
+          yield* backend.commitReceived([{ peer, lane, incarnation, delivered: lastOk }])
+        }
+        return { lastOk, failure }
+      }))
+    )
+
+  const deliveryWorker = (key: string, peer: PeerId, lane: Lane.Lane) =>
+    Effect.gen(function*() {
+      let attempt = 0
+      while (true) {
+        const batch = yield* takeDeliverable(key)
+        if (batch === undefined) return
+        const first = batch.messages[0]!.seq
+        const exit = yield* Effect.exit(deliverBatch(peer, lane, batch.incarnation, batch.messages))
+        const lastOk = Exit.isSuccess(exit) ? exit.value.lastOk : first - 1
+        const failure = Exit.isSuccess(exit) ? exit.value.failure : exit.cause
+        if (failure !== undefined && Cause.isInterruptedOnly(failure)) return yield* Effect.interrupt
+        if (lastOk >= first) {
+          yield* STM.gen(function*() {
+            const current = yield* TMap.get(ins, key)
+            if (Option.isNone(current) || current.value.incarnation !== batch.incarnation) return
+            if (lastOk <= current.value.delivered) return
+            const state: InState = {
+              ...current.value,
+              delivered: lastOk,
+              buffer: HashMap.filter(current.value.buffer, (_, seq) => seq > lastOk)
+            }
+            yield* TMap.set(ins, key, state)
+            yield* queueAck(key, state)
+          })
+          yield* Metric.incrementBy(Metrics.delivered, lastOk - first + 1)
+        }
+        if (failure === undefined) {
+          attempt = 0
+          continue
+        }
+        attempt++
+        const delay = Duration.min(
+          Duration.times(config.deliveryRetryInitial, 2 ** Math.min(attempt - 1, 30)),
+          config.deliveryRetryMax
+        )
+        const error = Cause.squash(failure)
+        yield* PubSub.publish(
+          events,
+          IlmEvent.DeliveryFailed({
+            peer,
+            lane,
+            seq: lastOk + 1,
+            attempt,
+            retryInMillis: Duration.toMillis(delay),
+            error
+          })
+        )
+        yield* Effect.logWarning(`Delivery of ${peer}/${lane} seq ${lastOk + 1} failed; retrying`, failure)
+        yield* Effect.sleep(delay)
+      }
+    })
+
+  const reorderer = Effect.forever(Effect.gen(function*() {
+    const started = yield* STM.gen(function*() {
+      const ready = yield* TRef.get(inReady)
+      if (HashSet.size(ready) === 0) return yield* STM.retry
+      yield* TRef.set(inReady, HashSet.empty())
+      const result: Array<InState & { readonly key: string }> = []
+      for (const key of ready) {
+        const state = yield* TMap.get(ins, key)
+        if (Option.isNone(state) || state.value.busy) continue
+        yield* TMap.set(ins, key, { ...state.value, busy: true })
+        result.push({ ...state.value, key })
+      }
+      return result
+    })
+    for (const state of started) yield* FiberSet.run(fibers, deliveryWorker(state.key, state.peer, state.lane))
+  }))
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Lifecycle
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const failureCause = yield* TRef.make<Cause.Cause<unknown> | undefined>(undefined)
+
+  const closedError = Effect.map(TRef.get(failureCause), (cause) => new EngineClosedError({ peer: self, cause }))
+
+  const close = Effect.gen(function*() {
+    const queued = yield* STM.gen(function*() {
+      yield* TRef.set(closed, true)
+      return yield* TQueue.takeAll(appendQueue)
+    })
+    const error = yield* closedError
+    for (const request of queued) yield* Deferred.fail(request.deferred, error)
+  })
+
+  const annotate = <A, E, R>(name: string, effect: Effect.Effect<A, E, R>) =>
+    effect.pipe(Effect.annotateLogs({ peer: self, fiber: name }), Effect.withLogSpan(`ilm.${name}`))
+
+  yield* FiberSet.run(fibers, annotate("frame-reader", frameReader))
+  yield* FiberSet.run(fibers, annotate("peer-watcher", peerWatcher))
+  yield* FiberSet.run(fibers, annotate("appender", appender))
+  yield* FiberSet.run(fibers, annotate("outbox-pump", pump))
+  yield* FiberSet.run(fibers, annotate("ack-sender", ackSender))
+  yield* FiberSet.run(fibers, annotate("ack-handler", ackHandler))
+  yield* FiberSet.run(fibers, annotate("inbox-reorderer", reorderer))
+  yield* FiberSet.run(fibers, annotate("retransmit-timer", retransmitTimer))
+
+  // Supervision: the first fiber to fail stops the engine as a whole, never leaving it half-alive.
+  const supervise = (join: Effect.Effect<void, unknown>) =>
+    join.pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.gen(function*() {
+          yield* Effect.logError("The engine stopped after a fiber failed", cause)
+          yield* TRef.set(failureCause, cause)
+          yield* close
+          yield* FiberSet.clear(fibers)
+          yield* FiberMap.clear(helloLoops)
+        })
+      ),
+      Effect.forkScoped
+    )
+  yield* supervise(FiberSet.join(fibers))
+  yield* supervise(FiberMap.join(helloLoops))
+  yield* Effect.addFinalizer(() => close)
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // API
+  // ---------------------------------------------------------------------------------------------------------------
+
+  const validate = (to: PeerId, payload: Uint8Array, options: ILM.SendOptions | undefined) => {
+    const lane = options?.lane ?? Lane.defaultLane
+    if (to === self) return Either.left(new SendToSelfError({ peer: self }))
+    if (!Lane.isLane(lane)) return Either.left(new InvalidLaneError({ lane }))
+    if (payload.length > config.maxPayloadBytes) {
+      return Either.left(new PayloadTooLargeError({ size: payload.length, maxPayloadBytes: config.maxPayloadBytes }))
+    }
+    return Either.right(lane)
+  }
+
+  const send = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
+    Effect.gen(function*() {
+      const lane = yield* validate(to, payload, options)
+      const deferred = yield* Deferred.make<MessageId, ILM.SendError>()
+      const request: SendRequest = { peer: to, lane, payload, deferred }
+      yield* STM.gen(function*() {
+        if (yield* TRef.get(closed)) return yield* STM.fail("closed" as const)
+        const pending = Option.getOrElse(yield* TMap.get(pendingByPeer, to), () => 0)
+        if (pending >= config.maxPendingPerPeer) {
+          if (config.whenFull === "fail") return yield* STM.fail("full" as const)
+          return yield* STM.retry
+        }
+        yield* TMap.set(pendingByPeer, to, pending + 1)
+        yield* TQueue.offer(appendQueue, request)
+      }).pipe(
+        Effect.catchAll((reason): Effect.Effect<never, OutboxFullError | EngineClosedError> =>
+          reason === "full"
+            ? Effect.fail(new OutboxFullError({ peer: to, maxPendingPerPeer: config.maxPendingPerPeer }))
+            : Effect.flatMap(closedError, Effect.fail)
+        )
+      )
+      return yield* Deferred.await(deferred)
+    }).pipe(Effect.withSpan("ILM.send", { attributes: { to } }))
+
+  const sendAndAwait = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
+    Effect.gen(function*() {
+      const id = yield* send(to, payload, options)
+      const key = streamKey(to, id.lane)
+      const acknowledged = yield* STM.gen(function*() {
+        if (yield* TRef.get(closed)) return false
+        const out = yield* TMap.get(outs, key)
+        if (Option.isSome(out) && out.value.acked >= id.seq) return true
+        return yield* STM.retry
+      })
+      if (!acknowledged) return yield* Effect.flatMap(closedError, Effect.fail)
+      return id
+    }).pipe(Effect.withSpan("ILM.sendAndAwait", { attributes: { to } }))
+
+  const pendingStreams = STM.map(
+    TMap.values(outs),
+    (all) =>
+      all.filter((out) => out.allocated > out.acked).map((out) => ({
+        peer: out.peer,
+        lane: out.lane,
+        pending: out.allocated - out.acked
+      }))
+  )
+
+  const drain = (timeout: Duration.DurationInput) =>
+    Effect.gen(function*() {
+      const drained = STM.gen(function*() {
+        if (yield* TRef.get(closed)) return false
+        const pending = yield* totalPending
+        if (pending > 0) return yield* STM.retry
+        return true
+      })
+      const result = yield* Effect.timeout(drained, timeout).pipe(Effect.option)
+      if (Option.isNone(result)) {
+        return yield* Effect.fail(new DrainTimeoutError({ pending: yield* pendingStreams }))
+      }
+      if (!result.value) return yield* Effect.flatMap(closedError, Effect.fail)
+    }).pipe(Effect.withSpan("ILM.drain"))
+
+  const stats = STM.gen(function*() {
+    const peerList = yield* TMap.values(peers)
+    const incarnations = new Map(peerList.map((peer) => [peer.peer, peer.incarnation]))
+    const outbound = (yield* TMap.values(outs)).map((out): ILM.OutboundStats => ({
+      peer: out.peer,
+      lane: out.lane,
+      incarnation: incarnations.get(out.peer) ?? backend.incarnation,
+      pending: out.allocated - out.acked,
+      inFlight: out.nextToSend - 1 - out.acked,
+      ackedUpTo: out.acked,
+      lastSeq: out.allocated,
+      retransmitted: out.retransmitted
+    }))
+    const inbound = (yield* TMap.values(ins)).map((state): ILM.InboundStats => ({
+      peer: state.peer,
+      lane: state.lane,
+      incarnation: state.incarnation,
+      delivered: state.delivered,
+      buffered: HashMap.size(state.buffer)
+    }))
+    return {
+      peers: peerList.map((peer): ILM.PeerStats => ({
+        peer: peer.peer,
+        connected: peer.connected,
+        linked: peer.linked,
+        incarnation: peer.incarnation,
+        retransmitTimeoutMillis: peer.rto,
+        smoothedRoundTripMillis: peer.srtt
+      })),
+      outbound,
+      inbound
+    } satisfies ILM.Stats
+  }).pipe(STM.commit)
+
+  return {
+    localPeer: self,
+    send,
+    sendAndAwait,
+    drain,
+    peers: linkedPeers,
+    stats,
+    events: Stream.fromPubSub(events)
+  } satisfies ILM.ILM["Type"] as ILM.ILM["Type"]
+})

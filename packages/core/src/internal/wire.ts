@@ -1,0 +1,141 @@
+/**
+ * The byte layout of protocol version 1. Integers are unsigned LEB128 varints up to 2^53; strings and byte
+ * strings are a varint length followed by their bytes (strings in UTF-8).
+ *
+ * @internal
+ */
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder("utf-8", { fatal: true })
+
+/** @internal */
+export class Writer {
+  private buffer: Uint8Array
+  private view: DataView
+  offset = 0
+
+  constructor(initialSize = 128) {
+    this.buffer = new Uint8Array(initialSize)
+    this.view = new DataView(this.buffer.buffer)
+  }
+
+  private ensure(extra: number): void {
+    const needed = this.offset + extra
+    if (needed <= this.buffer.length) return
+    let size = this.buffer.length * 2
+    while (size < needed) size *= 2
+    const next = new Uint8Array(size)
+    next.set(this.buffer.subarray(0, this.offset))
+    this.buffer = next
+    this.view = new DataView(next.buffer)
+  }
+
+  byte(value: number): void {
+    this.ensure(1)
+    this.view.setUint8(this.offset++, value)
+  }
+
+  uint(value: number): void {
+    this.ensure(8)
+    let rest = value
+    while (rest >= 0x80) {
+      this.buffer[this.offset++] = (rest % 0x80) | 0x80
+      rest = Math.floor(rest / 0x80)
+    }
+    this.buffer[this.offset++] = rest
+  }
+
+  bytes(value: Uint8Array): void {
+    this.uint(value.length)
+    this.ensure(value.length)
+    this.buffer.set(value, this.offset)
+    this.offset += value.length
+  }
+
+  string(value: string): void {
+    // Ids are mostly ASCII: write them directly and fall back to the encoder for anything else.
+    const length = value.length
+    this.ensure(length + 8)
+    const start = this.offset
+    this.uint(length)
+    const bodyStart = this.offset
+    for (let i = 0; i < length; i++) {
+      const code = value.charCodeAt(i)
+      if (code >= 0x80) {
+        this.offset = start
+        this.bytes(encoder.encode(value))
+        return
+      }
+      this.buffer[bodyStart + i] = code
+    }
+    this.offset = bodyStart + length
+  }
+
+  finish(): Uint8Array {
+    return this.buffer.slice(0, this.offset)
+  }
+}
+
+/** @internal */
+export class ReadError {
+  constructor(readonly detail: string) {}
+}
+
+/**
+ * Reads fields in order; every method returns a `ReadError` instead of throwing when the input ends early or a
+ * field is out of range, so hostile bytes never become a defect.
+ *
+ * @internal
+ */
+export class Reader {
+  offset = 0
+  constructor(readonly input: Uint8Array) {}
+
+  get remaining(): number {
+    return this.input.length - this.offset
+  }
+
+  byte(): number | ReadError {
+    if (this.offset >= this.input.length) return new ReadError("frame ends early")
+    return this.input[this.offset++]!
+  }
+
+  uint(): number | ReadError {
+    let result = 0
+    let scale = 1
+    for (let i = 0; i < 8; i++) {
+      if (this.offset >= this.input.length) return new ReadError("frame ends inside an integer")
+      const byte = this.input[this.offset++]!
+      result += (byte & 0x7f) * scale
+      if (byte < 0x80) {
+        return result <= Number.MAX_SAFE_INTEGER ? result : new ReadError("integer beyond 2^53")
+      }
+      scale *= 0x80
+    }
+    return new ReadError("integer longer than 8 bytes")
+  }
+
+  bytes(): Uint8Array | ReadError {
+    const length = this.uint()
+    if (length instanceof ReadError) return length
+    if (length > this.remaining) return new ReadError(`a field of ${length} bytes exceeds the frame`)
+    const value = this.input.subarray(this.offset, this.offset + length)
+    this.offset += length
+    return value
+  }
+
+  string(): string | ReadError {
+    const bytes = this.bytes()
+    if (bytes instanceof ReadError) return bytes
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i]! >= 0x80) {
+        try {
+          return decoder.decode(bytes)
+        } catch {
+          return new ReadError("a string is not valid UTF-8")
+        }
+      }
+    }
+    return String.fromCharCode.apply(null, Array.from(bytes))
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * An in-memory network hub with fault injection. Each peer gets a `Network` layer from the hub; the hub's controls
+ * connect and disconnect peers, partition pairs, and make links drop, duplicate, reorder and delay frames. Faults
+ * draw from a seeded generator and delays go through `Clock`, so a failing case replays exactly under `TestClock`.
+ *
+ * @since 0.1.0
+ */
+import { type Inbound, Network, NetworkError } from "@intersession/core/Network"
+import type { PeerId } from "@intersession/core/PeerId"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as HashSet from "effect/HashSet"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+
+/**
+ * What a link does to the frames crossing it. Probabilities are per frame, from 0 to 1.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Faults {
+  /** Probability that a frame is lost. */
+  readonly drop?: number | undefined
+  /** Probability that a frame arrives twice. */
+  readonly duplicate?: number | undefined
+  /** Probability that a frame is held back by up to `reorderWindow`, letting later frames overtake it. */
+  readonly reorder?: number | undefined
+  /** How far a reordered frame can be held back; 10 ms by default. */
+  readonly reorderWindow?: Duration.DurationInput | undefined
+  /** Fixed delay of every frame. */
+  readonly delay?: Duration.DurationInput | undefined
+}
+
+/**
+ * Counts of what the hub did with frames.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HubStats {
+  readonly sent: number
+  readonly delivered: number
+  readonly dropped: number
+  readonly duplicated: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Hub {
+  /** The `Network` of one peer. Building it brings the peer online; closing its scope takes it offline. */
+  readonly layer: (peer: PeerId) => Layer.Layer<Network>
+  /** Brings a peer's links back after `disconnect`. */
+  readonly connect: (peer: PeerId) => Effect.Effect<void>
+  /** Cuts every link of a peer, as unplugging its cable would; its layer stays alive. */
+  readonly disconnect: (peer: PeerId) => Effect.Effect<void>
+  /** Cuts the link between two peers. */
+  readonly partition: (a: PeerId, b: PeerId) => Effect.Effect<void>
+  /** Restores the link between two peers. */
+  readonly heal: (a: PeerId, b: PeerId) => Effect.Effect<void>
+  /** Sets the faults of the link `from → to`, or of every link when no link is given. */
+  readonly setFaults: (faults: Faults, link?: { readonly from: PeerId; readonly to: PeerId }) => Effect.Effect<void>
+  /** Delivers raw bytes to `to` as if the transport had received them from `from` (which need not exist). */
+  readonly inject: (from: PeerId, to: PeerId, frame: Uint8Array) => Effect.Effect<void>
+  readonly stats: Effect.Effect<HubStats>
+}
+
+interface Registration {
+  readonly inbound: Queue.Queue<Inbound>
+  readonly connected: SubscriptionRef.SubscriptionRef<HashSet.HashSet<PeerId>>
+}
+
+const linkKey = (from: string, to: string) => `${from.length}:${from}${to}`
+const pairKey = (a: string, b: string) => (a < b ? linkKey(a, b) : linkKey(b, a))
+
+/**
+ * Makes a hub. `seed` fixes every fault decision; the same seed and the same schedule replay the same run.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options?: { readonly seed?: number | undefined }): Effect.Effect<Hub, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const random = Random.make(options?.seed ?? 0)
+    const fibers = yield* FiberSet.make()
+    const registered = new Map<PeerId, Registration>()
+    const unplugged = new Set<PeerId>()
+    const partitions = new Set<string>()
+    const linkFaults = new Map<string, Faults>()
+    let defaultFaults: Faults = {}
+    const stats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0 }
+
+    const reachable = (from: PeerId, to: PeerId) =>
+      from !== to && registered.has(from) && registered.has(to) && !unplugged.has(from) && !unplugged.has(to) &&
+      !partitions.has(pairKey(from, to))
+
+    const refresh = Effect.forEach(registered, ([peer, registration]) => {
+      const now = HashSet.fromIterable(Array.from(registered.keys()).filter((other) => reachable(peer, other)))
+      return SubscriptionRef.update(
+        registration.connected,
+        (old) => (HashSet.size(HashSet.difference(old, now)) === 0 &&
+            HashSet.size(HashSet.difference(now, old)) === 0 ?
+          old :
+          now)
+      )
+    }, { discard: true })
+
+    const deliverNow = (from: PeerId, to: PeerId, frame: Uint8Array) =>
+      Effect.suspend(() => {
+        const target = registered.get(to)
+        if (target === undefined || !reachable(from, to)) {
+          stats.dropped++
+          return Effect.void
+        }
+        stats.delivered++
+        return Effect.asVoid(Queue.offer(target.inbound, { from, frame }))
+      })
+
+    const deliverAfter = (from: PeerId, to: PeerId, frame: Uint8Array, delay: number) =>
+      delay <= 0
+        ? deliverNow(from, to, frame)
+        : FiberSet.run(fibers, Effect.zipRight(Effect.sleep(Duration.millis(delay)), deliverNow(from, to, frame)))
+
+    const chance = (p: number | undefined) =>
+      p === undefined || p <= 0 ? Effect.succeed(false) : Effect.map(random.next, (x) => x < p)
+
+    const route = (from: PeerId, to: PeerId, frame: Uint8Array) =>
+      Effect.gen(function*() {
+        stats.sent++
+        const faults = linkFaults.get(linkKey(from, to)) ?? defaultFaults
+        if (yield* chance(faults.drop)) {
+          stats.dropped++
+          return
+        }
+        const copies = (yield* chance(faults.duplicate)) ? 2 : 1
+        if (copies === 2) stats.duplicated++
+        const base = faults.delay === undefined ? 0 : Duration.toMillis(faults.delay)
+        const window = faults.reorderWindow === undefined ? 10 : Duration.toMillis(faults.reorderWindow)
+        for (let i = 0; i < copies; i++) {
+          const held = (yield* chance(faults.reorder)) ? 1 + (yield* random.nextIntBetween(0, Math.max(1, window))) : 0
+          yield* deliverAfter(from, to, frame, base + held)
+        }
+      })
+
+    const register = (peer: PeerId) =>
+      Effect.acquireRelease(
+        Effect.gen(function*() {
+          if (registered.has(peer)) return yield* Effect.die(`peer ${peer} is already online in this hub`)
+          const registration: Registration = {
+            inbound: yield* Queue.unbounded<Inbound>(),
+            connected: yield* SubscriptionRef.make(HashSet.empty<PeerId>())
+          }
+          registered.set(peer, registration)
+          yield* refresh
+          return registration
+        }),
+        (registration) =>
+          Effect.gen(function*() {
+            registered.delete(peer)
+            yield* Queue.shutdown(registration.inbound)
+            yield* refresh
+          })
+      )
+
+    const layer = (peer: PeerId) =>
+      Layer.scoped(
+        Network,
+        Effect.map(register(peer), (registration) =>
+          Network.of({
+            localPeer: peer,
+            send: (to, frames) =>
+              Effect.suspend(() => {
+                if (!reachable(peer, to)) {
+                  return Effect.fail(new NetworkError({ peer: to, reason: "Unreachable" }))
+                }
+                return Effect.forEach(frames, (frame) => route(peer, to, frame), { discard: true })
+              }),
+            inbound: Stream.fromQueue(registration.inbound),
+            connected: registration.connected
+          }))
+      )
+
+    const control = (f: () => void) => Effect.zipRight(Effect.sync(f), refresh)
+
+    return {
+      layer,
+      connect: (peer) => control(() => unplugged.delete(peer)),
+      disconnect: (peer) => control(() => unplugged.add(peer)),
+      partition: (a, b) => control(() => partitions.add(pairKey(a, b))),
+      heal: (a, b) => control(() => partitions.delete(pairKey(a, b))),
+      setFaults: (faults, link) =>
+        Effect.sync(() => {
+          if (link === undefined) {
+            defaultFaults = faults
+            linkFaults.clear()
+          } else {
+            linkFaults.set(linkKey(link.from, link.to), faults)
+          }
+        }),
+      inject: (from, to, frame) =>
+        Effect.suspend(() => {
+          const target = registered.get(to)
+          return target === undefined ? Effect.void : Effect.asVoid(Queue.offer(target.inbound, { from, frame }))
+        }),
+      stats: Effect.sync(() => ({ ...stats }))
+    } satisfies Hub
+  })

@@ -1,0 +1,16 @@
+/**
+ * @since 0.1.0
+ */
+export * as InMemoryBackend from "./InMemoryBackend.js"
+/**
+ * @since 0.1.0
+ */
+export * as InMemoryNetwork from "./InMemoryNetwork.js"
+/**
+ * @since 0.1.0
+ */
+export * as Eventually from "./Eventually.js"
+/**
+ * @since 0.1.0
+ */
+export * as TestPeer from "./TestPeer.js"
