@@ -1,12 +1,16 @@
 import { defineConfig } from "vitest/config"
 
+const project = (name: string, include: string) => ({ extends: true as const, test: { name, include: [include] } })
+
 export default defineConfig({
   test: {
     projects: [
-      "packages/*",
-      { test: { name: "examples", include: ["examples/**/*.test.ts"] } }
+      project("core", "packages/core/test/**/*.test.ts"),
+      project("testing", "packages/testing/test/**/*.test.ts"),
+      project("platform-node", "packages/platform-node/test/**/*.test.ts"),
+      project("examples", "examples/**/*.test.ts")
     ],
-    testTimeout: 60_000,
+    testTimeout: 120_000,
     hookTimeout: 60_000
   }
 })

@@ -17,7 +17,9 @@ import type { PeerId } from "./PeerId.js"
  * - `"store-went-back"`: the partner has delivered seqs this store allocated in this run or has not allocated
  *   yet, so the store was restored from an older copy; this peer started a new incarnation for its pending messages.
  * - `"receiver-behind"`: the sender has acknowledgements for seqs this receiver has no record of delivering (its
- *   store went back in time); the receiver jumped to the sender's floor.
+ *   store was wiped or went back in time); the receiver jumped to the sender's floor.
+ * - `"peer-lost-state"`: the partner's `Hello` has no record of a stream it acknowledged before (its store was
+ *   wiped); it will adopt the stream at this peer's floor.
  *
  * @since 0.1.0
  * @category models
@@ -27,6 +29,7 @@ export type ResyncReason =
   | "peer-knows-newer-incarnation"
   | "store-went-back"
   | "receiver-behind"
+  | "peer-lost-state"
 
 /**
  * @since 0.1.0

@@ -40,14 +40,18 @@ const randomBits = 1024
  */
 export const make: Effect.Effect<Incarnation> = Effect.map(
   Effect.zip(Clock.currentTimeMillis, Random.nextIntBetween(0, randomBits)),
-  ([millis, bits]) => Incarnation.make(Math.floor(millis) * randomBits + bits)
+  ([millis, bits]) => clamp(Math.floor(millis) * randomBits + bits)
 )
 
+/** Keeps a computed id in range whatever the clock says, so making one never fails. */
+const clamp = (n: number): Incarnation => Incarnation.make(Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, n)))
+
 /**
- * Makes an incarnation that is newer than `after`: a fresh one, or `after + 1` when the clock runs behind.
+ * Makes an incarnation that is newer than `after`: a fresh one, or `after + 1` when the clock runs behind (the
+ * largest safe integer stays itself: nothing is newer).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const after = (after: Incarnation): Effect.Effect<Incarnation> =>
-  Effect.map(make, (fresh) => (fresh > after ? fresh : Incarnation.make(after + 1)))
+  Effect.map(make, (fresh) => (fresh > after ? fresh : clamp(after + 1)))

@@ -3,6 +3,8 @@
  *
  * @since 0.1.0
  */
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -24,8 +26,9 @@ export class NotReachedError extends Data.TaggedError("NotReachedError")<{
 }
 
 /**
- * Checks `condition`; while it is false, moves the `TestClock` forward by `step` (10 ms by default), up to `limit`
- * of test time (5 minutes by default). No real time passes beyond letting fibers run.
+ * Checks `condition`; while it is false, moves the `TestClock` to the next pending sleep, but by at most `step`
+ * (100 ms by default), up to `limit` of test time (5 minutes by default). No real time passes beyond letting
+ * fibers run.
  *
  * @since 0.1.0
  * @category combinators
@@ -36,12 +39,13 @@ export const eventually = <E, R>(
   options?: { readonly step?: Duration.DurationInput | undefined; readonly limit?: Duration.DurationInput | undefined }
 ): Effect.Effect<void, E | NotReachedError, R> =>
   Effect.gen(function*() {
-    const step = Duration.decode(options?.step ?? "10 millis")
-    const limit = Duration.decode(options?.limit ?? "5 minutes")
-    let waited = Duration.zero
+    const step = Duration.toMillis(options?.step ?? "100 millis")
+    const limit = Duration.toMillis(options?.limit ?? "5 minutes")
+    const start = yield* Clock.currentTimeMillis
     while (!(yield* condition)) {
-      if (Duration.greaterThanOrEqualTo(waited, limit)) return yield* new NotReachedError({ what, after: waited })
-      yield* TestClock.adjust(step)
-      waited = Duration.sum(waited, step)
+      const now = yield* Clock.currentTimeMillis
+      if (now - start >= limit) return yield* new NotReachedError({ what, after: Duration.millis(now - start) })
+      const next = Chunk.reduce(yield* TestClock.sleeps(), Infinity, (min, at) => Math.min(min, at))
+      yield* TestClock.adjust(Duration.millis(Math.min(step, Math.max(1, next - now))))
     }
   })

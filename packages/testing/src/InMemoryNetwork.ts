@@ -35,6 +35,8 @@ export interface Faults {
   readonly reorderWindow?: Duration.DurationInput | undefined
   /** Fixed delay of every frame. */
   readonly delay?: Duration.DurationInput | undefined
+  /** Drops every frame this accepts, to lose only some kinds of frames (acknowledgements, say). */
+  readonly dropWhen?: ((frame: Uint8Array) => boolean) | undefined
 }
 
 /**
@@ -135,7 +137,7 @@ export const make = (options?: { readonly seed?: number | undefined }): Effect.E
       Effect.gen(function*() {
         stats.sent++
         const faults = linkFaults.get(linkKey(from, to)) ?? defaultFaults
-        if (yield* chance(faults.drop)) {
+        if (faults.dropWhen?.(frame) === true || (yield* chance(faults.drop))) {
           stats.dropped++
           return
         }

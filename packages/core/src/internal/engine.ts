@@ -166,11 +166,15 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const storedReceived = yield* backend.received
   const storedIncarnations = new Map(storedOutbound.incarnations.map((entry) => [entry.peer, entry.incarnation]))
 
+  // Nonces only need to differ between connections and runs: a random start and a counter do.
+  let lastNonce = yield* Random.nextIntBetween(1, 2 ** 48)
+  const nextNonce = () => ++lastNonce
+
   const newPeer = (peer: PeerId): PeerState => ({
     peer,
     incarnation: storedIncarnations.get(peer) ?? backend.incarnation,
     connected: false,
-    nonce: 0,
+    nonce: nextNonce(),
     theirNonce: 0,
     linked: false,
     verified: false,
@@ -321,6 +325,14 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           buffer: HashMap.empty(),
           busy: false
         }
+        if (data.floor > 1) {
+          report.events.push(IlmEvent.Resynchronised({
+            peer: data.from,
+            lane: data.lane,
+            reason: "receiver-behind",
+            detail: `no record of this stream; adopted it at the sender's floor, seq ${data.floor}`
+          }))
+        }
       } else if (data.incarnation < current.value.incarnation) {
         return reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
       } else if (data.incarnation > current.value.incarnation) {
@@ -410,6 +422,17 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           reason: "peer-knows-newer-incarnation",
           detail: `peer knows incarnation ${known}, this peer runs ${peer.incarnation}`,
           after: known
+        }
+      }
+      const listed = new Set(hello.lanes.map((lane) => lane.lane))
+      for (const [, out] of yield* streamsOf(hello.from)) {
+        if (out.acked > 0 && !listed.has(out.lane)) {
+          report.events.push(IlmEvent.Resynchronised({
+            peer: hello.from,
+            lane: out.lane,
+            reason: "peer-lost-state",
+            detail: `peer has no record of this stream, acknowledged up to ${out.acked}; it will adopt it at the floor`
+          }))
         }
       }
       for (const lane of hello.lanes) {
@@ -582,10 +605,9 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
 
   const connect = (peer: PeerId) =>
     Effect.gen(function*() {
-      const nonce = yield* Random.nextIntBetween(1, Number.MAX_SAFE_INTEGER)
       yield* STM.flatMap(
         getPeer(peer),
-        (state) => TMap.set(peers, peer, { ...state, connected: true, linked: false, nonce })
+        (state) => TMap.set(peers, peer, { ...state, connected: true, linked: false, nonce: nextNonce() })
       )
       yield* FiberMap.run(helloLoops, peer, helloLoop(peer))
     })
