@@ -134,6 +134,8 @@ export interface Acknowledgement {
  * - `acknowledge` deletes messages up to a seq; seqs only ever grow, so a lower `upTo` than before is a no-op.
  * - `withTransaction` runs an effect in one transaction where the store has them (a nested call is a savepoint),
  *   and runs it as is where it does not. The engine runs a delivery and the commit of its receive state in one.
+ * - `transactional` says which: `true` when a failure inside `withTransaction` rolls back what the effect wrote.
+ *   The engine then delivers again after a failed commit; otherwise it keeps the deliveries and retries the commit.
  *
  * A layer that provides a `Backend` takes ownership of its store and fails with {@link StoreLockedError} while
  * another owner lives; closing the layer's scope releases it.
@@ -143,6 +145,7 @@ export interface Acknowledgement {
  */
 export class Backend extends Context.Tag("@intersession/core/Backend")<Backend, {
   readonly incarnation: Incarnation
+  readonly transactional: boolean
   readonly outbound: Effect.Effect<OutboundState, BackendError>
   readonly append: (messages: ReadonlyArray<OutboundMessage>) => Effect.Effect<ReadonlyArray<number>, BackendError>
   readonly read: (

@@ -10,7 +10,7 @@ import * as Schema from "effect/Schema"
 import { Incarnation } from "./Incarnation.js"
 import * as internal from "./internal/wire.js"
 import { Lane } from "./Lane.js"
-import { PeerId } from "./PeerId.js"
+import { maxLength, PeerId } from "./PeerId.js"
 
 /**
  * The protocol version this build speaks. It is the first byte of every frame.
@@ -159,6 +159,9 @@ export interface Rejection {
 
 const tags = { Data: 1, Ack: 2, Hello: 3 } as const
 
+/** 255 UTF-16 code units take at most 765 bytes of UTF-8 (a surrogate pair: 2 units, 4 bytes). */
+const maxStringBytes = 3 * maxLength
+
 /**
  * Encodes a frame. Frames built by the engine are valid by construction, so encoding cannot fail.
  *
@@ -209,13 +212,13 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
   if (version !== ProtocolVersion) return new UnsupportedVersion(version)
   const tag = reader.byte()
   if (tag instanceof internal.ReadError) return tag
-  const from = reader.string()
+  const from = reader.string(maxStringBytes)
   if (from instanceof internal.ReadError) return from
-  const to = reader.string()
+  const to = reader.string(maxStringBytes)
   if (to instanceof internal.ReadError) return to
   switch (tag) {
     case tags.Data: {
-      const lane = reader.string()
+      const lane = reader.string(maxStringBytes)
       if (lane instanceof internal.ReadError) return lane
       const incarnation = reader.uint()
       if (incarnation instanceof internal.ReadError) return incarnation
@@ -228,7 +231,7 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
       return { _tag: "Data", from, to, lane, incarnation, seq, floor, payload }
     }
     case tags.Ack: {
-      const lane = reader.string()
+      const lane = reader.string(maxStringBytes)
       if (lane instanceof internal.ReadError) return lane
       const incarnation = reader.uint()
       if (incarnation instanceof internal.ReadError) return incarnation
@@ -252,7 +255,7 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
       if (count * 3 > reader.remaining) return new internal.ReadError(`${count} lanes cannot fit in the frame`)
       const lanes: Array<typeof LaneState.Encoded> = []
       for (let i = 0; i < count; i++) {
-        const lane = reader.string()
+        const lane = reader.string(maxStringBytes)
         if (lane instanceof internal.ReadError) return lane
         const laneIncarnation = reader.uint()
         if (laneIncarnation instanceof internal.ReadError) return laneIncarnation

@@ -4,10 +4,10 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
-import { maxLength } from "./PeerId.js"
+import { isWellFormed, maxLength } from "./PeerId.js"
 
 /**
- * A lane name: a non-empty string of at most 255 characters. Order holds per lane, and a message that cannot be
+ * A lane name: a non-empty, well-formed string of at most 255 characters. Order holds per lane, and a message that cannot be
  * delivered in one lane never holds up another.
  *
  * @since 0.1.0
@@ -16,6 +16,7 @@ import { maxLength } from "./PeerId.js"
 export const Lane = Schema.String.pipe(
   Schema.minLength(1),
   Schema.maxLength(maxLength),
+  Schema.filter(isWellFormed, { message: () => "a lane must be well-formed Unicode (no lone surrogate)" }),
   Schema.annotations({ identifier: "Lane" })
 )
 

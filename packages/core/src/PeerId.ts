@@ -13,8 +13,18 @@ import * as Schema from "effect/Schema"
  */
 export const maxLength = 255
 
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
 /**
- * A peer's id: a non-empty string of at most {@link maxLength} characters, unique in one deployment.
+ * Tells whether a string is well-formed Unicode: it has no lone surrogate, so it survives UTF-8 unchanged.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isWellFormed = (s: string): boolean => !loneSurrogate.test(s)
+
+/**
+ * A peer's id: a non-empty, well-formed string of at most {@link maxLength} characters, unique in one deployment.
  *
  * @since 0.1.0
  * @category schemas
@@ -22,6 +32,7 @@ export const maxLength = 255
 export const PeerId = Schema.String.pipe(
   Schema.minLength(1),
   Schema.maxLength(maxLength),
+  Schema.filter(isWellFormed, { message: () => "an id must be well-formed Unicode (no lone surrogate)" }),
   Schema.brand("@intersession/core/PeerId"),
   Schema.annotations({ identifier: "PeerId" })
 )

@@ -174,6 +174,7 @@ const open = (handle: Store) =>
 
     return Backend.of({
       incarnation,
+      transactional: false,
       outbound: operation("outbound", (data) => ({
         streams: Array.from(data.streams.values(), (stream) => ({
           peer: stream.peer,

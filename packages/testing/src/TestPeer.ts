@@ -28,7 +28,8 @@ export interface Recorder {
   readonly messages: Effect.Effect<ReadonlyArray<Message>>
   /** How many deliveries were attempted, failed ones included. */
   readonly attempts: Effect.Effect<number>
-  readonly setFailing: (failing: boolean) => Effect.Effect<void>
+  /** Refuses every delivery (`true`), none (`false`), or those the predicate picks. */
+  readonly setFailing: (failing: boolean | ((message: Message) => boolean)) => Effect.Effect<void>
   /** Forgets what was received, as a reinstalled application would. */
   readonly clear: Effect.Effect<void>
 }
@@ -39,14 +40,14 @@ export interface Recorder {
  */
 export const makeRecorder: Effect.Effect<Recorder> = Effect.sync(() => {
   let messages: Array<Message> = []
-  let failing = false
+  let failing: (message: Message) => boolean = () => false
   let attempts = 0
   return {
     delivery: Delivery.of({
       deliver: (message) =>
         Effect.suspend(() => {
           attempts++
-          if (failing) return Effect.fail(new DeliveryError({ reason: "the recorder was told to fail" }))
+          if (failing(message)) return Effect.fail(new DeliveryError({ reason: "the recorder was told to fail" }))
           messages.push(message)
           return Effect.void
         })
@@ -55,7 +56,7 @@ export const makeRecorder: Effect.Effect<Recorder> = Effect.sync(() => {
     attempts: Effect.sync(() => attempts),
     setFailing: (value) =>
       Effect.sync(() => {
-        failing = value
+        failing = typeof value === "function" ? value : () => value
       }),
     clear: Effect.sync(() => {
       messages = []

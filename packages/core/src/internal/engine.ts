@@ -23,13 +23,14 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
 import * as STM from "effect/STM"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as TMap from "effect/TMap"
 import * as TQueue from "effect/TQueue"
 import * as TRef from "effect/TRef"
-import { Backend } from "../Backend.js"
+import { Backend, type BackendError } from "../Backend.js"
 import type * as BackendTypes from "../Backend.js"
 import { Delivery } from "../Delivery.js"
 import * as Frame from "../Frame.js"
@@ -82,6 +83,10 @@ interface OutState {
   /** The seq being timed for a round-trip sample (Karn: never a retransmitted one). */
   readonly probe: { readonly seq: number; readonly at: number } | undefined
   readonly retransmitted: number
+  /** Acks in a row that repeated `acked` while messages were in flight. */
+  readonly duplicateAcks: number
+  /** The `acked` at the last fast retransmit: one per gap. */
+  readonly fastRetransmitAt: number
 }
 
 interface InState {
@@ -209,7 +214,9 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         nextToSend: stream.firstPending,
         highestSent: stream.firstPending - 1,
         probe: undefined,
-        retransmitted: 0
+        retransmitted: 0,
+        duplicateAcks: 0,
+        fastRetransmitAt: -1
       })
       yield* addPending(stream.peer, stream.nextSeq - stream.firstPending)
       yield* TMap.set(peers, stream.peer, newPeer(stream.peer))
@@ -252,7 +259,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   // Outbound: acknowledgements and round trips
   // ---------------------------------------------------------------------------------------------------------------
 
-  const clampRto = (rto: number) => Math.min(rtoMax, Math.max(rtoMin, rto))
+  const clampRto = (rto: number) => Math.ceil(Math.min(rtoMax, Math.max(rtoMin, rto)))
 
   /** Moves a stream's acknowledged seq to `upTo`, sampling the round trip and re-arming its timer. */
   const applyAck = (key: string, out: OutState, upTo: number, now: number, report: Report) =>
@@ -266,12 +273,19 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         const rttvar = peer.srtt === undefined ? sample / 2 : 0.75 * peer.rttvar + 0.25 * Math.abs(peer.srtt - sample)
         peer = { ...peer, srtt, rttvar, rto: clampRto(srtt + 4 * rttvar) }
         probe = undefined
-      } else if (peer.srtt !== undefined) {
+      } else {
         // Progress without a sample still ends the back-off.
-        peer = { ...peer, rto: clampRto(peer.srtt + 4 * peer.rttvar) }
+        const rto = peer.srtt === undefined ? millis(config.retransmitInitial) : clampRto(peer.srtt + 4 * peer.rttvar)
+        if (rto < peer.rto) peer = { ...peer, rto }
       }
       yield* TMap.set(peers, peer.peer, peer)
-      const next: OutState = { ...out, acked: upTo, nextToSend: Math.max(out.nextToSend, upTo + 1), probe }
+      const next: OutState = {
+        ...out,
+        acked: upTo,
+        nextToSend: Math.max(out.nextToSend, upTo + 1),
+        probe,
+        duplicateAcks: 0
+      }
       yield* TMap.set(outs, key, next)
       yield* addPending(out.peer, -(upTo - out.acked))
       yield* TRef.update(deletions, HashMap.set(key, { peer: out.peer, lane: out.lane, upTo }))
@@ -296,8 +310,29 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       if (ack.upTo > out.value.allocated) {
         return reject(report, ack.from, "ack-beyond-sent", `Ack up to ${ack.upTo}, highest seq ${out.value.allocated}`)
       }
+      if (ack.upTo === out.value.acked) return yield* countDuplicateAck(key, out.value)
       yield* applyAck(key, out.value, ack.upTo, now, report)
     })
+
+  /**
+   * A receiver re-acknowledges its last delivered seq for every message that arrives past a gap. The third such
+   * duplicate resends from the gap at once instead of waiting for the timeout (fast retransmit), once per gap.
+   */
+  const countDuplicateAck = (key: string, out: OutState) => {
+    if (out.nextToSend - 1 <= out.acked || out.fastRetransmitAt === out.acked) return STM.void
+    const duplicateAcks = out.duplicateAcks + 1
+    if (duplicateAcks < 3) return TMap.set(outs, key, { ...out, duplicateAcks })
+    return STM.zipRight(
+      TMap.set(outs, key, {
+        ...out,
+        duplicateAcks: 0,
+        fastRetransmitAt: out.acked,
+        nextToSend: out.acked + 1,
+        probe: undefined
+      }),
+      markOutReady([key])
+    )
+  }
 
   // ---------------------------------------------------------------------------------------------------------------
   // Inbound: data and the reorder buffer
@@ -364,6 +399,8 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         yield* queueAck(key, state)
       } else if (data.seq <= state.delivered + window) {
         state = { ...state, buffer: HashMap.set(state.buffer, data.seq, data) }
+        // Past a gap: repeat the last acknowledgement so the sender can resend the gap at once.
+        if (data.seq > state.delivered + 1) yield* queueAck(key, state)
       }
       yield* TMap.set(ins, key, state)
       if (!state.busy && HashMap.has(state.buffer, state.delivered + 1)) {
@@ -680,7 +717,9 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
               nextToSend: 1,
               highestSent: 0,
               probe: undefined,
-              retransmitted: 0
+              retransmitted: 0,
+              duplicateAcks: 0,
+              fastRetransmitAt: -1
             }))
             yield* TMap.set(outs, key, { ...current, allocated: Math.max(current.allocated, seq) })
             result.push(
@@ -825,7 +864,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     if (earliest > now) {
       // Sleep until the earliest deadline, or until a stream is armed that may expire sooner.
       yield* Effect.raceFirst(
-        Effect.sleep(Duration.millis(earliest - now)),
+        Effect.sleep(Duration.millis(Math.max(1, Math.ceil(earliest - now)))),
         STM.flatMap(TRef.get(deadlinesVersion), (current) => STM.check(() => current !== version))
       )
       return
@@ -868,31 +907,20 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     for (const [peer, frames] of byPeer) yield* sendFrames(peer, frames)
   }))
 
-  const backendRetry = (attempt: number) => Duration.millis(Math.min(10_000, 50 * 2 ** Math.min(attempt, 10)))
+  /** Work the engine owes the store is retried until the store answers again: 50 ms, doubling, at most 10 s. */
+  const retryBackend = <A>(what: string, effect: Effect.Effect<A, BackendError>) =>
+    Effect.retry(
+      effect,
+      Schedule.exponential("50 millis").pipe(
+        Schedule.union(Schedule.spaced("10 seconds")),
+        Schedule.tapInput((error: BackendError) => Effect.logWarning(`Could not ${what}; retrying`, error))
+      )
+    )
 
-  const ackHandler = Effect.gen(function*() {
-    let attempt = 0
-    while (true) {
-      const acks = yield* takeAll(deletions)
-      const exit = yield* Effect.exit(backend.acknowledge(acks))
-      if (Exit.isSuccess(exit)) {
-        attempt = 0
-        continue
-      }
-      yield* Effect.logWarning("Could not delete acknowledged messages; retrying", exit.cause)
-      // Put them back unless a later acknowledgement superseded them.
-      yield* TRef.update(deletions, (current) => {
-        let next = current
-        for (const ack of acks) {
-          const key = streamKey(ack.peer, ack.lane)
-          const later = HashMap.get(next, key)
-          if (Option.isNone(later) || later.value.upTo < ack.upTo) next = HashMap.set(next, key, ack)
-        }
-        return next
-      })
-      yield* Effect.sleep(backendRetry(attempt++))
-    }
-  })
+  // Acknowledgements that arrive meanwhile accumulate in `deletions` and go in the next call.
+  const ackHandler = Effect.forever(
+    Effect.flatMap(takeAll(deletions), (acks) => retryBackend("delete acknowledged messages", backend.acknowledge(acks)))
+  )
 
   // ---------------------------------------------------------------------------------------------------------------
   // Inbox reorderer and delivery workers
@@ -949,7 +977,11 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           lastOk = data.seq
         }
         if (lastOk >= messages[0]!.seq) {
-          yield* backend.commitReceived([{ peer, lane, incarnation, delivered: lastOk }])
+          const commit = backend.commitReceived([{ peer, lane, incarnation, delivered: lastOk }])
+          // A transactional store rolls the deliveries back with a failed commit: fail, and deliver them again.
+          // Elsewhere the deliveries stand, so only the commit is retried: delivering again would duplicate them.
+          if (backend.transactional) yield* commit
+          else yield* retryBackend("record a delivery", commit)
         }
         return { lastOk, failure }
       }))

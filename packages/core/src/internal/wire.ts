@@ -124,18 +124,23 @@ export class Reader {
     return value
   }
 
-  string(): string | ReadError {
+  /** Reads a string of at most `maxBytes` bytes of UTF-8; ids and lanes are short, so longer is malformed. */
+  string(maxBytes: number): string | ReadError {
     const bytes = this.bytes()
     if (bytes instanceof ReadError) return bytes
+    if (bytes.length > maxBytes) return new ReadError(`a string field of ${bytes.length} bytes exceeds ${maxBytes}`)
+    let ascii = ""
     for (let i = 0; i < bytes.length; i++) {
-      if (bytes[i]! >= 0x80) {
+      const byte = bytes[i]!
+      if (byte >= 0x80) {
         try {
           return decoder.decode(bytes)
         } catch {
           return new ReadError("a string is not valid UTF-8")
         }
       }
+      ascii += String.fromCharCode(byte)
     }
-    return String.fromCharCode.apply(null, Array.from(bytes))
+    return ascii
   }
 }

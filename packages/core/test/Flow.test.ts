@@ -1,0 +1,197 @@
+/**
+ * The sliding window, lanes, acknowledgement coalescing and bounded memory.
+ */
+import * as Frame from "@intersession/core/Frame"
+import type * as ILM from "@intersession/core/ILM"
+import { Eventually, InMemoryNetwork, TestPeer } from "@intersession/testing"
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as TestClock from "effect/TestClock"
+import { A, awaitAcknowledged, B, numbered, sendNumbered, texts } from "./helpers.js"
+
+const frameTag = (frame: Uint8Array) => {
+  const decoded = Frame.decode(frame, Number.MAX_SAFE_INTEGER)
+  return Either.isRight(decoded) ? decoded.right._tag : "invalid"
+}
+
+/** Moves the clock until `done`, checking `invariant` on the stats of every engine after each step. */
+const watchUntil = (
+  what: string,
+  done: Effect.Effect<boolean>,
+  engines: ReadonlyArray<TestPeer.Running>,
+  invariant: (stats: ILM.Stats) => void
+) =>
+  Eventually.eventually(
+    what,
+    Effect.gen(function*() {
+      for (const engine of engines) invariant(yield* engine.ilm.stats)
+      return yield* done
+    }),
+    { step: "5 millis" }
+  )
+
+describe("flow", () => {
+  for (const seed of [1, 2, 3, 4, 5]) {
+    it.scoped(`window 16 under drops, duplicates, reordering and delay keeps every message once, in order (seed ${seed})`, () =>
+      Effect.gen(function*() {
+        const hub = yield* InMemoryNetwork.make({ seed })
+        yield* hub.setFaults({ drop: 0.2, duplicate: 0.2, reorder: 0.3, delay: "2 millis" })
+        const a = yield* TestPeer.make(A)
+        const b = yield* TestPeer.make(B)
+        const ra = yield* TestPeer.start(hub, a, { window: 16, retransmitMin: "20 millis", retransmitInitial: "50 millis" })
+        const rb = yield* TestPeer.start(hub, b, { window: 16, retransmitMin: "20 millis", retransmitInitial: "50 millis" })
+        yield* Effect.all([sendNumbered(ra, B, "a", 1, 400), sendNumbered(rb, A, "b", 1, 400)], {
+          concurrency: 2
+        })
+        yield* awaitAcknowledged(a)
+        yield* awaitAcknowledged(b)
+        assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("a", 1, 400))
+        assert.deepStrictEqual(texts(yield* a.recorder.messages), numbered("b", 1, 400))
+        const stats = yield* hub.stats
+        assert.isAbove(stats.dropped, 0)
+        assert.isAbove(stats.duplicated, 0)
+      }))
+  }
+
+  it.scoped("window 1 is stop-and-wait: never more than one message in flight", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make()
+      yield* hub.setFaults({ delay: "3 millis" })
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a, { window: 1 })
+      const rb = yield* TestPeer.start(hub, b, { window: 1 })
+      yield* sendNumbered(ra, B, "w", 1, 30)
+      let most = 0
+      yield* watchUntil("30 delivered", Effect.map(b.recorder.messages, (m) => m.length === 30), [ra, rb], (stats) => {
+        for (const out of stats.outbound) most = Math.max(most, out.inFlight)
+        for (const inbound of stats.inbound) assert.isAtMost(inbound.buffered, 1)
+      })
+      assert.strictEqual(most, 1)
+      assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("w", 1, 30))
+    }))
+
+  it.scoped("a window of 8 keeps at most 8 in flight and 8 buffered, and uses all of it", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make({ seed: 11 })
+      yield* hub.setFaults({ delay: "3 millis", reorder: 0.5, reorderWindow: "4 millis" })
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a, { window: 8 })
+      const rb = yield* TestPeer.start(hub, b, { window: 8 })
+      yield* sendNumbered(ra, B, "w", 1, 200)
+      let most = 0
+      yield* watchUntil("200 delivered", Effect.map(b.recorder.messages, (m) => m.length === 200), [ra, rb], (stats) => {
+        for (const out of stats.outbound) {
+          assert.isAtMost(out.inFlight, 8)
+          most = Math.max(most, out.inFlight)
+        }
+        for (const inbound of stats.inbound) assert.isAtMost(inbound.buffered, 8)
+      })
+      assert.strictEqual(most, 8)
+      assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("w", 1, 200))
+    }))
+
+  it.scoped("a lane whose delivery fails does not hold up another lane", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make()
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a)
+      yield* TestPeer.start(hub, b)
+      yield* b.recorder.setFailing((message) => message.lane === "blocked")
+      yield* sendNumbered(ra, B, "stuck", 1, 5, "blocked")
+      yield* sendNumbered(ra, B, "free", 1, 50, "free")
+      yield* Eventually.eventually("the free lane is delivered", Effect.map(b.recorder.messages, (m) => m.length === 50))
+      yield* TestClock.adjust("1 minute")
+      assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("free", 1, 50))
+      const stats = yield* ra.ilm.stats
+      assert.strictEqual(stats.outbound.find((out) => out.lane === "blocked")!.pending, 5)
+      assert.strictEqual(stats.outbound.find((out) => out.lane === "free")!.pending, 0)
+      yield* b.recorder.setFailing(false)
+      yield* awaitAcknowledged(a)
+      assert.deepStrictEqual(
+        texts(yield* b.recorder.messages).filter((m) => m.startsWith("stuck")),
+        numbered("stuck", 1, 5)
+      )
+    }))
+
+  it.scoped("lanes keep their own order and seqs", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make({ seed: 5 })
+      yield* hub.setFaults({ reorder: 0.5, duplicate: 0.2, drop: 0.1 })
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a, { retransmitMin: "20 millis" })
+      yield* TestPeer.start(hub, b)
+      const lanes = ["x", "y", "z"]
+      yield* Effect.forEach(lanes, (lane) => sendNumbered(ra, B, lane, 1, 100, lane), { concurrency: "unbounded" })
+      yield* awaitAcknowledged(a)
+      const received = yield* b.recorder.messages
+      for (const lane of lanes) {
+        const inLane = received.filter((m) => m.lane === lane)
+        assert.deepStrictEqual(texts(inLane), numbered(lane, 1, 100))
+        assert.deepStrictEqual(inLane.map((m) => m.seq), Array.from({ length: 100 }, (_, i) => i + 1))
+      }
+    }))
+
+  it.scoped("acknowledgements are cumulative and coalesced", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make()
+      const counts = { Data: 0, Ack: 0 }
+      yield* hub.setFaults({
+        dropWhen: (frame) => {
+          const tag = frameTag(frame)
+          if (tag === "Data" || tag === "Ack") counts[tag]++
+          return false
+        }
+      })
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a, { window: 256 })
+      yield* TestPeer.start(hub, b, { window: 256, ackDelay: "5 millis" })
+      yield* Effect.forEach(numbered("c", 1, 1000), (m) => ra.ilm.send(B, new TextEncoder().encode(m)), {
+        concurrency: 100,
+        discard: true
+      })
+      yield* awaitAcknowledged(a)
+      assert.strictEqual(counts.Data, 1000)
+      assert.isBelow(counts.Ack, 100)
+      assert.strictEqual((yield* b.recorder.messages).length, 1000)
+    }))
+
+  it.scoped("100,000 messages for an absent peer cost memory bounded by the window, not the backlog", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make()
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const window = 64
+      const ra = yield* TestPeer.start(hub, a, { window })
+      const total = 100_000
+      const payload = new Uint8Array(16)
+      yield* Effect.forEach(Array.from({ length: total }), () => ra.ilm.send(B, payload), {
+        concurrency: 1000,
+        discard: true
+      })
+      const before = yield* ra.ilm.stats
+      assert.strictEqual(before.outbound[0]!.pending, total)
+      assert.strictEqual(before.outbound[0]!.inFlight, 0)
+      assert.strictEqual((yield* a.store.usage).reads, 0)
+      const rb = yield* TestPeer.start(hub, b, { window })
+      yield* watchUntil(
+        "the backlog drained",
+        Effect.map(a.store.pendingCount, (n) => n === 0),
+        [ra, rb],
+        (stats) => {
+          for (const out of stats.outbound) assert.isAtMost(out.inFlight, window)
+          for (const inbound of stats.inbound) assert.isAtMost(inbound.buffered, window)
+        }
+      )
+      const usage = yield* a.store.usage
+      assert.isAtMost(usage.largestRead, window)
+      const received = yield* b.recorder.messages
+      assert.strictEqual(received.length, total)
+      assert.isTrue(received.every((m, i) => m.seq === i + 1))
+    }), 120_000)
+})

@@ -1,0 +1,635 @@
+/**
+ * The binary codec of protocol version 1: every frame round-trips, and every way to break one is refused with the
+ * right reason, without a throw.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Frame from "@intersession/core/Frame"
+import * as Incarnation from "@intersession/core/Incarnation"
+import * as PeerId from "@intersession/core/PeerId"
+import * as FastCheck from "effect/FastCheck"
+import * as Schema from "effect/Schema"
+import {
+  concat,
+  type Decoded,
+  decodeSafely,
+  plainFields,
+  prng,
+  type RawAck,
+  rawAck,
+  type RawData,
+  rawData,
+  type RawHello,
+  rawHello,
+  rawString,
+  sameBytes,
+  varint
+} from "./wireKit.js"
+
+/** Every property below runs from this seed; fast-check prints it with any counterexample. */
+const SEED = 20_250_611
+const runs = (numRuns: number) => ({ seed: SEED, numRuns })
+
+const MiB = 1024 * 1024
+/** Large enough for every frame built here: the payload limit is tested on its own. */
+const limit = 2 * MiB
+const MAX = Number.MAX_SAFE_INTEGER
+
+const inc = (n: number) => Incarnation.Incarnation.make(n)
+const peer = (id: string) => PeerId.make(id)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Arbitraries
+// ---------------------------------------------------------------------------------------------------------------
+
+const nonAscii = ["é", "peer-ü", "节点-1", "🚀", "ä😀b", "Ωmega lane", "é".repeat(255), "😀".repeat(127)]
+
+/** Ids and lane names: ASCII, any code point, graphemes, and a few fixed non-ASCII and maximum-length ones. */
+const idString = FastCheck.oneof(
+  FastCheck.string({ unit: "grapheme-ascii", minLength: 1, maxLength: 16 }),
+  FastCheck.string({ unit: "binary", minLength: 1, maxLength: 32 }),
+  FastCheck.string({ unit: "grapheme", minLength: 1, maxLength: 8 }),
+  FastCheck.constantFrom("x".repeat(255), ...nonAscii)
+).filter((id) => id.length >= 1 && id.length <= PeerId.maxLength)
+
+const peerId = idString.map(peer)
+
+/** Integers from `min` up to 2^53 − 1, biased towards the edges and towards every varint length. */
+const safeInt = (min: number) =>
+  FastCheck.oneof(
+    FastCheck.constantFrom(min, min + 1, 127, 128, 16_383, 16_384, 2 ** 32, 2 ** 49, MAX - 1, MAX),
+    FastCheck.integer({ min, max: 1000 }),
+    FastCheck.integer({ min, max: 2 ** 31 - 1 }),
+    FastCheck.maxSafeNat()
+  ).filter((n) => n >= min)
+
+const incarnation = safeInt(0).map(inc)
+
+const payload = FastCheck.oneof(
+  FastCheck.constant(new Uint8Array(0)),
+  FastCheck.uint8Array({ minLength: 0, maxLength: 64 }),
+  FastCheck.uint8Array({ minLength: 0, maxLength: 4096 })
+)
+
+const dataFrame = FastCheck.record({
+  from: peerId,
+  to: peerId,
+  lane: idString,
+  incarnation,
+  seqs: FastCheck.tuple(safeInt(1), safeInt(1)),
+  payload
+}).map(({ seqs: [a, b], ...fields }) => new Frame.Data({ ...fields, seq: Math.max(a, b), floor: Math.min(a, b) }))
+
+const ackFrame = FastCheck.record({ from: peerId, to: peerId, lane: idString, incarnation, upTo: safeInt(1) }).map(
+  (fields) => new Frame.Ack(fields)
+)
+
+const laneState = FastCheck.record({ lane: idString, incarnation, delivered: safeInt(0) }).map(
+  (fields) => new Frame.LaneState(fields)
+)
+
+const helloFrame = FastCheck.record({
+  from: peerId,
+  to: peerId,
+  incarnation,
+  nonce: safeInt(1),
+  echo: safeInt(0),
+  reply: FastCheck.boolean(),
+  lanes: FastCheck.oneof(
+    FastCheck.constant([]),
+    FastCheck.array(laneState, { maxLength: 4 }),
+    FastCheck.array(laneState, { maxLength: 64 })
+  )
+}).map((fields) => new Frame.Hello(fields))
+
+const anyFrame = FastCheck.oneof(dataFrame, ackFrame, helloFrame)
+
+/** Small frames of each kind, for the tests that try every byte position. */
+const smallFrame = (kind: "Data" | "Ack" | "Hello") =>
+  kind === "Data"
+    ? FastCheck.record({
+      from: peerId,
+      to: peerId,
+      lane: idString,
+      incarnation,
+      seq: safeInt(1),
+      payload: FastCheck.uint8Array({ maxLength: 24 })
+    }).map((fields) => new Frame.Data({ ...fields, floor: 1 }))
+    : kind === "Ack"
+    ? ackFrame
+    : helloFrame.map((hello) => new Frame.Hello({ ...hello, lanes: hello.lanes.slice(0, 3) }))
+
+// ---------------------------------------------------------------------------------------------------------------
+// Assertions
+// ---------------------------------------------------------------------------------------------------------------
+
+const describeDecoded = (decoded: Decoded): string =>
+  decoded._tag === "Frame"
+    ? `a ${decoded.frame._tag} frame`
+    : decoded._tag === "Rejected"
+    ? `${decoded.rejection.reason} (${decoded.rejection.detail})`
+    : `a throw: ${decoded.error}`
+
+const assertSameFrame = (actual: Frame.Frame, expected: Frame.Frame) => {
+  assert.strictEqual(actual._tag, expected._tag)
+  assert.deepStrictEqual(plainFields(actual), plainFields(expected))
+  if (actual._tag === "Data" && expected._tag === "Data") {
+    assert.isTrue(sameBytes(actual.payload, expected.payload), "the payload bytes differ")
+  }
+  assert.isTrue(
+    actual instanceof Frame.Data || actual instanceof Frame.Ack || actual instanceof Frame.Hello,
+    "decode returns instances of the frame classes"
+  )
+}
+
+const assertRoundTrip = (frame: Frame.Frame) => {
+  const bytes = Frame.encode(frame)
+  const decoded = decodeSafely(bytes, limit)
+  if (decoded._tag !== "Frame") return assert.fail(`a valid ${frame._tag} decoded as ${describeDecoded(decoded)}`)
+  assertSameFrame(decoded.frame, frame)
+}
+
+const assertRejected = (bytes: Uint8Array, reason: Frame.RejectReason, what: string, maxPayloadBytes = limit) => {
+  const decoded = decodeSafely(bytes, maxPayloadBytes)
+  assert.strictEqual(
+    decoded._tag === "Rejected" ? decoded.rejection.reason : describeDecoded(decoded),
+    reason,
+    `${what}: expected ${reason}, got ${describeDecoded(decoded)}`
+  )
+  if (decoded._tag === "Rejected") assert.isNotEmpty(decoded.rejection.detail, `${what}: the rejection has no detail`)
+}
+
+/** The same frame, written by the independent encoder of `wireKit.ts`. */
+const rawOf = (frame: Frame.Frame): Uint8Array => {
+  switch (frame._tag) {
+    case "Data":
+      return rawData(frame)
+    case "Ack":
+      return rawAck(frame)
+    case "Hello":
+      return rawHello({ ...frame, reply: frame.reply ? 1 : 0 })
+  }
+}
+
+// Valid raw frames whose fields the tests below break one at a time.
+const goodData: RawData = {
+  from: "A",
+  to: "B",
+  lane: "default",
+  incarnation: 7,
+  seq: 5,
+  floor: 3,
+  payload: new Uint8Array([1, 2])
+}
+const goodAck: RawAck = { from: "A", to: "B", lane: "default", incarnation: 7, upTo: 5 }
+const goodHello: RawHello = {
+  from: "A",
+  to: "B",
+  incarnation: 7,
+  nonce: 9,
+  echo: 0,
+  reply: 1,
+  lanes: [{ lane: "default", incarnation: 3, delivered: 4 }, { lane: "other", incarnation: 3, delivered: 0 }]
+}
+
+const decodeReasons: ReadonlyArray<Frame.RejectReason> = ["malformed", "unsupported-version", "invalid", "oversized"]
+
+describe("Frame", () => {
+  describe("round trip", () => {
+    it("every Data frame decodes to itself, and the layout matches the protocol", () => {
+      FastCheck.assert(
+        FastCheck.property(dataFrame, (frame) => {
+          assertRoundTrip(frame)
+          assert.isTrue(sameBytes(Frame.encode(frame), rawOf(frame)), "Frame.encode differs from the documented layout")
+        }),
+        runs(300)
+      )
+    })
+
+    it("every Ack frame decodes to itself, and the layout matches the protocol", () => {
+      FastCheck.assert(
+        FastCheck.property(ackFrame, (frame) => {
+          assertRoundTrip(frame)
+          assert.isTrue(sameBytes(Frame.encode(frame), rawOf(frame)), "Frame.encode differs from the documented layout")
+        }),
+        runs(300)
+      )
+    })
+
+    it("every Hello frame decodes to itself, and the layout matches the protocol", () => {
+      FastCheck.assert(
+        FastCheck.property(helloFrame, (frame) => {
+          assertRoundTrip(frame)
+          assert.isTrue(sameBytes(Frame.encode(frame), rawOf(frame)), "Frame.encode differs from the documented layout")
+        }),
+        runs(300)
+      )
+    })
+
+    it("an empty payload and a 1 MiB payload", () => {
+      const base = { from: peer("A"), to: peer("B"), lane: "default", incarnation: inc(1), seq: 1, floor: 1 }
+      assertRoundTrip(new Frame.Data({ ...base, payload: new Uint8Array(0) }))
+      const big = prng(SEED).bytes(MiB)
+      assertRoundTrip(new Frame.Data({ ...base, payload: big }))
+      const decoded = decodeSafely(Frame.encode(new Frame.Data({ ...base, payload: big })), MiB)
+      assert.strictEqual(decoded._tag, "Frame", "a payload of exactly the limit is accepted")
+    })
+
+    it("non-ASCII peer ids and lane names", () => {
+      for (const id of nonAscii) {
+        assertRoundTrip(
+          new Frame.Data({
+            from: peer(id),
+            to: peer(`${id.slice(0, 200)}→`),
+            lane: id,
+            incarnation: inc(3),
+            seq: 2,
+            floor: 1,
+            payload: new Uint8Array([0xff, 0x00])
+          })
+        )
+        assertRoundTrip(new Frame.Ack({ from: peer(id), to: peer("B"), lane: id, incarnation: inc(3), upTo: 2 }))
+        assertRoundTrip(
+          new Frame.Hello({
+            from: peer("A"),
+            to: peer(id),
+            incarnation: inc(3),
+            nonce: 1,
+            echo: 0,
+            reply: false,
+            lanes: [new Frame.LaneState({ lane: id, incarnation: inc(1), delivered: 1 })]
+          })
+        )
+      }
+    })
+
+    it("a Hello with no lanes and with 10,000 lanes", () => {
+      const hello = (count: number) =>
+        new Frame.Hello({
+          from: peer("A"),
+          to: peer("B"),
+          incarnation: inc(12),
+          nonce: 77,
+          echo: 76,
+          reply: true,
+          lanes: Array.from(
+            { length: count },
+            (_, i) => new Frame.LaneState({ lane: `lane-${i}-ü`, incarnation: inc(i), delivered: i * 3 })
+          )
+        })
+      assertRoundTrip(hello(0))
+      assertRoundTrip(hello(10_000))
+    })
+
+    it("the largest safe integer in every integer field", () => {
+      const big = inc(MAX)
+      assertRoundTrip(
+        new Frame.Data({
+          from: peer("A"),
+          to: peer("B"),
+          lane: "l",
+          incarnation: big,
+          seq: MAX,
+          floor: MAX,
+          payload: new Uint8Array(1)
+        })
+      )
+      assertRoundTrip(new Frame.Ack({ from: peer("A"), to: peer("B"), lane: "l", incarnation: big, upTo: MAX }))
+      assertRoundTrip(
+        new Frame.Hello({
+          from: peer("A"),
+          to: peer("B"),
+          incarnation: big,
+          nonce: MAX,
+          echo: MAX,
+          reply: false,
+          lanes: [new Frame.LaneState({ lane: "l", incarnation: big, delivered: MAX })]
+        })
+      )
+      assert.strictEqual(varint(MAX).length, 8, "2^53 − 1 takes 8 varint bytes")
+    })
+
+    it("payload bytes travel as bytes, after a header of a few dozen bytes", () => {
+      const random = prng(SEED)
+      for (const size of [0, 1, 1000, 65_536]) {
+        const payload = random.bytes(size)
+        const encoded = Frame.encode(
+          new Frame.Data({
+            from: peer("A"),
+            to: peer("B"),
+            lane: "default",
+            incarnation: inc(2 ** 45),
+            seq: 2 ** 40,
+            floor: 1,
+            payload
+          })
+        )
+        assert.isAtMost(encoded.length, size + 48, `a Data of ${size} payload bytes takes ${encoded.length} bytes`)
+        assert.isTrue(sameBytes(encoded.subarray(encoded.length - size), payload), "the payload is written verbatim")
+      }
+      const mib = Frame.encode(
+        new Frame.Data({
+          from: peer("A"),
+          to: peer("B"),
+          lane: "default",
+          incarnation: inc(1),
+          seq: 1,
+          floor: 1,
+          payload: new Uint8Array(MiB)
+        })
+      )
+      assert.isAtMost(mib.length, MiB + 48)
+    })
+  })
+
+  describe("refusals", () => {
+    it("empty input is malformed", () => {
+      assertRejected(new Uint8Array(0), "malformed", "empty input")
+      assertRejected(new Uint8Array([Frame.ProtocolVersion]), "malformed", "a version byte alone")
+    })
+
+    for (const kind of ["Data", "Ack", "Hello"] as const) {
+      it(`a ${kind} truncated at every byte position is malformed`, () => {
+        FastCheck.assert(
+          FastCheck.property(smallFrame(kind), (frame) => {
+            const bytes = Frame.encode(frame)
+            for (let end = 0; end < bytes.length; end++) {
+              assertRejected(bytes.subarray(0, end), "malformed", `${kind} of ${bytes.length} bytes cut at ${end}`)
+            }
+          }),
+          runs(60)
+        )
+      })
+    }
+
+    it("trailing bytes after any frame are malformed", () => {
+      FastCheck.assert(
+        FastCheck.property(anyFrame, FastCheck.uint8Array({ minLength: 1, maxLength: 32 }), (frame, extra) => {
+          assertRejected(
+            concat(Frame.encode(frame), extra),
+            "malformed",
+            `a ${frame._tag} with ${extra.length} more bytes`
+          )
+        }),
+        runs(300)
+      )
+    })
+
+    it("every unknown tag is malformed", () => {
+      for (let tag = 0; tag < 256; tag++) {
+        if (tag >= 1 && tag <= 3) continue
+        assertRejected(rawData({ ...goodData, tag }), "malformed", `tag ${tag} with a Data body`)
+        assertRejected(rawAck({ ...goodAck, tag }), "malformed", `tag ${tag} with an Ack body`)
+        assertRejected(concat(Frame.ProtocolVersion, tag), "malformed", `tag ${tag} alone`)
+      }
+    })
+
+    it("every other version byte is unsupported-version, whatever follows", () => {
+      const random = prng(SEED)
+      for (let version = 0; version < 256; version++) {
+        if (version === Frame.ProtocolVersion) continue
+        assertRejected(rawData({ ...goodData, version }), "unsupported-version", `version ${version}, Data`)
+        assertRejected(rawAck({ ...goodAck, version }), "unsupported-version", `version ${version}, Ack`)
+        assertRejected(rawHello({ ...goodHello, version }), "unsupported-version", `version ${version}, Hello`)
+        assertRejected(new Uint8Array([version]), "unsupported-version", `version ${version} alone`)
+        assertRejected(
+          concat(version, random.bytes(random.int(0, 64))),
+          "unsupported-version",
+          `version ${version}, noise`
+        )
+      }
+    })
+
+    it("a varint of more than 8 bytes, or beyond 2^53, is malformed in every integer field", () => {
+      const nineBytes = new Uint8Array([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01])
+      const endless = new Uint8Array(64).fill(0xff)
+      const twoTo53 = varint(2 ** 53)
+      const twoTo56Minus1 = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+      for (
+        const [name, bad] of [["9 bytes", nineBytes], ["64 bytes", endless], ["2^53", twoTo53], [
+          "2^56 − 1",
+          twoTo56Minus1
+        ]] as const
+      ) {
+        assertRejected(rawData({ ...goodData, incarnation: bad }), "malformed", `Data incarnation of ${name}`)
+        assertRejected(rawData({ ...goodData, seq: bad }), "malformed", `Data seq of ${name}`)
+        assertRejected(rawData({ ...goodData, floor: bad }), "malformed", `Data floor of ${name}`)
+        assertRejected(rawAck({ ...goodAck, upTo: bad }), "malformed", `Ack upTo of ${name}`)
+        assertRejected(rawHello({ ...goodHello, nonce: bad }), "malformed", `Hello nonce of ${name}`)
+        assertRejected(rawHello({ ...goodHello, echo: bad }), "malformed", `Hello echo of ${name}`)
+        assertRejected(rawHello({ ...goodHello, count: bad }), "malformed", `Hello lane count of ${name}`)
+        assertRejected(
+          rawHello({ ...goodHello, lanes: [{ lane: "l", incarnation: 1, delivered: bad }] }),
+          "malformed",
+          `Hello delivered of ${name}`
+        )
+        // A length prefix is a varint too.
+        assertRejected(concat(Frame.ProtocolVersion, 2, bad, 0x41), "malformed", `a string length of ${name}`)
+      }
+      const decoded = decodeSafely(rawAck({ ...goodAck, upTo: varint(MAX) }), limit)
+      assert.strictEqual(decoded._tag, "Frame", "2^53 − 1 in 8 bytes is still accepted")
+    })
+
+    it("a string that is not UTF-8 is malformed, in every string field", () => {
+      const invalid: ReadonlyArray<[string, Uint8Array]> = [
+        ["0xff", new Uint8Array([0xff])],
+        ["a lone continuation byte", new Uint8Array([0x41, 0x80])],
+        ["a truncated sequence", new Uint8Array([0x41, 0xc3])],
+        ["an overlong encoding", new Uint8Array([0xc0, 0xaf])],
+        ["an encoded surrogate", new Uint8Array([0xed, 0xa0, 0x80])],
+        ["a code point above U+10FFFF", new Uint8Array([0xf4, 0x90, 0x80, 0x80])],
+        ["0xfe after ASCII", new Uint8Array([0x6f, 0x6b, 0xfe])]
+      ]
+      for (const [name, body] of invalid) {
+        assertRejected(rawData({ ...goodData, from: body }), "malformed", `Data from: ${name}`)
+        assertRejected(rawData({ ...goodData, to: body }), "malformed", `Data to: ${name}`)
+        assertRejected(rawData({ ...goodData, lane: body }), "malformed", `Data lane: ${name}`)
+        assertRejected(rawAck({ ...goodAck, lane: body }), "malformed", `Ack lane: ${name}`)
+        assertRejected(
+          rawHello({ ...goodHello, lanes: [{ lane: body, incarnation: 1, delivered: 1 }] }),
+          "malformed",
+          `Hello lane: ${name}`
+        )
+      }
+    })
+
+    it("a length prefix larger than the frame is malformed", () => {
+      assertRejected(concat(Frame.ProtocolVersion, 1, varint(1000), 0x41, 0x42), "malformed", "a from of 1000 bytes")
+      assertRejected(concat(Frame.ProtocolVersion, 1, varint(MAX), 0x41), "malformed", "a from of 2^53 − 1 bytes")
+      assertRejected(
+        concat(Frame.ProtocolVersion, 1, rawString("A"), varint(2), 0x42),
+        "malformed",
+        "a to one byte short"
+      )
+      const good = rawData(goodData)
+      // The payload is the last field: make its prefix claim one byte more than is there.
+      const short = concat(good.subarray(0, good.length - 3), varint(3), good.subarray(good.length - 2))
+      assertRejected(short, "malformed", "a payload one byte short")
+      const huge = concat(good.subarray(0, good.length - 3), varint(2 ** 40), good.subarray(good.length - 2))
+      assertRejected(huge, "malformed", "a payload of 2^40 bytes")
+    })
+
+    it("a Hello claiming more lanes than it holds is malformed, without allocating them", () => {
+      for (const count of [2 ** 40, MAX, 3, 1_000_000]) {
+        const started = performance.now()
+        assertRejected(rawHello({ ...goodHello, count }), "malformed", `a Hello claiming ${count} lanes`)
+        assert.isBelow(performance.now() - started, 200, `refusing a Hello claiming ${count} lanes took too long`)
+      }
+    })
+
+    it("a reply flag other than 0 or 1 is malformed", () => {
+      for (let reply = 2; reply < 256; reply++) {
+        assertRejected(rawHello({ ...goodHello, reply }), "malformed", `reply flag ${reply}`)
+      }
+    })
+
+    it("fields out of range are invalid", () => {
+      const id256 = "x".repeat(256)
+      const wide256 = "é".repeat(256)
+      const emoji128 = "😀".repeat(128) // 128 code points, 256 UTF-16 code units
+      const cases: ReadonlyArray<[string, Uint8Array]> = [
+        ["Data with floor above seq", rawData({ ...goodData, seq: 3, floor: 4 })],
+        ["Data with seq 0", rawData({ ...goodData, seq: 0, floor: 0 })],
+        ["Data with floor 0", rawData({ ...goodData, floor: 0 })],
+        ["Data with an empty from", rawData({ ...goodData, from: "" })],
+        ["Data with an empty to", rawData({ ...goodData, to: "" })],
+        ["Data with an empty lane", rawData({ ...goodData, lane: "" })],
+        ["Data with a from of 256 chars", rawData({ ...goodData, from: id256 })],
+        ["Data with a to of 256 non-ASCII chars", rawData({ ...goodData, to: wide256 })],
+        ["Data with a lane of 256 UTF-16 units", rawData({ ...goodData, lane: emoji128 })],
+        ["Ack with upTo 0", rawAck({ ...goodAck, upTo: 0 })],
+        ["Ack with an empty from", rawAck({ ...goodAck, from: "" })],
+        ["Ack with a lane of 256 chars", rawAck({ ...goodAck, lane: id256 })],
+        ["Hello with nonce 0", rawHello({ ...goodHello, nonce: 0 })],
+        ["Hello with an empty to", rawHello({ ...goodHello, to: "" })],
+        ["Hello with a from of 256 chars", rawHello({ ...goodHello, from: id256 })],
+        ["Hello with an empty lane", rawHello({ ...goodHello, lanes: [{ lane: "", incarnation: 1, delivered: 1 }] })],
+        [
+          "Hello with a lane of 256 chars",
+          rawHello({ ...goodHello, lanes: [{ lane: id256, incarnation: 1, delivered: 1 }] })
+        ]
+      ]
+      for (const [name, bytes] of cases) assertRejected(bytes, "invalid", name)
+      // The same fields at their limits are fine.
+      for (
+        const bytes of [
+          rawData({
+            ...goodData,
+            from: "x".repeat(255),
+            to: "é".repeat(255),
+            lane: "😀".repeat(127),
+            seq: 4,
+            floor: 4
+          }),
+          rawAck({ ...goodAck, upTo: 1 }),
+          rawHello({ ...goodHello, echo: 0, lanes: [{ lane: "x".repeat(255), incarnation: 0, delivered: 0 }] })
+        ]
+      ) {
+        const decoded = decodeSafely(bytes, limit)
+        assert.strictEqual(decoded._tag, "Frame", `a frame at the limits decoded as ${describeDecoded(decoded)}`)
+      }
+    })
+
+    it("a payload above the limit given to decode is oversized", () => {
+      for (const maxPayloadBytes of [0, 1, 1024, MiB]) {
+        const at = rawData({ ...goodData, payload: new Uint8Array(maxPayloadBytes) })
+        assert.strictEqual(decodeSafely(at, maxPayloadBytes)._tag, "Frame", `a payload of exactly ${maxPayloadBytes}`)
+        assertRejected(
+          rawData({ ...goodData, payload: new Uint8Array(maxPayloadBytes + 1) }),
+          "oversized",
+          `a payload of ${maxPayloadBytes + 1} bytes, limit ${maxPayloadBytes}`,
+          maxPayloadBytes
+        )
+      }
+      // The limit is about payloads: Acks and Hellos pass under a limit of 0.
+      assert.strictEqual(decodeSafely(rawAck(goodAck), 0)._tag, "Frame")
+      assert.strictEqual(decodeSafely(rawHello(goodHello), 0)._tag, "Frame")
+    })
+
+    it("random bytes and random mutations of valid frames never throw, and anything accepted is canonical", () => {
+      const check = (bytes: Uint8Array) => {
+        const decoded = decodeSafely(bytes, 1024)
+        if (decoded._tag === "Threw") return assert.fail(`decode threw ${decoded.error}`)
+        if (decoded._tag === "Rejected") {
+          assert.include(decodeReasons, decoded.rejection.reason)
+          assert.isNotEmpty(decoded.rejection.detail)
+          return
+        }
+        assertRoundTrip(decoded.frame)
+      }
+      FastCheck.assert(
+        FastCheck.property(
+          FastCheck.oneof(
+            FastCheck.uint8Array({ maxLength: 2048 }),
+            FastCheck.tuple(FastCheck.integer({ min: 0, max: 4 }), FastCheck.uint8Array({ maxLength: 64 })).map(
+              ([tag, rest]) => concat(Frame.ProtocolVersion, tag, rest)
+            )
+          ),
+          check
+        ),
+        runs(2000)
+      )
+      FastCheck.assert(
+        FastCheck.property(
+          anyFrame,
+          FastCheck.array(
+            FastCheck.tuple(
+              FastCheck.nat(),
+              FastCheck.integer({ min: 0, max: 255 }),
+              FastCheck.constantFrom("set", "insert", "delete")
+            ),
+            { minLength: 1, maxLength: 4 }
+          ),
+          (frame, edits) => {
+            let bytes = Frame.encode(frame)
+            for (const [position, value, edit] of edits) {
+              const at = position % (bytes.length + 1)
+              if (edit === "set" && at < bytes.length) bytes[at] = value
+              else if (edit === "insert") bytes = concat(bytes.subarray(0, at), value, bytes.subarray(at))
+              else bytes = concat(bytes.subarray(0, at), bytes.subarray(at + 1))
+            }
+            check(bytes)
+          }
+        ),
+        runs(2000)
+      )
+    })
+
+    // Known failure (see the report): `internal/wire.ts` builds ASCII strings with
+    // `String.fromCharCode.apply(null, Array.from(bytes))`, which throws RangeError ("Maximum call stack size
+    // exceeded") for a field of more than about 120,000 bytes, so such a frame makes `decode` throw.
+    it("a string field far longer than any id is refused, not thrown", () => {
+      for (const size of [1000, 65_536, 300_000, MiB]) {
+        const long = "a".repeat(size)
+        const cases: ReadonlyArray<[string, Uint8Array]> = [
+          ["Data from", rawData({ ...goodData, from: long })],
+          ["Data to", rawData({ ...goodData, to: long })],
+          ["Data lane", rawData({ ...goodData, lane: long })],
+          ["Ack lane", rawAck({ ...goodAck, lane: long })],
+          ["Hello lane", rawHello({ ...goodHello, lanes: [{ lane: long, incarnation: 1, delivered: 1 }] })],
+          ["a from and nothing else", concat(Frame.ProtocolVersion, 1, rawString(long))]
+        ]
+        for (const [name, bytes] of cases) {
+          const decoded = decodeSafely(bytes, limit)
+          assert.strictEqual(decoded._tag, "Rejected", `${name} of ${size} ASCII bytes: ${describeDecoded(decoded)}`)
+        }
+      }
+    })
+
+    // Known failure (see the report): `PeerId` accepts a string with an unpaired surrogate, but the codec writes it
+    // with `TextEncoder`, which replaces the surrogate by U+FFFD: the receiver reads another id, and every frame of
+    // such a peer is refused as spoofed. Either the schema should refuse such ids or the codec should keep them.
+    it("a peer id with an unpaired surrogate either is refused by PeerId or round-trips", () => {
+      for (const id of ["x\uD800y", "\uDC00", "a\uD83D"]) {
+        const accepted = Schema.is(PeerId.PeerId)(id)
+        if (!accepted) continue
+        const ack = new Frame.Ack({ from: peer(id), to: peer("B"), lane: "l", incarnation: inc(1), upTo: 1 })
+        const decoded = decodeSafely(Frame.encode(ack), limit)
+        assert.strictEqual(
+          decoded._tag === "Frame" ? decoded.frame.from : describeDecoded(decoded),
+          id,
+          `the id ${JSON.stringify(id)} is a valid PeerId but does not survive the wire`
+        )
+      }
+    })
+  })
+})

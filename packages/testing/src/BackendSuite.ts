@@ -1,0 +1,714 @@
+/**
+ * The conformance suite of the `Backend` contract (DESIGN §4, `@intersession/core/Backend`). Every implementation
+ * runs the same suite: it provides a {@link BackendFixture} that makes empty stores and opens them, and calls
+ * {@link backendSuite} from a test file.
+ *
+ * @since 0.1.0
+ */
+import { afterAll, assert, describe, it } from "@effect/vitest"
+import type {
+  Backend,
+  BackendError,
+  OutboundStream,
+  ReceiveState,
+  StoredMessage,
+  StoreLockedError
+} from "@intersession/core/Backend"
+import * as Incarnation from "@intersession/core/Incarnation"
+import type { Lane } from "@intersession/core/Lane"
+import * as PeerId from "@intersession/core/PeerId"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import type * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+
+/**
+ * One store of a fixture. `open` takes ownership of the store and gives its `Backend`, as the implementation's layer
+ * would; closing the scope of `open` releases the ownership. Every `open` of one `StoreFixture` opens the same
+ * underlying store (the same file, the same database schema), so what one owner wrote the next one reads.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoreFixture {
+  readonly open: Effect.Effect<Backend["Type"], StoreLockedError | BackendError, Scope.Scope>
+}
+
+/**
+ * What the suite needs from an implementation: `makeStore` makes a new, empty store (a file in a temporary
+ * directory, a fresh schema) that lives as long as the scope; stores made by one fixture are independent of each
+ * other.
+ *
+ * @since 0.1.0
+ * @category fixtures
+ */
+export class BackendFixture extends Context.Tag("@intersession/testing/BackendSuite/BackendFixture")<
+  BackendFixture,
+  {
+    readonly makeStore: Effect.Effect<StoreFixture, unknown, Scope.Scope>
+  }
+>() {}
+
+const peerA = PeerId.make("peer-a")
+const peerB = PeerId.make("peer-b")
+const peerC = PeerId.make("peer-c")
+const laneX: Lane = "x"
+const laneY: Lane = "y"
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+const text = (value: string): Uint8Array => encoder.encode(value)
+
+/** `length` bytes that differ from one position to the next and from one `seed` to another. */
+const pattern = (length: number, seed: number): Uint8Array =>
+  Uint8Array.from({ length }, (_, i) => (i * 31 + (i >>> 8) * 7 + seed) & 0xff)
+
+const range = (from: number, to: number): Array<number> => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+/** Checks bytes one by one, so a driver's `Buffer` or a view on a larger buffer compares by content only. */
+const assertBytes = (actual: Uint8Array, expected: Uint8Array, what: string) => {
+  assert.instanceOf(actual, Uint8Array, `${what} is a Uint8Array`)
+  assert.strictEqual(actual.length, expected.length, `${what} has ${expected.length} bytes`)
+  let firstDifference = -1
+  for (let i = 0; i < expected.length; i++) {
+    if (actual[i] !== expected[i]) {
+      firstDifference = i
+      break
+    }
+  }
+  assert.strictEqual(firstDifference, -1, `${what}: first differing byte`)
+}
+
+const texts = (messages: ReadonlyArray<StoredMessage>): Array<string> => messages.map((m) => decoder.decode(m.payload))
+const seqs = (messages: ReadonlyArray<StoredMessage>): Array<number> => messages.map((m) => m.seq)
+
+const byStream = (a: { readonly peer: string; readonly lane: string }, b: typeof a) =>
+  a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.lane < b.lane ? -1 : a.lane > b.lane ? 1 : 0
+
+const sortedStreams = (streams: ReadonlyArray<OutboundStream>): Array<OutboundStream> =>
+  streams.map(({ firstPending, lane, nextSeq, peer }) => ({ peer, lane, firstPending, nextSeq })).sort(byStream)
+
+const sortedReceived = (states: ReadonlyArray<ReceiveState>): Array<ReceiveState> =>
+  states.map(({ delivered, incarnation, lane, peer }) => ({ peer, lane, incarnation, delivered })).sort(byStream)
+
+const incarnation = (n: number): Incarnation.Incarnation => Incarnation.Incarnation.make(n)
+
+const isIncarnation = Schema.is(Incarnation.Incarnation)
+
+/** Makes a new store from the fixture. */
+const makeStore = Effect.flatMap(BackendFixture, (fixture) => fixture.makeStore)
+
+/** Opens `store`, runs `f` on its backend and closes it again. */
+const withBackend = <A, E, R>(
+  store: StoreFixture,
+  f: (backend: Backend["Type"]) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | StoreLockedError | BackendError, R> => Effect.scoped(Effect.flatMap(store.open, f))
+
+/** Opens a new store for the rest of the test. */
+const openFresh = Effect.flatMap(makeStore, (store) => store.open)
+
+/**
+ * Declares a `describe` block named `name` that checks the `Backend` contract on the stores of the fixture `layer`.
+ * The fixture is built once for the block, by the first test, and closed after the last; every test makes its own
+ * stores. Tests run on the live clock, so a fixture may use real resources (files, connections).
+ *
+ * @since 0.1.0
+ * @category suites
+ */
+export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, unknown>): void => {
+  describe(name, () => {
+    // One fixture for the block, built by the first test and closed after the last. (`layer` from @effect/vitest
+    // would do the same, but it rebinds the shared `it` for every test declared after it in the same file.)
+    const runtime = ManagedRuntime.make(fixture)
+    afterAll(() => runtime.dispose())
+    const test = (title: string, body: () => Effect.Effect<void, unknown, BackendFixture | Scope.Scope>) =>
+      it.live(title, () => Effect.provide(Effect.scoped(Effect.suspend(body)), runtime))
+
+    test("a new store is empty", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        assert.isTrue(isIncarnation(backend.incarnation), "the incarnation is a non-negative safe integer")
+        const outbound = yield* backend.outbound
+        assert.deepStrictEqual(outbound.streams, [])
+        assert.deepStrictEqual(outbound.incarnations, [])
+        assert.deepStrictEqual(yield* backend.received, [])
+        assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
+      }))
+
+    test("the incarnation is created once and stays the same across operations and reopening", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const first = yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const before = backend.incarnation
+            yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 1 }])
+            yield* backend.setIncarnation(peerA, incarnation(before + 1))
+            yield* backend.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(5), delivered: 1 }])
+            assert.strictEqual(backend.incarnation, before)
+            return before
+          }))
+        const second = yield* withBackend(store, (backend) => Effect.succeed(backend.incarnation))
+        const third = yield* withBackend(store, (backend) => Effect.succeed(backend.incarnation))
+        assert.strictEqual(second, first)
+        assert.strictEqual(third, first)
+      }))
+
+    test("append allocates consecutive seqs from 1 per stream, in the order given", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        const first = yield* backend.append(
+          ["one", "two", "three"].map((value) => ({ peer: peerA, lane: laneX, payload: text(value) }))
+        )
+        assert.deepStrictEqual(first, [1, 2, 3])
+        const second = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("four") }])
+        assert.deepStrictEqual(second, [4])
+        const stored = yield* backend.read(peerA, laneX, 1, 100)
+        assert.deepStrictEqual(seqs(stored), [1, 2, 3, 4])
+        assert.deepStrictEqual(texts(stored), ["one", "two", "three", "four"])
+        for (const message of stored) {
+          assert.strictEqual(message.peer, peerA)
+          assert.strictEqual(message.lane, laneX)
+        }
+      }))
+
+    test("seqs are independent across lanes and peers, even in one interleaved batch", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        const streams: ReadonlyArray<readonly [PeerId.PeerId, Lane]> = [
+          [peerA, laneX],
+          [peerA, laneY],
+          [peerB, laneX],
+          [peerA, laneX],
+          [peerB, laneX],
+          [peerA, laneY],
+          [peerA, laneX],
+          // Streams whose peer and lane concatenate to the same text must not be confused.
+          [PeerId.make("ab"), "c"],
+          [PeerId.make("a"), "bc"],
+          [PeerId.make("ab"), "c"],
+          // Names beyond ASCII.
+          [PeerId.make("пир-ü"), "лейн-😀"]
+        ]
+        const allocated = yield* backend.append(
+          streams.map(([peer, lane], i) => ({ peer, lane, payload: text(`${peer}/${lane}/${i}`) }))
+        )
+        assert.deepStrictEqual(allocated, [1, 1, 1, 2, 2, 2, 3, 1, 1, 2, 1])
+        const ax = yield* backend.read(peerA, laneX, 1, 100)
+        assert.deepStrictEqual(texts(ax), ["peer-a/x/0", "peer-a/x/3", "peer-a/x/6"])
+        const ay = yield* backend.read(peerA, laneY, 1, 100)
+        assert.deepStrictEqual(texts(ay), ["peer-a/y/1", "peer-a/y/5"])
+        const bx = yield* backend.read(peerB, laneX, 1, 100)
+        assert.deepStrictEqual(texts(bx), ["peer-b/x/2", "peer-b/x/4"])
+        assert.deepStrictEqual(texts(yield* backend.read(PeerId.make("ab"), "c", 1, 100)), ["ab/c/7", "ab/c/9"])
+        assert.deepStrictEqual(texts(yield* backend.read(PeerId.make("a"), "bc", 1, 100)), ["a/bc/8"])
+        const unicode = yield* backend.read(PeerId.make("пир-ü"), "лейн-😀", 1, 100)
+        assert.deepStrictEqual(texts(unicode), ["пир-ü/лейн-😀/10"])
+        assert.strictEqual(unicode[0]?.peer, "пир-ü")
+        assert.strictEqual(unicode[0]?.lane, "лейн-😀")
+        assert.deepStrictEqual(yield* backend.read(peerB, laneY, 1, 100), [])
+        const outbound = yield* backend.outbound
+        assert.deepStrictEqual(
+          sortedStreams(outbound.streams),
+          sortedStreams([
+            { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 4 },
+            { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3 },
+            { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 3 },
+            { peer: PeerId.make("ab"), lane: "c", firstPending: 1, nextSeq: 3 },
+            { peer: PeerId.make("a"), lane: "bc", firstPending: 1, nextSeq: 2 },
+            { peer: PeerId.make("пир-ü"), lane: "лейн-😀", firstPending: 1, nextSeq: 2 }
+          ])
+        )
+      }))
+
+    test("appended messages persist across reopening, and seqs continue after them", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        yield* withBackend(store, (backend) =>
+          backend.append([
+            { peer: peerA, lane: laneX, payload: text("a1") },
+            { peer: peerA, lane: laneX, payload: text("a2") },
+            { peer: peerB, lane: laneY, payload: text("b1") }
+          ]))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const ax = yield* backend.read(peerA, laneX, 1, 100)
+            assert.deepStrictEqual(seqs(ax), [1, 2])
+            assert.deepStrictEqual(texts(ax), ["a1", "a2"])
+            assert.deepStrictEqual(texts(yield* backend.read(peerB, laneY, 1, 100)), ["b1"])
+            assert.deepStrictEqual(
+              yield* backend.append([
+                { peer: peerA, lane: laneX, payload: text("a3") },
+                { peer: peerB, lane: laneY, payload: text("b2") },
+                { peer: peerC, lane: laneX, payload: text("c1") }
+              ]),
+              [3, 2, 1]
+            )
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["a1", "a2", "a3"])
+            assert.deepStrictEqual(texts(yield* backend.read(peerB, laneY, 1, 100)), ["b1", "b2"])
+            assert.deepStrictEqual(texts(yield* backend.read(peerC, laneX, 1, 100)), ["c1"])
+          }))
+      }))
+
+    test("read returns pending messages from a seq, in order, up to a limit", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        yield* backend.append(range(1, 10).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) })))
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), range(1, 10))
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 4, 3)), [4, 5, 6])
+        assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 4, 3)), ["m4", "m5", "m6"])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 8, 100)), [8, 9, 10])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 10, 1)), [10])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 1)), [1])
+        assert.deepStrictEqual(yield* backend.read(peerA, laneX, 11, 100), [])
+        assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1_000_000, 100), [])
+        assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 0), [])
+      }))
+
+    test("read of an unknown stream is empty", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
+        yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }])
+        assert.deepStrictEqual(yield* backend.read(peerA, laneY, 1, 100), [])
+        assert.deepStrictEqual(yield* backend.read(peerB, laneX, 1, 100), [])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [1])
+      }))
+
+    test("payload bytes come back exactly: empty, every byte value, 64 KiB, a view into a larger buffer", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const larger = pattern(100, 3)
+        const payloads: ReadonlyArray<readonly [string, Uint8Array]> = [
+          ["empty", new Uint8Array(0)],
+          ["one zero byte", new Uint8Array([0])],
+          ["every byte value", Uint8Array.from({ length: 256 }, (_, i) => 255 - i)],
+          ["64 KiB", pattern(64 * 1024, 1)],
+          ["a view into a larger buffer", larger.subarray(17, 29)],
+          ["invalid UTF-8", new Uint8Array([0xff, 0xfe, 0xc3, 0x28, 0x00, 0xed, 0xa0, 0x80])]
+        ]
+        const expected = payloads.map(([what, payload]) => [what, payload.slice()] as const)
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              yield* backend.append(payloads.map(([, payload]) => ({ peer: peerA, lane: laneX, payload }))),
+              range(1, payloads.length)
+            )
+            // Changing the caller's buffers afterwards changes nothing stored.
+            for (const [, payload] of payloads) payload.fill(0x55)
+            const stored = yield* backend.read(peerA, laneX, 1, 100)
+            assert.strictEqual(stored.length, expected.length)
+            expected.forEach(([what, payload], i) => assertBytes(stored[i]!.payload, payload, what))
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const stored = yield* backend.read(peerA, laneX, 1, 100)
+            assert.strictEqual(stored.length, expected.length)
+            expected.forEach(([what, payload], i) =>
+              assertBytes(stored[i]!.payload, payload, `${what} after reopening`)
+            )
+          }))
+      }))
+
+    test("acknowledge deletes up to a seq; it is idempotent and a lower upTo is a no-op", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        yield* backend.append(range(1, 6).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) })))
+        yield* backend.append(range(1, 2).map((i) => ({ peer: peerA, lane: laneY, payload: text(`y${i}`) })))
+        yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [4, 5, 6])
+        assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 1)), ["m4"])
+        assert.deepStrictEqual(yield* backend.read(peerA, laneX, 2, 2).pipe(Effect.map(seqs)), [4, 5])
+        yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [4, 5, 6])
+        yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 1 }])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [4, 5, 6])
+        // The other lane of the same peer is untouched.
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneY, 1, 100)), [1, 2])
+        const outbound = yield* backend.outbound
+        assert.deepStrictEqual(sortedStreams(outbound.streams), [
+          { peer: peerA, lane: laneX, firstPending: 4, nextSeq: 7 },
+          { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3 }
+        ])
+      }))
+
+    test("one acknowledge call can cover several streams", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        yield* backend.append([
+          ...range(1, 4).map((i) => ({ peer: peerA, lane: laneX, payload: text(`ax${i}`) })),
+          ...range(1, 4).map((i) => ({ peer: peerA, lane: laneY, payload: text(`ay${i}`) })),
+          ...range(1, 4).map((i) => ({ peer: peerB, lane: laneX, payload: text(`bx${i}`) }))
+        ])
+        yield* backend.acknowledge([
+          { peer: peerA, lane: laneX, upTo: 2 },
+          { peer: peerA, lane: laneY, upTo: 4 },
+          { peer: peerB, lane: laneX, upTo: 1 }
+        ])
+        assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["ax3", "ax4"])
+        assert.deepStrictEqual(yield* backend.read(peerA, laneY, 1, 100), [])
+        assert.deepStrictEqual(texts(yield* backend.read(peerB, laneX, 1, 100)), ["bx2", "bx3", "bx4"])
+      }))
+
+    test("acknowledging a stream that never allocated does not create it", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }])
+        yield* backend.acknowledge([{ peer: peerB, lane: laneX, upTo: 5 }, { peer: peerA, lane: laneY, upTo: 1 }])
+        const outbound = yield* backend.outbound
+        assert.deepStrictEqual(sortedStreams(outbound.streams), [
+          { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 2 }
+        ])
+        assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [1])
+        assert.deepStrictEqual(yield* backend.append([{ peer: peerB, lane: laneX, payload: text("b") }]), [1])
+      }))
+
+    test("empty batches are accepted and change nothing", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        assert.deepStrictEqual(yield* backend.append([]), [])
+        yield* backend.acknowledge([])
+        yield* backend.commitReceived([])
+        const outbound = yield* backend.outbound
+        assert.deepStrictEqual(outbound.streams, [])
+        assert.deepStrictEqual(yield* backend.received, [])
+        assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }]), [1])
+      }))
+
+    test("outbound reports every stream that ever allocated, fully acknowledged ones included", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const expected = [
+          { peer: peerA, lane: laneX, firstPending: 3, nextSeq: 4 },
+          { peer: peerA, lane: laneY, firstPending: 3, nextSeq: 3 },
+          { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2 }
+        ]
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.append([
+              { peer: peerA, lane: laneX, payload: text("ax1") },
+              { peer: peerA, lane: laneX, payload: text("ax2") },
+              { peer: peerA, lane: laneX, payload: text("ax3") },
+              { peer: peerA, lane: laneY, payload: text("ay1") },
+              { peer: peerA, lane: laneY, payload: text("ay2") },
+              { peer: peerB, lane: laneX, payload: text("bx1") }
+            ])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 2 }, { peer: peerA, lane: laneY, upTo: 2 }])
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), expected)
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), expected, "after reopening")
+          }))
+      }))
+
+    test("outbound reports the per-peer incarnations set with setIncarnation, the last one per peer", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const own = yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const own = backend.incarnation
+            yield* backend.setIncarnation(peerA, incarnation(own + 10))
+            yield* backend.setIncarnation(peerB, incarnation(own + 20))
+            yield* backend.setIncarnation(peerA, incarnation(own + 30))
+            const outbound = yield* backend.outbound
+            assert.deepStrictEqual(
+              [...outbound.incarnations].map(({ incarnation, peer }) => ({ peer, incarnation })).sort((a, b) =>
+                a.peer < b.peer ? -1 : 1
+              ),
+              [{ peer: peerA, incarnation: own + 30 }, { peer: peerB, incarnation: own + 20 }]
+            )
+            // Setting incarnations allocates no stream.
+            assert.deepStrictEqual(outbound.streams, [])
+            return own
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.strictEqual(backend.incarnation, own, "setIncarnation does not change the store's incarnation")
+            const outbound = yield* backend.outbound
+            assert.deepStrictEqual(
+              [...outbound.incarnations].map(({ incarnation, peer }) => ({ peer, incarnation })).sort((a, b) =>
+                a.peer < b.peer ? -1 : 1
+              ),
+              [{ peer: peerA, incarnation: own + 30 }, { peer: peerB, incarnation: own + 20 }],
+              "after reopening"
+            )
+          }))
+      }))
+
+    test("seqs continue after everything is acknowledged, and after reopening then", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              yield* backend.append(range(1, 3).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) }))),
+              [1, 2, 3]
+            )
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
+            assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("m4") }]), [4])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 4 }])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
+              { peer: peerA, lane: laneX, firstPending: 5, nextSeq: 5 }
+            ])
+            assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
+            assert.deepStrictEqual(
+              yield* backend.append([
+                { peer: peerA, lane: laneX, payload: text("m5") },
+                { peer: peerA, lane: laneX, payload: text("m6") }
+              ]),
+              [5, 6]
+            )
+            const stored = yield* backend.read(peerA, laneX, 1, 100)
+            assert.deepStrictEqual(seqs(stored), [5, 6])
+            assert.deepStrictEqual(texts(stored), ["m5", "m6"])
+          }))
+      }))
+
+    test("commitReceived and received round-trip, overwrite per (peer, lane) and persist", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const expected = [
+          { peer: peerA, lane: laneX, incarnation: incarnation(2000), delivered: 7 },
+          { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0 },
+          { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1 },
+          { peer: PeerId.make("a"), lane: "bc", incarnation: incarnation(Number.MAX_SAFE_INTEGER), delivered: 9 },
+          { peer: PeerId.make("ab"), lane: "c", incarnation: incarnation(0), delivered: Number.MAX_SAFE_INTEGER }
+        ]
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.commitReceived([
+              { peer: peerA, lane: laneX, incarnation: incarnation(1000), delivered: 3 },
+              { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0 },
+              { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1 }
+            ])
+            assert.deepStrictEqual(sortedReceived(yield* backend.received), [
+              { peer: peerA, lane: laneX, incarnation: incarnation(1000), delivered: 3 },
+              { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0 },
+              { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1 }
+            ])
+            // A new state of one stream replaces its old one, whatever its incarnation and count.
+            yield* backend.commitReceived([{ peer: peerA, lane: laneX, incarnation: incarnation(2000), delivered: 7 }])
+            yield* backend.commitReceived([
+              { peer: PeerId.make("a"), lane: "bc", incarnation: incarnation(Number.MAX_SAFE_INTEGER), delivered: 9 },
+              { peer: PeerId.make("ab"), lane: "c", incarnation: incarnation(0), delivered: Number.MAX_SAFE_INTEGER }
+            ])
+            assert.deepStrictEqual(sortedReceived(yield* backend.received), sortedReceived(expected))
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedReceived(yield* backend.received), sortedReceived(expected), "after reopening")
+            // Receive state and outbound state are separate.
+            assert.deepStrictEqual((yield* backend.outbound).streams, [])
+          }))
+      }))
+
+    test("a second open while the store is owned fails with StoreLockedError, and succeeds once released", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const firstScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+        const first = yield* Scope.extend(store.open, firstScope)
+        yield* first.append([{ peer: peerA, lane: laneX, payload: text("a1") }])
+        const refused = yield* Effect.flip(Effect.scoped(store.open))
+        assert.strictEqual(refused._tag, "StoreLockedError")
+        // The refused attempt neither took the store from its owner nor released the owner's lock.
+        assert.deepStrictEqual(yield* first.append([{ peer: peerA, lane: laneX, payload: text("a2") }]), [2])
+        const refusedAgain = yield* Effect.flip(Effect.scoped(store.open))
+        assert.strictEqual(refusedAgain._tag, "StoreLockedError")
+        yield* Scope.close(firstScope, Exit.void)
+        yield* withBackend(store, (second) =>
+          Effect.gen(function*() {
+            assert.strictEqual(second.incarnation, first.incarnation)
+            assert.deepStrictEqual(texts(yield* second.read(peerA, laneX, 1, 100)), ["a1", "a2"])
+            const blocked = yield* Effect.flip(Effect.scoped(store.open))
+            assert.strictEqual(blocked._tag, "StoreLockedError", "the new owner holds the lock in turn")
+          }))
+        yield* withBackend(
+          store,
+          (third) =>
+            Effect.map(
+              third.append([{ peer: peerA, lane: laneX, payload: text("a3") }]),
+              (allocated) => assert.deepStrictEqual(allocated, [3])
+            )
+        )
+      }))
+
+    test("stores made by one fixture are independent and can be open at the same time", () =>
+      Effect.gen(function*() {
+        const one = yield* openFresh
+        const two = yield* openFresh
+        assert.deepStrictEqual(yield* one.append([{ peer: peerA, lane: laneX, payload: text("one") }]), [1])
+        assert.deepStrictEqual(yield* two.append([{ peer: peerA, lane: laneX, payload: text("two") }]), [1])
+        yield* one.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(1), delivered: 1 }])
+        assert.deepStrictEqual(texts(yield* one.read(peerA, laneX, 1, 100)), ["one"])
+        assert.deepStrictEqual(texts(yield* two.read(peerA, laneX, 1, 100)), ["two"])
+        assert.deepStrictEqual(yield* two.received, [])
+      }))
+
+    test("withTransaction returns the value of its effect, nested too, and keeps its writes", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        assert.strictEqual(yield* backend.withTransaction(Effect.succeed(42)), 42)
+        const result = yield* backend.withTransaction(
+          Effect.gen(function*() {
+            const allocated = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("in") }])
+            yield* backend.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(9), delivered: 4 }])
+            const nested = yield* backend.withTransaction(
+              backend.append([{ peer: peerA, lane: laneX, payload: text("nested") }])
+            )
+            const seen = yield* backend.read(peerA, laneX, 1, 100)
+            return { allocated, nested, seen: texts(seen) }
+          })
+        )
+        assert.deepStrictEqual(result, { allocated: [1], nested: [2], seen: ["in", "nested"] })
+        assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["in", "nested"])
+        assert.deepStrictEqual(sortedReceived(yield* backend.received), [
+          { peer: peerB, lane: laneX, incarnation: incarnation(9), delivered: 4 }
+        ])
+      }))
+
+    test("withTransaction propagates the error of its effect and leaves the store usable", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        const failure = { reason: "application failure" } as const
+        const error = yield* Effect.flip(backend.withTransaction(Effect.fail(failure)))
+        assert.strictEqual(error, failure)
+        const nestedError = yield* Effect.flip(
+          backend.withTransaction(Effect.zipRight(
+            backend.append([{ peer: peerB, lane: laneX, payload: text("b") }]),
+            backend.withTransaction(Effect.fail(failure))
+          ))
+        )
+        assert.strictEqual(nestedError, failure)
+        // No transaction is left open: later operations and transactions work and are kept.
+        const allocated = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("after") }])
+        assert.deepStrictEqual(allocated, [1])
+        assert.strictEqual(yield* backend.withTransaction(Effect.succeed("again")), "again")
+        assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["after"])
+      }))
+
+    test("a failed withTransaction rolls its writes back exactly when the backend says it is transactional", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        const failure = { reason: "application failure" } as const
+        const error = yield* Effect.flip(backend.withTransaction(
+          Effect.zipRight(
+            Effect.zip(
+              backend.append([{ peer: peerA, lane: laneX, payload: text("failed") }]),
+              backend.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(1), delivered: 5 }])
+            ),
+            Effect.fail(failure)
+          )
+        ))
+        assert.strictEqual(error, failure)
+        const next = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("next") }])
+        const stored = texts(yield* backend.read(peerA, laneX, 1, 100))
+        const received = (yield* backend.received).map((state) => state.delivered)
+        if (backend.transactional) {
+          assert.deepStrictEqual({ next, stored, received }, { next: [1], stored: ["next"], received: [] })
+        } else {
+          assert.deepStrictEqual({ next, stored, received }, { next: [2], stored: ["failed", "next"], received: [5] })
+        }
+      }))
+
+    test("a failed nested withTransaction rolls back only its own writes when the backend is transactional", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        const failure = { reason: "application failure" } as const
+        const last = yield* backend.withTransaction(Effect.gen(function*() {
+          yield* backend.append([{ peer: peerA, lane: laneX, payload: text("outer") }])
+          const error = yield* Effect.flip(backend.withTransaction(
+            Effect.zipRight(
+              backend.append([{ peer: peerA, lane: laneX, payload: text("inner") }]),
+              Effect.fail(failure)
+            )
+          ))
+          assert.strictEqual(error, failure)
+          return yield* backend.append([{ peer: peerA, lane: laneX, payload: text("after") }])
+        }))
+        const stored = texts(yield* backend.read(peerA, laneX, 1, 100))
+        if (backend.transactional) {
+          assert.deepStrictEqual({ last, stored }, { last: [2], stored: ["outer", "after"] })
+        } else {
+          assert.deepStrictEqual({ last, stored }, { last: [3], stored: ["outer", "inner", "after"] })
+        }
+      }))
+
+    test("many streams in one append", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const peers = range(1, 200).map((i) => PeerId.make(`peer-${i}`))
+        const lanes: ReadonlyArray<Lane> = ["x", "y", "z"]
+        const messages = [1, 2].flatMap((round) =>
+          peers.flatMap((peer) => lanes.map((lane) => ({ peer, lane, payload: text(`${peer}/${lane}/${round}`) })))
+        )
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const allocated = yield* backend.append(messages)
+            assert.strictEqual(allocated.length, 1200)
+            assert.deepStrictEqual(allocated.slice(0, 600), Array.from({ length: 600 }, () => 1))
+            assert.deepStrictEqual(allocated.slice(600), Array.from({ length: 600 }, () => 2))
+            yield* backend.acknowledge(peers.map((peer) => ({ peer, lane: "y", upTo: 2 })))
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const outbound = yield* backend.outbound
+            assert.deepStrictEqual(
+              sortedStreams(outbound.streams),
+              peers.flatMap((peer) =>
+                lanes.map((lane) => ({ peer, lane, firstPending: lane === "y" ? 3 : 1, nextSeq: 3 }))
+              ).sort(byStream)
+            )
+            assert.deepStrictEqual(texts(yield* backend.read(peers[137]!, "z", 1, 100)), [
+              "peer-138/z/1",
+              "peer-138/z/2"
+            ])
+            assert.deepStrictEqual(yield* backend.read(peers[42]!, "y", 1, 100), [])
+          }))
+      }))
+
+    test("a batch of 1,000 appends in one call", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const payloads = range(1, 1000).map((i) => pattern(1 + (i % 97), i))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const allocated = yield* backend.append(payloads.map((payload) => ({ peer: peerA, lane: laneX, payload })))
+            assert.deepStrictEqual(allocated, range(1, 1000))
+            assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 1000)), range(1, 1000))
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            // Page through the stream the way the engine does.
+            const pages: Array<number> = []
+            let from = 1
+            while (true) {
+              const page = yield* backend.read(peerA, laneX, from, 128)
+              if (page.length === 0) break
+              assert.isAtMost(page.length, 128)
+              for (const message of page) {
+                assertBytes(message.payload, payloads[message.seq - 1]!, `payload of seq ${message.seq}`)
+              }
+              pages.push(page.length)
+              from = page[page.length - 1]!.seq + 1
+            }
+            assert.deepStrictEqual(pages, [128, 128, 128, 128, 128, 128, 128, 104])
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
+              { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 1001 }
+            ])
+          }))
+      }))
+  })
+}

@@ -1,0 +1,360 @@
+/**
+ * The conformance suite of the `Network` contract (`@intersession/core/Network`). Every transport runs the same
+ * suite: it provides a {@link NetworkFixture} that brings peers online, and calls {@link networkSuite} from a test
+ * file. The suite runs on the live clock and waits on events (`connected.changes`, arriving frames), never on clock
+ * steps, so it suits real sockets as well as the in-memory hub; its time limits only bound a test that would
+ * otherwise hang.
+ *
+ * @since 0.1.0
+ */
+import { assert, describe, it } from "@effect/vitest"
+import type { Inbound, Network } from "@intersession/core/Network"
+import * as PeerId from "@intersession/core/PeerId"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as HashSet from "effect/HashSet"
+import type * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { NotReachedError } from "./Eventually.js"
+
+/**
+ * What the suite needs from a transport: `make` brings a peer online and gives its `Network`; closing the scope
+ * takes it offline again, and a later `make` for the same id brings it back. Every network made by one fixture can
+ * reach every other one that is online (a TCP fixture gives each a port and a shared address book), over links
+ * that neither drop, duplicate nor reorder frames. Each test builds the fixture afresh.
+ *
+ * @since 0.1.0
+ * @category fixtures
+ */
+export class NetworkFixture extends Context.Tag("@intersession/testing/NetworkSuite/NetworkFixture")<
+  NetworkFixture,
+  {
+    readonly make: (peer: PeerId.PeerId) => Effect.Effect<Network["Type"], unknown, Scope.Scope>
+  }
+>() {}
+
+const A = PeerId.make("peer-a")
+const B = PeerId.make("peer-b")
+const C = PeerId.make("peer-c")
+
+/** How long a wait may take before the test fails instead of hanging. Only a failing test waits this long. */
+const limit = Duration.seconds(30)
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+const text = (value: string): Uint8Array => encoder.encode(value)
+
+/** `length` bytes that differ from one position to the next and from one `seed` to another. */
+const pattern = (length: number, seed: number): Uint8Array =>
+  Uint8Array.from({ length }, (_, i) => (i * 31 + (i >>> 8) * 7 + seed) & 0xff)
+
+const range = (from: number, to: number): Array<number> => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+const labels = (from: PeerId.PeerId, to: PeerId.PeerId, first: number, last: number): Array<string> =>
+  range(first, last).map((i) => `${from}->${to} ${i}`)
+
+/** Checks bytes one by one, so a `Buffer` or a view on a larger buffer compares by content only. */
+const assertBytes = (actual: Uint8Array, expected: Uint8Array, what: string) => {
+  assert.instanceOf(actual, Uint8Array, `${what} is a Uint8Array`)
+  assert.strictEqual(actual.length, expected.length, `${what} has ${expected.length} bytes`)
+  let firstDifference = -1
+  for (let i = 0; i < expected.length; i++) {
+    if (actual[i] !== expected[i]) {
+      firstDifference = i
+      break
+    }
+  }
+  assert.strictEqual(firstDifference, -1, `${what}: first differing byte`)
+}
+
+interface Node {
+  readonly id: PeerId.PeerId
+  readonly network: Network["Type"]
+  /** Everything `network.inbound` delivered, read by one fiber for the node's whole life. */
+  readonly mailbox: Queue.Queue<Inbound>
+}
+
+interface ClosableNode extends Node {
+  /** Takes the peer offline. */
+  readonly close: Effect.Effect<void>
+}
+
+const within = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | NotReachedError, R> =>
+  Effect.timeoutFail(effect, { duration: limit, onTimeout: () => new NotReachedError({ what, after: limit }) })
+
+/** Brings `id` online for the rest of the scope and starts collecting what it receives. */
+const start = (id: PeerId.PeerId): Effect.Effect<Node, unknown, NetworkFixture | Scope.Scope> =>
+  Effect.gen(function*() {
+    const fixture = yield* NetworkFixture
+    const network = yield* fixture.make(id)
+    const mailbox = yield* Queue.unbounded<Inbound>()
+    yield* Effect.forkScoped(Stream.runForEach(network.inbound, (inbound) => Queue.offer(mailbox, inbound)))
+    return { id, network, mailbox }
+  })
+
+/** Brings `id` online in a scope of its own, so that the test can take it offline. */
+const startClosable = (id: PeerId.PeerId): Effect.Effect<ClosableNode, unknown, NetworkFixture | Scope.Scope> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+    const node = yield* Scope.extend(start(id), scope)
+    return { ...node, close: Scope.close(scope, Exit.void) }
+  })
+
+/** Waits until `node`'s `connected` satisfies `predicate`, watching its changes. */
+const awaitConnected = (node: Node, what: string, predicate: (connected: HashSet.HashSet<PeerId.PeerId>) => boolean) =>
+  Effect.flatMap(
+    within(
+      `${node.id} ${what}`,
+      Stream.concat(Stream.fromEffect(node.network.connected.get), node.network.connected.changes).pipe(
+        Stream.filter(predicate),
+        Stream.runHead
+      )
+    ),
+    (found) =>
+      Option.isSome(found)
+        ? Effect.void
+        : Effect.fail(new NotReachedError({ what: `${node.id} ${what}`, after: limit }))
+  )
+
+/** Waits until every node has every other one in its `connected`. */
+const awaitMesh = (nodes: ReadonlyArray<Node>) =>
+  Effect.forEach(
+    nodes.flatMap((node) => nodes.filter((other) => other.id !== node.id).map((other) => [node, other] as const)),
+    ([node, other]) => awaitConnected(node, `sees ${other.id}`, HashSet.has(other.id)),
+    { concurrency: "unbounded", discard: true }
+  )
+
+/** Takes the next `count` frames `node` received. */
+const receive = (node: Node, count: number): Effect.Effect<ReadonlyArray<Inbound>, NotReachedError> =>
+  Effect.map(
+    within(`${node.id} receives ${count} frames`, Queue.takeN(node.mailbox, count)),
+    Chunk.toReadonlyArray
+  )
+
+const sendLabels = (node: Node, to: PeerId.PeerId, first: number, last: number, perSend: number) =>
+  Effect.forEach(
+    Chunk.toReadonlyArray(Chunk.chunksOf(Chunk.fromIterable(labels(node.id, to, first, last)), perSend)),
+    (batch) => node.network.send(to, Chunk.toReadonlyArray(batch).map(text)),
+    { discard: true }
+  )
+
+const decoded = (frames: ReadonlyArray<Inbound>, from: PeerId.PeerId): Array<string> =>
+  frames.filter((inbound) => inbound.from === from).map((inbound) => decoder.decode(inbound.frame))
+
+/**
+ * Checks that a `send` that cannot reach its peer settles: it succeeds (the frames are dropped) or fails with a
+ * `NetworkError` for that peer. It never dies, is never interrupted and never hangs.
+ */
+const assertSendSettles = (node: Node, to: PeerId.PeerId, frames: ReadonlyArray<Uint8Array>, what: string) =>
+  Effect.gen(function*() {
+    const outcome = yield* Effect.timeoutOption(Effect.exit(node.network.send(to, frames)), limit)
+    if (Option.isNone(outcome)) return assert.fail(`${what}: send did not settle within ${Duration.format(limit)}`)
+    const exit = outcome.value
+    if (Exit.isSuccess(exit)) return
+    assert.isTrue(Option.isNone(Cause.dieOption(exit.cause)), `${what}: send died: ${Cause.pretty(exit.cause)}`)
+    assert.isFalse(Cause.isInterrupted(exit.cause), `${what}: send was interrupted: ${Cause.pretty(exit.cause)}`)
+    const failure = Cause.failureOption(exit.cause)
+    if (Option.isNone(failure)) return assert.fail(`${what}: send failed without an error: ${Cause.pretty(exit.cause)}`)
+    assert.strictEqual(failure.value._tag, "NetworkError", what)
+    assert.strictEqual(failure.value.peer, to, `${what}: the error names the peer`)
+  })
+
+/**
+ * Declares a `describe` block named `name` that checks the `Network` contract on the networks of the fixture
+ * `layer`. Each test builds the fixture, runs on the live clock and takes its peers offline before the fixture closes.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
+export const networkSuite = (name: string, fixture: Layer.Layer<NetworkFixture, unknown>): void => {
+  describe(name, () => {
+    const test = (title: string, body: () => Effect.Effect<void, unknown, NetworkFixture | Scope.Scope>) =>
+      it.live(title, () => Effect.provide(Effect.scoped(Effect.suspend(body)), fixture))
+
+    test("localPeer is the id the network was made for", () =>
+      Effect.gen(function*() {
+        const a = yield* start(A)
+        const other = yield* start(PeerId.make("пир ü/😀"))
+        assert.strictEqual(a.network.localPeer, A)
+        assert.strictEqual(other.network.localPeer, "пир ü/😀")
+      }))
+
+    test("two peers appear in each other's connected, and never in their own", () =>
+      Effect.gen(function*() {
+        const a = yield* start(A)
+        assert.isFalse(HashSet.has(yield* a.network.connected.get, A), "a lone peer does not see itself")
+        const b = yield* start(B)
+        yield* awaitMesh([a, b])
+        assert.deepStrictEqual(Array.from(yield* a.network.connected.get), [B])
+        assert.deepStrictEqual(Array.from(yield* b.network.connected.get), [A])
+      }))
+
+    test("frames arrive from the sender with exactly their bytes: empty, 1 byte, every byte value, 64 KiB, a view", () =>
+      Effect.gen(function*() {
+        const a = yield* start(A)
+        const b = yield* start(B)
+        yield* awaitMesh([a, b])
+        const frames: ReadonlyArray<readonly [string, Uint8Array]> = [
+          ["empty frame", new Uint8Array(0)],
+          ["1-byte frame", new Uint8Array([0])],
+          ["every byte value", Uint8Array.from({ length: 256 }, (_, i) => 255 - i)],
+          ["64 KiB frame", pattern(64 * 1024, 1)],
+          ["a view into a larger buffer", pattern(100, 3).subarray(17, 29)]
+        ]
+        const expected = frames.map(([what, frame]) => [what, frame.slice()] as const)
+        // Each in a send of its own, then all of them in one send.
+        for (const [, frame] of frames) yield* a.network.send(B, [frame])
+        yield* a.network.send(B, frames.map(([, frame]) => frame))
+        const received = yield* receive(b, 2 * frames.length)
+        received.forEach((inbound, i) => {
+          const [what, frame] = expected[i % expected.length]!
+          assert.strictEqual(inbound.from, A, `${what}: from`)
+          assertBytes(inbound.frame, frame, `${what} (${i < expected.length ? "alone" : "in one send"})`)
+        })
+        yield* b.network.send(A, [new Uint8Array([7])])
+        const [back] = yield* receive(a, 1)
+        assert.strictEqual(back!.from, B)
+        assertBytes(back!.frame, new Uint8Array([7]), "the reply")
+      }))
+
+    test("many frames in one send arrive once each, in order", () =>
+      Effect.gen(function*() {
+        const a = yield* start(A)
+        const b = yield* start(B)
+        yield* awaitMesh([a, b])
+        const frames = range(1, 200).map((i) => pattern(i * 13, i))
+        yield* a.network.send(B, frames)
+        const received = yield* receive(b, frames.length)
+        received.forEach((inbound, i) => {
+          assert.strictEqual(inbound.from, A)
+          assertBytes(inbound.frame, frames[i]!, `frame ${i + 1}`)
+        })
+      }))
+
+    test("1,000 frames sent one by one arrive once each, in order", () =>
+      Effect.gen(function*() {
+        const a = yield* start(A)
+        const b = yield* start(B)
+        yield* awaitMesh([a, b])
+        yield* sendLabels(a, B, 1, 1000, 1)
+        const received = yield* receive(b, 1000)
+        assert.deepStrictEqual(decoded(received, A), labels(A, B, 1, 1000))
+        yield* a.network.send(B, [text("end")])
+        const [next] = yield* receive(b, 1)
+        assert.strictEqual(decoder.decode(next!.frame), "end", "nothing arrived twice")
+      }))
+
+    test("both directions at once", () =>
+      Effect.gen(function*() {
+        const a = yield* start(A)
+        const b = yield* start(B)
+        yield* awaitMesh([a, b])
+        yield* Effect.all([sendLabels(a, B, 1, 500, 10), sendLabels(b, A, 1, 500, 1)], {
+          concurrency: "unbounded",
+          discard: true
+        })
+        const [atA, atB] = yield* Effect.all([receive(a, 500), receive(b, 500)], { concurrency: "unbounded" })
+        assert.deepStrictEqual(decoded(atB, A), labels(A, B, 1, 500))
+        assert.deepStrictEqual(decoded(atA, B), labels(B, A, 1, 500))
+      }))
+
+    test("three peers all-to-all", () =>
+      Effect.gen(function*() {
+        const nodes = yield* Effect.forEach([A, B, C], start)
+        yield* awaitMesh(nodes)
+        for (const node of nodes) {
+          assert.deepStrictEqual(
+            Array.from(yield* node.network.connected.get).sort(),
+            [A, B, C].filter((id) => id !== node.id),
+            `${node.id} sees exactly the others`
+          )
+        }
+        yield* Effect.forEach(
+          nodes.flatMap((node) => nodes.filter((other) => other !== node).map((other) => [node, other] as const)),
+          ([node, other]) => sendLabels(node, other.id, 1, 50, 7),
+          { concurrency: "unbounded", discard: true }
+        )
+        for (const node of nodes) {
+          const received = yield* receive(node, 100)
+          for (const other of nodes) {
+            if (other === node) {
+              assert.deepStrictEqual(decoded(received, node.id), [], `${node.id} receives nothing from itself`)
+            } else {
+              assert.deepStrictEqual(decoded(received, other.id), labels(other.id, node.id, 1, 50))
+            }
+          }
+        }
+        // Nothing beyond what was sent: a last frame to each is the next one it gets.
+        for (const node of nodes) {
+          const sender = node === nodes[0] ? nodes[1]! : nodes[0]!
+          yield* sender.network.send(node.id, [text("end")])
+        }
+        for (const node of nodes) {
+          const [next] = yield* receive(node, 1)
+          assert.strictEqual(decoder.decode(next!.frame), "end", `${node.id} got no extra frame`)
+        }
+      }))
+
+    test("closing a peer's scope removes it from the others' connected, and a new network for its id reconnects", () =>
+      Effect.gen(function*() {
+        const a = yield* startClosable(A)
+        const b = yield* start(B)
+        const c = yield* start(C)
+        yield* awaitMesh([a, b, c])
+        yield* a.close
+        yield* awaitConnected(b, `no longer sees ${A}`, (connected) => !HashSet.has(connected, A))
+        yield* awaitConnected(c, `no longer sees ${A}`, (connected) => !HashSet.has(connected, A))
+        assert.isTrue(HashSet.has(yield* b.network.connected.get, C), "the others stay connected")
+        assert.isTrue(HashSet.has(yield* c.network.connected.get, B), "the others stay connected")
+        const again = yield* start(A)
+        yield* awaitMesh([again, b, c])
+        yield* b.network.send(A, [text("welcome back")])
+        yield* again.network.send(C, [text("hello again")])
+        const [atA] = yield* receive(again, 1)
+        assert.strictEqual(atA!.from, B)
+        assert.strictEqual(decoder.decode(atA!.frame), "welcome back")
+        const [atC] = yield* receive(c, 1)
+        assert.strictEqual(atC!.from, A)
+        assert.strictEqual(decoder.decode(atC!.frame), "hello again")
+      }))
+
+    test("send to a peer that was never online fails with NetworkError or drops, and never dies or hangs", () =>
+      Effect.gen(function*() {
+        const a = yield* start(A)
+        const b = yield* start(B)
+        yield* awaitMesh([a, b])
+        const nobody = PeerId.make("peer-nobody")
+        yield* assertSendSettles(a, nobody, [text("lost")], "first send")
+        yield* assertSendSettles(a, nobody, [text("lost"), text("lost")], "second send")
+        yield* assertSendSettles(a, nobody, [], "empty send")
+        yield* a.network.send(B, [text("still works")])
+        const [next] = yield* receive(b, 1)
+        assert.strictEqual(decoder.decode(next!.frame), "still works")
+      }))
+
+    test("send to a peer that went offline fails with NetworkError or drops, and never dies or hangs", () =>
+      Effect.gen(function*() {
+        const a = yield* startClosable(A)
+        const b = yield* start(B)
+        yield* awaitMesh([a, b])
+        yield* a.close
+        yield* awaitConnected(b, `no longer sees ${A}`, (connected) => !HashSet.has(connected, A))
+        for (let i = 1; i <= 3; i++) yield* assertSendSettles(b, A, [text(`lost ${i}`)], `send ${i}`)
+        const c = yield* start(C)
+        yield* awaitMesh([b, c])
+        yield* b.network.send(C, [text("still works")])
+        const [next] = yield* receive(c, 1)
+        assert.strictEqual(next!.from, B)
+        assert.strictEqual(decoder.decode(next!.frame), "still works")
+      }))
+  })
+}

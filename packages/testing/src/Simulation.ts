@@ -1,0 +1,450 @@
+/**
+ * A deterministic simulation: N peers on an in-memory network, a schedule drawn from a seed — bursts of sends,
+ * link faults, partitions, disconnects, crashes (an engine stopped without draining), restarts, wiped stores,
+ * stores restored from an older backup, failing deliveries and failing backends — then a quiet end, and a check of every promise of DESIGN §2: nothing
+ * lost, nothing duplicated, nothing out of order or skipped, nothing left pending. It runs in virtual time (see
+ * `VirtualClock`), so a schedule of minutes takes milliseconds, and the same seed replays the same run.
+ *
+ * @since 0.1.0
+ */
+import type { Message } from "@intersession/core/Message"
+import * as PeerId from "@intersession/core/PeerId"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Random from "effect/Random"
+import * as InMemoryBackend from "./InMemoryBackend.js"
+import * as InMemoryNetwork from "./InMemoryNetwork.js"
+import * as TestPeer from "./TestPeer.js"
+import * as VirtualClock from "./VirtualClock.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Peers in the simulation; 3 by default. */
+  readonly peers?: number | undefined
+  /** Operations in the schedule before the quiet end; 40 by default. */
+  readonly operations?: number | undefined
+  /** How long the quiet end may take to deliver everything, in virtual time; 1 hour by default. */
+  readonly settleLimit?: Duration.DurationInput | undefined
+}
+
+/**
+ * What a run did and what it found. `violations` is empty when every promise held.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Report {
+  readonly seed: number
+  readonly window: number
+  /** Sends attempted, and those that succeeded (the ones that must arrive unless their sender was wiped). */
+  readonly attempted: number
+  readonly succeeded: number
+  /** Messages the applications received, over every application life. */
+  readonly delivered: number
+  readonly crashes: number
+  readonly wipes: number
+  readonly restores: number
+  readonly faults: number
+  readonly virtualMillis: number
+  /** The schedule, one line per operation, to read when a seed fails. */
+  readonly schedule: ReadonlyArray<string>
+  readonly violations: ReadonlyArray<string>
+}
+
+/** A small seeded generator for the schedule itself (mulberry32). */
+const generator = (seed: number) => {
+  let state = seed >>> 0
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  return {
+    next,
+    int: (min: number, max: number) => min + Math.floor(next() * (max - min + 1)),
+    pick: <A>(items: ReadonlyArray<A>): A => items[Math.floor(next() * items.length)]!
+  }
+}
+
+interface SimPeer {
+  readonly id: PeerId.PeerId
+  readonly store: InMemoryBackend.Store
+  /**
+   * Incremented by every wipe (a new install) and every restore (a store gone back in time): each life has its
+   * own application log, and messages sent in it form their own sequence.
+   */
+  life: number
+  /** A copy of the store and how many messages had been sent when it was taken. */
+  backup: { readonly snapshot: InMemoryBackend.Snapshot; readonly sentBefore: number } | undefined
+  recorder: TestPeer.Recorder
+  readonly lives: Array<{ readonly life: number; readonly recorder: TestPeer.Recorder }>
+  running: TestPeer.Running | undefined
+}
+
+interface SentMessage {
+  readonly source: PeerId.PeerId
+  readonly sourceLife: number
+  readonly destination: PeerId.PeerId
+  readonly lane: string
+  readonly index: number
+  status: "pending" | "succeeded" | "failed"
+  /** Its sender's store was wiped or restored to a copy older than the send: promise 1 no longer covers it. */
+  exempt: boolean
+}
+
+const lanes = ["a", "b"] as const
+const decoder = new TextDecoder()
+const encoder = new TextEncoder()
+
+const streamKey = (source: string, sourceLife: number, destination: string, lane: string) =>
+  `${source}|${sourceLife}|${destination}|${lane}`
+
+/**
+ * Runs the schedule of one seed and checks the promises.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run = (seed: number, options?: Options): Effect.Effect<Report, VirtualClock.VirtualTimeError> =>
+  VirtualClock.run(
+    // Warnings (failed deliveries, failing backends) are the schedule working as meant; errors still show.
+    Effect.scoped(Effect.withRandom(schedule(seed, options), Random.make(seed))).pipe(
+      Logger.withMinimumLogLevel(LogLevel.Error)
+    ),
+    { limit: Duration.sum(Duration.hours(1), Duration.decode(options?.settleLimit ?? "1 hour")) }
+  )
+
+const schedule = (seed: number, options?: Options) =>
+  Effect.gen(function*() {
+    const rng = generator(seed)
+    const window = rng.pick([1, 4, 16, 64])
+    const config = {
+      window,
+      retransmitInitial: "200 millis",
+      retransmitMin: "20 millis",
+      retransmitMax: "2 seconds",
+      helloInitial: "100 millis",
+      helloMax: "2 seconds",
+      deliveryRetryInitial: "20 millis",
+      deliveryRetryMax: "1 second"
+    } as const
+    const hub = yield* InMemoryNetwork.make({ seed })
+    const bursts = yield* FiberSet.make()
+    const log: Array<string> = []
+    const sent: Array<SentMessage> = []
+    const counters = new Map<string, number>()
+    const busy = new Set<string>()
+    const partitions = new Map<string, readonly [PeerId.PeerId, PeerId.PeerId]>()
+    const unplugged = new Set<PeerId.PeerId>()
+    let crashes = 0
+    let wipes = 0
+    let restores = 0
+    let faults = 0
+
+    const peers: Array<SimPeer> = []
+    for (let i = 0; i < (options?.peers ?? 3); i++) {
+      const id = PeerId.make(`p${i}`)
+      const recorder = yield* TestPeer.makeRecorder
+      peers.push({
+        id,
+        store: yield* InMemoryBackend.makeStore(id),
+        life: 0,
+        backup: undefined,
+        recorder,
+        lives: [{ life: 0, recorder }],
+        running: undefined
+      })
+    }
+
+    const start = (peer: SimPeer) =>
+      Effect.gen(function*() {
+        if (peer.running !== undefined) return
+        // A start fails with a typed error while the backend fails; the peer stays down until the next start.
+        const started = yield* Effect.either(
+          TestPeer.start(hub, { id: peer.id, store: peer.store, recorder: peer.recorder }, config)
+        )
+        if (started._tag === "Right") peer.running = started.right
+        else log.push(`start of ${peer.id} failed: ${started.left._tag}`)
+      })
+
+    const stop = (peer: SimPeer) =>
+      Effect.gen(function*() {
+        if (peer.running === undefined) return
+        const running = peer.running
+        peer.running = undefined
+        yield* running.stop
+      })
+
+    const burst = (source: SimPeer, destination: SimPeer, lane: string, count: number) =>
+      Effect.gen(function*() {
+        const running = source.running
+        if (running === undefined) return
+        const key = streamKey(source.id, source.life, destination.id, lane)
+        if (busy.has(key)) return
+        busy.add(key)
+        const messages: Array<SentMessage> = []
+        for (let i = 0; i < count; i++) {
+          const index = (counters.get(key) ?? 0) + 1
+          counters.set(key, index)
+          const message: SentMessage = {
+            source: source.id,
+            sourceLife: source.life,
+            destination: destination.id,
+            lane,
+            index,
+            status: "pending",
+            exempt: false
+          }
+          sent.push(message)
+          messages.push(message)
+        }
+        yield* FiberSet.run(
+          bursts,
+          Effect.forEach(messages, (message) =>
+            running.ilm.send(
+              destination.id,
+              encoder.encode(`${message.source}|${message.sourceLife}|${lane}|${message.index}`),
+              { lane }
+            ).pipe(
+              Effect.match({
+                onFailure: () => {
+                  message.status = "failed"
+                },
+                onSuccess: () => {
+                  message.status = "succeeded"
+                }
+              })
+            ), { discard: true }).pipe(Effect.ensuring(Effect.sync(() => busy.delete(key))))
+        )
+      })
+
+    /** Stops a peer, changes its store, and starts a new life: its sends since `sentBefore` may be lost. */
+    const newLife = (peer: SimPeer, change: Effect.Effect<void>, sentBefore: number) =>
+      Effect.gen(function*() {
+        yield* stop(peer)
+        yield* change
+        for (const message of sent.slice(sentBefore)) if (message.source === peer.id) message.exempt = true
+        peer.life++
+        peer.recorder = yield* TestPeer.makeRecorder
+        peer.lives.push({ life: peer.life, recorder: peer.recorder })
+        if (rng.next() < 0.5) yield* start(peer)
+      })
+
+    const pair = () => {
+      const a = rng.pick(peers)
+      const others = peers.filter((peer) => peer !== a)
+      return [a, rng.pick(others)] as const
+    }
+
+    for (const peer of peers) yield* start(peer)
+
+    const operations = options?.operations ?? 40
+    for (let op = 0; op < operations; op++) {
+      const roll = rng.next()
+      if (roll < 0.35) {
+        const [source, destination] = pair()
+        const lane = rng.pick(lanes)
+        const count = rng.int(1, 15)
+        log.push(`send ${count} ${source.id}->${destination.id} lane ${lane}`)
+        yield* burst(source, destination, lane, count)
+      } else if (roll < 0.45) {
+        const peer = rng.pick(peers)
+        log.push(`crash ${peer.id}`)
+        if (peer.running !== undefined) crashes++
+        yield* stop(peer)
+      } else if (roll < 0.55) {
+        const peer = rng.pick(peers)
+        log.push(`start ${peer.id}`)
+        yield* start(peer)
+      } else if (roll < 0.585) {
+        const peer = rng.pick(peers)
+        log.push(`wipe ${peer.id}`)
+        wipes++
+        yield* newLife(peer, peer.store.wipe, 0)
+      } else if (roll < 0.61) {
+        const peer = rng.pick(peers)
+        log.push(`backup ${peer.id}`)
+        peer.backup = { snapshot: yield* peer.store.snapshot, sentBefore: sent.length }
+      } else if (roll < 0.635) {
+        const peer = rng.pick(peers)
+        const backup = peer.backup
+        if (backup === undefined) continue
+        log.push(`restore ${peer.id} to the backup taken after ${backup.sentBefore} sends`)
+        restores++
+        yield* newLife(peer, peer.store.restore(backup.snapshot), backup.sentBefore)
+      } else if (roll < 0.69) {
+        const next: InMemoryNetwork.Faults = {
+          drop: rng.pick([0, 0, 0.05, 0.2]),
+          duplicate: rng.pick([0, 0, 0.1, 0.3]),
+          reorder: rng.pick([0, 0, 0.2, 0.5]),
+          delay: Duration.millis(rng.pick([0, 0, 1, 5, 20]))
+        }
+        log.push(`faults ${JSON.stringify({ ...next, delay: Duration.toMillis(next.delay!) })}`)
+        faults++
+        yield* hub.setFaults(next)
+      } else if (roll < 0.75) {
+        const [a, b] = pair()
+        log.push(`partition ${a.id} ${b.id}`)
+        partitions.set([a.id, b.id].sort().join(), [a.id, b.id])
+        yield* hub.partition(a.id, b.id)
+      } else if (roll < 0.8) {
+        const [a, b] = pair()
+        log.push(`heal ${a.id} ${b.id}`)
+        partitions.delete([a.id, b.id].sort().join())
+        yield* hub.heal(a.id, b.id)
+      } else if (roll < 0.84) {
+        const peer = rng.pick(peers)
+        const down = !unplugged.has(peer.id)
+        log.push(`${down ? "disconnect" : "connect"} ${peer.id}`)
+        if (down) {
+          unplugged.add(peer.id)
+          yield* hub.disconnect(peer.id)
+        } else {
+          unplugged.delete(peer.id)
+          yield* hub.connect(peer.id)
+        }
+      } else if (roll < 0.9) {
+        const peer = rng.pick(peers)
+        const failing = rng.next() < 0.5
+        log.push(`delivery ${failing ? "fails" : "works"} at ${peer.id}`)
+        yield* peer.recorder.setFailing(failing)
+      } else if (roll < 0.93) {
+        const peer = rng.pick(peers)
+        const count = rng.int(1, 6)
+        log.push(`backend of ${peer.id} fails ${count} operations`)
+        yield* peer.store.failNext(count)
+      } else {
+        log.push("pause")
+      }
+      yield* Effect.sleep(Duration.millis(rng.int(0, 400)))
+    }
+
+    // The quiet end: every peer up and reachable, links clean, applications and stores healthy.
+    log.push("settle")
+    yield* hub.setFaults({})
+    for (const [a, b] of partitions.values()) yield* hub.heal(a, b)
+    for (const id of unplugged) yield* hub.connect(id)
+    for (const peer of peers) {
+      yield* peer.recorder.setFailing(false)
+      yield* peer.store.failNext(0)
+      yield* start(peer)
+    }
+    yield* FiberSet.awaitEmpty(bursts)
+    const settled = yield* VirtualClock.waitUntil(
+      Effect.map(
+        Effect.forEach(peers, (peer) => peer.store.pendingCount),
+        (counts) => counts.every((count) => count === 0)
+      ),
+      "50 millis"
+    ).pipe(Effect.timeoutTo({
+      duration: options?.settleLimit ?? "1 hour",
+      onSuccess: () => true,
+      onTimeout: () => false
+    }))
+    // Late frames must not cause late duplicates.
+    yield* Effect.sleep("10 seconds")
+    const virtualMillis = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    for (const peer of peers) yield* stop(peer)
+
+    const violations = yield* check(peers, sent)
+    if (!settled) {
+      const pending = yield* Effect.forEach(peers, (peer) => Effect.map(peer.store.pendingCount, (n) => `${peer.id}: ${n}`))
+      violations.unshift(`wedged: messages still pending after the quiet end (${pending.join(", ")})`)
+    }
+    let delivered = 0
+    for (const peer of peers) {
+      for (const { recorder } of peer.lives) delivered += (yield* recorder.messages).length
+    }
+    return {
+      seed,
+      window,
+      attempted: sent.length,
+      succeeded: sent.filter((message) => message.status === "succeeded").length,
+      delivered,
+      crashes,
+      wipes,
+      restores,
+      faults,
+      virtualMillis,
+      schedule: log,
+      violations
+    } satisfies Report
+  })
+
+interface Received {
+  readonly source: string
+  readonly sourceLife: number
+  readonly lane: string
+  readonly index: number
+}
+
+const parse = (message: Message): Received | undefined => {
+  const [source, life, lane, index] = decoder.decode(message.payload).split("|")
+  if (source === undefined || life === undefined || lane === undefined || index === undefined) return undefined
+  return { source, sourceLife: Number(life), lane, index: Number(index) }
+}
+
+/** Checks promises 1–3 against what each application life received. */
+const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) =>
+  Effect.gen(function*() {
+    const violations: Array<string> = []
+    const byStream = new Map<string, Array<SentMessage>>()
+    for (const message of sent) {
+      const key = streamKey(message.source, message.sourceLife, message.destination, message.lane)
+      const list = byStream.get(key) ?? []
+      list.push(message)
+      byStream.set(key, list)
+    }
+    const deliveredAnywhere = new Set<string>()
+
+    for (const peer of peers) {
+      for (const { life, recorder } of peer.lives) {
+        const seen = new Set<string>()
+        const lastIndex = new Map<string, number>()
+        for (const message of yield* recorder.messages) {
+          const received = parse(message)
+          if (received === undefined || message.source !== received.source || message.lane !== received.lane) {
+            violations.push(`${peer.id} (life ${life}) received a message it cannot account for`)
+            continue
+          }
+          const key = streamKey(received.source, received.sourceLife, peer.id, received.lane)
+          const id = `${key}#${received.index}`
+          if (!byStream.get(key)?.some((m) => m.index === received.index)) {
+            violations.push(`${peer.id} (life ${life}) received ${id}, which was never sent`)
+          }
+          if (seen.has(id)) violations.push(`duplicate: ${peer.id} (life ${life}) received ${id} twice`)
+          seen.add(id)
+          deliveredAnywhere.add(id)
+          const last = lastIndex.get(key)
+          if (last !== undefined && received.index <= last) {
+            violations.push(`order: ${peer.id} (life ${life}) received ${id} after #${last}`)
+          } else if (last !== undefined) {
+            // No gap: every message between two delivered ones that must arrive did arrive, in between.
+            const skipped = byStream.get(key)!.filter((m) =>
+              m.index > last && m.index < received.index && m.status === "succeeded"
+            )
+            if (skipped.length > 0) {
+              violations.push(`gap: ${peer.id} (life ${life}) skipped ${key}#${skipped[0]!.index} before ${id}`)
+            }
+          }
+          lastIndex.set(key, received.index)
+        }
+      }
+    }
+
+    for (const message of sent) {
+      // A store wiped or restored after the send may take the message with it: promise 1 needs intact stores.
+      if (message.status !== "succeeded" || message.exempt) continue
+      const id = `${streamKey(message.source, message.sourceLife, message.destination, message.lane)}#${message.index}`
+      if (!deliveredAnywhere.has(id)) violations.push(`lost: ${id} was sent and never delivered`)
+    }
+    return violations
+  })
