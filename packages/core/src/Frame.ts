@@ -48,7 +48,9 @@ export const SeqOrZero = Schema.Number.pipe(
 
 /**
  * One message of a stream. `floor` is the sender's lowest unacknowledged seq in the stream: everything below it was
- * delivered by some incarnation of the receiver.
+ * delivered by some incarnation of the receiver. `session` is the `nonce` of the sender's `Hello` for the connection
+ * the frame was sent on: a receiver takes data only from the session it last heard a `Hello` of, so frames left over
+ * from an earlier connection or run cannot be mistaken for current ones.
  *
  * @since 0.1.0
  * @category frames
@@ -60,6 +62,7 @@ export class Data extends Schema.TaggedClass<Data>("@intersession/core/Frame/Dat
     to: PeerId,
     lane: Lane,
     incarnation: Incarnation,
+    session: Seq,
     seq: Seq,
     floor: Seq,
     payload: Schema.Uint8ArrayFromSelf
@@ -142,6 +145,7 @@ export type RejectReason =
   | "spoofed-source"
   | "wrong-destination"
   | "stale-incarnation"
+  | "stale-session"
   | "unknown-stream"
   | "ack-beyond-sent"
   | "before-handshake"
@@ -178,6 +182,7 @@ export const encode = (frame: Frame): Uint8Array => {
     case "Data": {
       writer.string(frame.lane)
       writer.uint(frame.incarnation)
+      writer.uint(frame.session)
       writer.uint(frame.seq)
       writer.uint(frame.floor)
       writer.bytes(frame.payload)
@@ -222,13 +227,15 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
       if (lane instanceof internal.ReadError) return lane
       const incarnation = reader.uint()
       if (incarnation instanceof internal.ReadError) return incarnation
+      const session = reader.uint()
+      if (session instanceof internal.ReadError) return session
       const seq = reader.uint()
       if (seq instanceof internal.ReadError) return seq
       const floor = reader.uint()
       if (floor instanceof internal.ReadError) return floor
       const payload = reader.bytes()
       if (payload instanceof internal.ReadError) return payload
-      return { _tag: "Data", from, to, lane, incarnation, seq, floor, payload }
+      return { _tag: "Data", from, to, lane, incarnation, session, seq, floor, payload }
     }
     case tags.Ack: {
       const lane = reader.string(maxStringBytes)

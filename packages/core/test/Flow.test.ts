@@ -1,10 +1,10 @@
 /**
  * The sliding window, lanes, acknowledgement coalescing and bounded memory.
  */
+import { assert, describe, it } from "@effect/vitest"
 import * as Frame from "@intersession/core/Frame"
 import type * as ILM from "@intersession/core/ILM"
 import { Eventually, InMemoryNetwork, TestPeer } from "@intersession/testing"
-import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as TestClock from "effect/TestClock"
@@ -39,8 +39,16 @@ describe("flow", () => {
         yield* hub.setFaults({ drop: 0.2, duplicate: 0.2, reorder: 0.3, delay: "2 millis" })
         const a = yield* TestPeer.make(A)
         const b = yield* TestPeer.make(B)
-        const ra = yield* TestPeer.start(hub, a, { window: 16, retransmitMin: "20 millis", retransmitInitial: "50 millis" })
-        const rb = yield* TestPeer.start(hub, b, { window: 16, retransmitMin: "20 millis", retransmitInitial: "50 millis" })
+        const ra = yield* TestPeer.start(hub, a, {
+          window: 16,
+          retransmitMin: "20 millis",
+          retransmitInitial: "50 millis"
+        })
+        const rb = yield* TestPeer.start(hub, b, {
+          window: 16,
+          retransmitMin: "20 millis",
+          retransmitInitial: "50 millis"
+        })
         yield* Effect.all([sendNumbered(ra, B, "a", 1, 400), sendNumbered(rb, A, "b", 1, 400)], {
           concurrency: 2
         })
@@ -82,13 +90,18 @@ describe("flow", () => {
       const rb = yield* TestPeer.start(hub, b, { window: 8 })
       yield* sendNumbered(ra, B, "w", 1, 200)
       let most = 0
-      yield* watchUntil("200 delivered", Effect.map(b.recorder.messages, (m) => m.length === 200), [ra, rb], (stats) => {
-        for (const out of stats.outbound) {
-          assert.isAtMost(out.inFlight, 8)
-          most = Math.max(most, out.inFlight)
+      yield* watchUntil(
+        "200 delivered",
+        Effect.map(b.recorder.messages, (m) => m.length === 200),
+        [ra, rb],
+        (stats) => {
+          for (const out of stats.outbound) {
+            assert.isAtMost(out.inFlight, 8)
+            most = Math.max(most, out.inFlight)
+          }
+          for (const inbound of stats.inbound) assert.isAtMost(inbound.buffered, 8)
         }
-        for (const inbound of stats.inbound) assert.isAtMost(inbound.buffered, 8)
-      })
+      )
       assert.strictEqual(most, 8)
       assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("w", 1, 200))
     }))
@@ -103,7 +116,10 @@ describe("flow", () => {
       yield* b.recorder.setFailing((message) => message.lane === "blocked")
       yield* sendNumbered(ra, B, "stuck", 1, 5, "blocked")
       yield* sendNumbered(ra, B, "free", 1, 50, "free")
-      yield* Eventually.eventually("the free lane is delivered", Effect.map(b.recorder.messages, (m) => m.length === 50))
+      yield* Eventually.eventually(
+        "the free lane is delivered",
+        Effect.map(b.recorder.messages, (m) => m.length === 50)
+      )
       yield* TestClock.adjust("1 minute")
       assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("free", 1, 50))
       const stats = yield* ra.ilm.stats
@@ -161,37 +177,41 @@ describe("flow", () => {
       assert.strictEqual((yield* b.recorder.messages).length, 1000)
     }))
 
-  it.scoped("100,000 messages for an absent peer cost memory bounded by the window, not the backlog", () =>
-    Effect.gen(function*() {
-      const hub = yield* InMemoryNetwork.make()
-      const a = yield* TestPeer.make(A)
-      const b = yield* TestPeer.make(B)
-      const window = 64
-      const ra = yield* TestPeer.start(hub, a, { window })
-      const total = 100_000
-      const payload = new Uint8Array(16)
-      yield* Effect.forEach(Array.from({ length: total }), () => ra.ilm.send(B, payload), {
-        concurrency: 1000,
-        discard: true
-      })
-      const before = yield* ra.ilm.stats
-      assert.strictEqual(before.outbound[0]!.pending, total)
-      assert.strictEqual(before.outbound[0]!.inFlight, 0)
-      assert.strictEqual((yield* a.store.usage).reads, 0)
-      const rb = yield* TestPeer.start(hub, b, { window })
-      yield* watchUntil(
-        "the backlog drained",
-        Effect.map(a.store.pendingCount, (n) => n === 0),
-        [ra, rb],
-        (stats) => {
-          for (const out of stats.outbound) assert.isAtMost(out.inFlight, window)
-          for (const inbound of stats.inbound) assert.isAtMost(inbound.buffered, window)
-        }
-      )
-      const usage = yield* a.store.usage
-      assert.isAtMost(usage.largestRead, window)
-      const received = yield* b.recorder.messages
-      assert.strictEqual(received.length, total)
-      assert.isTrue(received.every((m, i) => m.seq === i + 1))
-    }), 120_000)
+  it.scoped(
+    "100,000 messages for an absent peer cost memory bounded by the window, not the backlog",
+    () =>
+      Effect.gen(function*() {
+        const hub = yield* InMemoryNetwork.make()
+        const a = yield* TestPeer.make(A)
+        const b = yield* TestPeer.make(B)
+        const window = 64
+        const ra = yield* TestPeer.start(hub, a, { window })
+        const total = 100_000
+        const payload = new Uint8Array(16)
+        yield* Effect.forEach(Array.from({ length: total }), () => ra.ilm.send(B, payload), {
+          concurrency: 1000,
+          discard: true
+        })
+        const before = yield* ra.ilm.stats
+        assert.strictEqual(before.outbound[0]!.pending, total)
+        assert.strictEqual(before.outbound[0]!.inFlight, 0)
+        assert.strictEqual((yield* a.store.usage).reads, 0)
+        const rb = yield* TestPeer.start(hub, b, { window })
+        yield* watchUntil(
+          "the backlog drained",
+          Effect.map(a.store.pendingCount, (n) => n === 0),
+          [ra, rb],
+          (stats) => {
+            for (const out of stats.outbound) assert.isAtMost(out.inFlight, window)
+            for (const inbound of stats.inbound) assert.isAtMost(inbound.buffered, window)
+          }
+        )
+        const usage = yield* a.store.usage
+        assert.isAtMost(usage.largestRead, window)
+        const received = yield* b.recorder.messages
+        assert.strictEqual(received.length, total)
+        assert.isTrue(received.every((m, i) => m.seq === i + 1))
+      }),
+    120_000
+  )
 })

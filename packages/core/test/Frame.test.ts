@@ -75,6 +75,7 @@ const dataFrame = FastCheck.record({
   to: peerId,
   lane: idString,
   incarnation,
+  session: safeInt(1),
   seqs: FastCheck.tuple(safeInt(1), safeInt(1)),
   payload
 }).map(({ seqs: [a, b], ...fields }) => new Frame.Data({ ...fields, seq: Math.max(a, b), floor: Math.min(a, b) }))
@@ -111,6 +112,7 @@ const smallFrame = (kind: "Data" | "Ack" | "Hello") =>
       to: peerId,
       lane: idString,
       incarnation,
+      session: safeInt(1),
       seq: safeInt(1),
       payload: FastCheck.uint8Array({ maxLength: 24 })
     }).map((fields) => new Frame.Data({ ...fields, floor: 1 }))
@@ -176,6 +178,7 @@ const goodData: RawData = {
   to: "B",
   lane: "default",
   incarnation: 7,
+  session: 1,
   seq: 5,
   floor: 3,
   payload: new Uint8Array([1, 2])
@@ -226,7 +229,15 @@ describe("Frame", () => {
     })
 
     it("an empty payload and a 1 MiB payload", () => {
-      const base = { from: peer("A"), to: peer("B"), lane: "default", incarnation: inc(1), seq: 1, floor: 1 }
+      const base = {
+        from: peer("A"),
+        to: peer("B"),
+        lane: "default",
+        incarnation: inc(1),
+        session: 1,
+        seq: 1,
+        floor: 1
+      }
       assertRoundTrip(new Frame.Data({ ...base, payload: new Uint8Array(0) }))
       const big = prng(SEED).bytes(MiB)
       assertRoundTrip(new Frame.Data({ ...base, payload: big }))
@@ -242,6 +253,7 @@ describe("Frame", () => {
             to: peer(`${id.slice(0, 200)}→`),
             lane: id,
             incarnation: inc(3),
+            session: 1,
             seq: 2,
             floor: 1,
             payload: new Uint8Array([0xff, 0x00])
@@ -288,6 +300,7 @@ describe("Frame", () => {
           to: peer("B"),
           lane: "l",
           incarnation: big,
+          session: MAX,
           seq: MAX,
           floor: MAX,
           payload: new Uint8Array(1)
@@ -318,6 +331,7 @@ describe("Frame", () => {
             to: peer("B"),
             lane: "default",
             incarnation: inc(2 ** 45),
+            session: 1,
             seq: 2 ** 40,
             floor: 1,
             payload
@@ -332,6 +346,7 @@ describe("Frame", () => {
           to: peer("B"),
           lane: "default",
           incarnation: inc(1),
+          session: 1,
           seq: 1,
           floor: 1,
           payload: new Uint8Array(MiB)

@@ -36,6 +36,7 @@ const allReasons: ReadonlyArray<Frame.RejectReason> = [
   "spoofed-source",
   "wrong-destination",
   "stale-incarnation",
+  "stale-session",
   "unknown-stream",
   "ack-beyond-sent",
   "before-handshake"
@@ -53,6 +54,7 @@ type Category =
   | "ack-beyond-sent"
   | "stale-ack"
   | "stale-data"
+  | "stale-session"
   | "unknown-stream"
 
 /** How many frames of each category the attack holds; they add up to {@link TOTAL}. */
@@ -65,7 +67,8 @@ const plan: ReadonlyArray<readonly [Category, number]> = [
   ["wrong-destination", 1000],
   ["ack-beyond-sent", 700],
   ["stale-ack", 300],
-  ["stale-data", 400],
+  ["stale-data", 300],
+  ["stale-session", 100],
   ["unknown-stream", 200]
 ]
 
@@ -85,6 +88,8 @@ interface Target {
   readonly outLanes: ReadonlyArray<{ readonly lane: string; readonly lastSeq: number }>
   /** A's incarnation as B knows it. */
   readonly inIncarnation: number
+  /** The session of A's data that B takes: the nonce of A's last `Hello`. */
+  readonly inSession: number
   /** B's inbound lanes from A and what B delivered of them. */
   readonly inLanes: ReadonlyArray<{ readonly lane: string; readonly delivered: number }>
   /** Frames A really sent to B during the normal traffic. */
@@ -128,6 +133,7 @@ const validFrame = (random: Prng, target: Target, from: PeerId.PeerId, to: PeerI
         to,
         lane: random.chance(0.8) ? stream.lane : `lane-${random.int(0, 99)}`,
         incarnation: inc(random.chance(0.8) ? target.inIncarnation : edgy(random, 0, Number.MAX_SAFE_INTEGER)),
+        session: random.chance(0.8) ? target.inSession : edgy(random, 1, Number.MAX_SAFE_INTEGER),
         seq,
         floor: edgy(random, 1, seq),
         payload: random.bytes(random.int(0, maxPayloadBytes))
@@ -224,6 +230,7 @@ const build = (random: Prng, target: Target, category: Category): Omit<Hostile, 
           to: B,
           lane: stream.lane,
           incarnation: inc(random.chance(0.8) ? target.inIncarnation : target.inIncarnation + random.int(1, 1000)),
+          session: target.inSession,
           seq,
           floor: random.int(1, seq),
           payload: random.bytes(random.int(maxPayloadBytes + 1, 4 * maxPayloadBytes))
@@ -284,12 +291,33 @@ const build = (random: Prng, target: Target, category: Category): Omit<Hostile, 
           to: B,
           lane: stream.lane,
           incarnation: inc(edgy(random, 0, target.inIncarnation - 1)),
+          session: target.inSession,
           seq,
           floor: edgy(random, 1, seq),
           payload: random.bytes(random.int(0, maxPayloadBytes))
         })
       )
       return { from: A, bytes, expected: "stale-incarnation" }
+    }
+    case "stale-session": {
+      // A's next message, as A would send it, but on a connection of A that B has not heard a Hello of.
+      const stream = random.pick(target.inLanes)
+      const seq = stream.delivered + random.int(1, 3)
+      let session = edgy(random, 1, Number.MAX_SAFE_INTEGER)
+      if (session === target.inSession) session++
+      const bytes = Frame.encode(
+        new Frame.Data({
+          from: A,
+          to: B,
+          lane: stream.lane,
+          incarnation: inc(target.inIncarnation),
+          session,
+          seq,
+          floor: stream.delivered + 1,
+          payload: random.bytes(random.int(0, maxPayloadBytes))
+        })
+      )
+      return { from: A, bytes, expected: "stale-session" }
     }
     case "unknown-stream": {
       const bytes = Frame.encode(
@@ -342,6 +370,15 @@ const tally = (entries: Iterable<string>): Record<string, number> => {
 
 const byStream = <T extends { readonly peer: string; readonly lane: string }>(list: ReadonlyArray<T>) =>
   list.slice().sort((x, y) => key(x.peer, x.lane).localeCompare(key(y.peer, y.lane)))
+
+/** The session of the last Data among the frames A sent. */
+const capturedSession = (captured: ReadonlyArray<Uint8Array>): number => {
+  for (let i = captured.length - 1; i >= 0; i--) {
+    const decoded = Frame.decode(captured[i]!, maxPayloadBytes)
+    if (Either.isRight(decoded) && decoded.right._tag === "Data") return decoded.right.session
+  }
+  return 0
+}
 
 /** Everything of B that an attack must not change. Round-trip estimates move with time and are left out. */
 const observe = (running: TestPeer.Running, peer: TestPeer.Peer) =>
@@ -417,6 +454,7 @@ describe("hostile input", () => {
         outIncarnation: outToA[0]!.incarnation,
         outLanes: outToA.map((stream) => ({ lane: stream.lane, lastSeq: stream.lastSeq })),
         inIncarnation: inFromA[0]!.incarnation,
+        inSession: capturedSession(captured),
         inLanes: inFromA.map((stream) => ({ lane: stream.lane, delivered: stream.delivered })),
         captured
       }
@@ -533,6 +571,7 @@ describe("hostile input", () => {
         to: B,
         lane: "default",
         incarnation: 1,
+        session: 1,
         seq: 1,
         floor: 1,
         payload: new Uint8Array(1)

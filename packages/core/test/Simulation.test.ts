@@ -3,8 +3,8 @@
  * promise. A failure names its seed; `Simulation.run(seed)` replays it exactly. `SIMULATION_SEED_BASE` shifts the
  * seeds to explore new schedules.
  */
-import { Simulation } from "@intersession/testing"
 import { assert, describe, it } from "@effect/vitest"
+import { Simulation } from "@intersession/testing"
 import * as Effect from "effect/Effect"
 
 const base = Number(process.env.SIMULATION_SEED_BASE ?? 0)
@@ -15,35 +15,39 @@ describe("simulation", () => {
   for (let chunk = 0; chunk < chunks; chunk++) {
     const first = base + chunk * perChunk + 1
     const last = first + perChunk - 1
-    it.live(`seeds ${first}…${last}: nothing lost, duplicated, reordered or left pending`, () =>
-      Effect.gen(function*() {
-        const failures: Array<string> = []
-        const totals = { succeeded: 0, delivered: 0, crashes: 0, wipes: 0, restores: 0, faults: 0 }
-        for (let seed = first; seed <= last; seed++) {
-          const report = yield* Simulation.run(seed).pipe(
-            Effect.catchAll((error) => Effect.succeed({ seed, error: error.message }))
-          )
-          if ("error" in report) {
-            failures.push(`seed ${seed}: ${report.error}`)
-            continue
-          }
-          totals.succeeded += report.succeeded
-          totals.delivered += report.delivered
-          totals.crashes += report.crashes
-          totals.wipes += report.wipes
-          totals.restores += report.restores
-          totals.faults += report.faults
-          if (report.violations.length > 0) {
-            failures.push(
-              `seed ${seed} (window ${report.window}): ${report.violations.slice(0, 5).join("; ")}\n  schedule: ${
-                report.schedule.join(" / ")
-              }`
+    it.live(
+      `seeds ${first}…${last}: nothing lost, duplicated, reordered or left pending`,
+      () =>
+        Effect.gen(function*() {
+          const failures: Array<string> = []
+          const totals = { succeeded: 0, delivered: 0, crashes: 0, wipes: 0, restores: 0, faults: 0 }
+          for (let seed = first; seed <= last; seed++) {
+            const report = yield* Simulation.run(seed).pipe(
+              Effect.catchAll((error) => Effect.succeed({ seed, error: error.message }))
             )
+            if ("error" in report) {
+              failures.push(`seed ${seed}: ${report.error}`)
+              continue
+            }
+            totals.succeeded += report.succeeded
+            totals.delivered += report.delivered
+            totals.crashes += report.crashes
+            totals.wipes += report.wipes
+            totals.restores += report.restores
+            totals.faults += report.faults
+            if (report.violations.length > 0) {
+              failures.push(
+                `seed ${seed} (window ${report.window}): ${report.violations.slice(0, 5).join("; ")}\n  schedule: ${
+                  report.schedule.join(" / ")
+                }`
+              )
+            }
           }
-        }
-        console.log(`seeds ${first}…${last}: ${JSON.stringify(totals)}`)
-        assert.isAbove(totals.succeeded, perChunk * 10)
-        assert.deepStrictEqual(failures, [])
-      }), 300_000)
+          console.log(`seeds ${first}…${last}: ${JSON.stringify(totals)}`)
+          assert.isAbove(totals.succeeded, perChunk * 10)
+          assert.deepStrictEqual(failures, [])
+        }),
+      300_000
+    )
   }
 })

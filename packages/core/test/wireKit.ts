@@ -110,6 +110,7 @@ export interface RawHeader {
 export interface RawData extends RawHeader {
   readonly lane: RawString
   readonly incarnation: RawUint
+  readonly session: RawUint
   readonly seq: RawUint
   readonly floor: RawUint
   readonly payload: Uint8Array
@@ -145,6 +146,7 @@ export const rawData = (frame: RawData): Uint8Array =>
     header(frame, 1),
     rawString(frame.lane),
     rawUint(frame.incarnation),
+    rawUint(frame.session),
     rawUint(frame.seq),
     rawUint(frame.floor),
     varint(frame.payload.length),
@@ -202,6 +204,7 @@ export const plainFields = (frame: Frame.Frame): Record<string, unknown> => {
         to: frame.to,
         lane: frame.lane,
         incarnation: frame.incarnation,
+        session: frame.session,
         seq: frame.seq,
         floor: frame.floor,
         payloadLength: frame.payload.length

@@ -117,6 +117,7 @@ interface Transmission {
   readonly peer: PeerId
   readonly lane: Lane.Lane
   readonly incarnation: Incarnation.Incarnation
+  readonly session: number
   readonly from: number
   readonly to: number
   readonly floor: number
@@ -127,11 +128,13 @@ interface Transmission {
 interface Report {
   readonly events: Array<IlmEvent>
   readonly rejected: Array<{ readonly from: PeerId; readonly reason: Frame.RejectReason }>
+  /** Peers that sent data of a session this peer has not heard a `Hello` of: they are asked for one. */
+  readonly unknownSessions: Set<PeerId>
   duplicates: number
   acked: number
 }
 
-const emptyReport = (): Report => ({ events: [], rejected: [], duplicates: 0, acked: 0 })
+const emptyReport = (): Report => ({ events: [], rejected: [], unknownSessions: new Set(), duplicates: 0, acked: 0 })
 
 const streamKey = (peer: string, lane: string): string => `${peer.length}:${peer}${lane}`
 
@@ -166,6 +169,8 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const appendQueue = yield* TQueue.unbounded<SendRequest>()
   const linkedPeers = yield* SubscriptionRef.make(HashSet.empty<PeerId>())
   const events = yield* PubSub.sliding<IlmEvent>(4096)
+  /** One delivery worker per inbound stream that has messages to deliver, keyed by stream. */
+  const workers = yield* FiberMap.make<string, void>()
 
   const storedOutbound = yield* backend.outbound
   const storedReceived = yield* backend.received
@@ -348,6 +353,11 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
 
   const receiveData = (data: Frame.Data, report: Report) =>
     STM.gen(function*() {
+      const sender = yield* TMap.get(peers, data.from)
+      if (Option.isNone(sender) || data.session !== sender.value.theirNonce) {
+        report.unknownSessions.add(data.from)
+        return reject(report, data.from, "stale-session", `Data of session ${data.session}`)
+      }
       const key = streamKey(data.from, data.lane)
       const current = yield* TMap.get(ins, key)
       let state: InState
@@ -522,13 +532,38 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       return report
     })
 
+  /**
+   * A `Hello` with a new nonce opens a new session of the peer, and what it sent before is history: its buffered
+   * frames are dropped and delivery of them stops before this peer answers. So the `delivered` the answer reports is
+   * final, and no frame of an earlier run can be delivered after the peer was told where to resume.
+   */
+  const startSession = (peer: PeerId, nonce: number) =>
+    Effect.gen(function*() {
+      const keys = yield* STM.gen(function*() {
+        yield* TMap.set(peers, peer, { ...(yield* getPeer(peer)), theirNonce: nonce })
+        const keys: Array<string> = []
+        for (const [key, stream] of yield* TMap.toArray(ins)) {
+          if (stream.peer !== peer) continue
+          keys.push(key)
+          yield* TMap.set(ins, key, { ...stream, buffer: HashMap.empty() })
+        }
+        return keys
+      })
+      for (const key of keys) yield* FiberMap.remove(workers, key)
+      yield* STM.forEach(keys, (key) =>
+        STM.flatMap(TMap.get(ins, key), (stream) =>
+          Option.isSome(stream) ? TMap.set(ins, key, { ...stream.value, busy: false }) : STM.void), {
+        discard: true
+      })
+    })
+
   const handleHello = (hello: Frame.Hello) =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const report = emptyReport()
+      if (hello.nonce !== (yield* getPeer(hello.from)).theirNonce) yield* startSession(hello.from, hello.nonce)
       const plan = yield* STM.gen(function*() {
         const peer = yield* getPeer(hello.from)
-        yield* TMap.set(peers, hello.from, { ...peer, theirNonce: hello.nonce })
         const fresh = peer.connected && hello.echo === peer.nonce
         return fresh ? yield* planHello(hello, peer, report) : undefined
       })
@@ -588,6 +623,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       const now = yield* Clock.currentTimeMillis
       const report = yield* applyBatch(batch.splice(0), now)
       yield* publish(report)
+      for (const peer of report.unknownSessions) yield* sendHello(peer, false)
     })
 
   const handleChunk = (chunk: Chunk.Chunk<Inbound>) =>
@@ -780,6 +816,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           peer: stream.peer,
           lane: stream.lane,
           incarnation: peer.incarnation,
+          session: peer.nonce,
           from: stream.nextToSend,
           to: end,
           floor: stream.acked + 1,
@@ -803,6 +840,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
               to: transmission.peer,
               lane: transmission.lane,
               incarnation: transmission.incarnation,
+              session: transmission.session,
               seq: message.seq,
               floor: transmission.floor,
               payload: message.payload
@@ -919,7 +957,10 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
 
   // Acknowledgements that arrive meanwhile accumulate in `deletions` and go in the next call.
   const ackHandler = Effect.forever(
-    Effect.flatMap(takeAll(deletions), (acks) => retryBackend("delete acknowledged messages", backend.acknowledge(acks)))
+    Effect.flatMap(
+      takeAll(deletions),
+      (acks) => retryBackend("delete acknowledged messages", backend.acknowledge(acks))
+    )
   )
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -946,19 +987,37 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       return { incarnation: state.incarnation, messages }
     })
 
+  /** Moves a stream's delivered seq to `lastOk` once the store has it, and queues the acknowledgement. */
+  const recordDelivered = (key: string, incarnation: Incarnation.Incarnation, lastOk: number) =>
+    STM.gen(function*() {
+      const current = yield* TMap.get(ins, key)
+      if (Option.isNone(current) || current.value.incarnation !== incarnation) return
+      if (lastOk <= current.value.delivered) return
+      const state: InState = {
+        ...current.value,
+        delivered: lastOk,
+        buffer: HashMap.filter(current.value.buffer, (_, seq) => seq > lastOk)
+      }
+      yield* TMap.set(ins, key, state)
+      yield* queueAck(key, state)
+    })
+
   /**
    * Delivers messages in order inside one backend transaction, each in its own nested one, and commits the receive
-   * state of those that succeeded. Interruption stops between messages, so a clean stop never delivers twice.
+   * state of those that succeeded. Only a delivery itself can be interrupted: the commit and the in-memory record of
+   * what was delivered always happen together, so a stopped worker never leaves a delivered message to deliver again.
    */
   const deliverBatch = (
+    key: string,
     peer: PeerId,
     lane: Lane.Lane,
     incarnation: Incarnation.Incarnation,
     messages: ReadonlyArray<Frame.Data>
   ) =>
-    Effect.uninterruptibleMask((restore) =>
-      backend.withTransaction(Effect.gen(function*() {
-        let lastOk = messages[0]!.seq - 1
+    Effect.uninterruptibleMask((restore) => {
+      const first = messages[0]!.seq
+      return backend.withTransaction(Effect.gen(function*() {
+        let lastOk = first - 1
         let failure: Cause.Cause<unknown> | undefined
         for (const data of messages) {
           const message = new Message({
@@ -976,7 +1035,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           }
           lastOk = data.seq
         }
-        if (lastOk >= messages[0]!.seq) {
+        if (lastOk >= first) {
           const commit = backend.commitReceived([{ peer, lane, incarnation, delivered: lastOk }])
           // A transactional store rolls the deliveries back with a failed commit: fail, and deliver them again.
           // Elsewhere the deliveries stand, so only the commit is retried: delivering again would duplicate them.
@@ -984,8 +1043,17 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           else yield* retryBackend("record a delivery", commit)
         }
         return { lastOk, failure }
-      }))
-    )
+      })).pipe(
+        Effect.tap(({ lastOk }) =>
+          lastOk >= first
+            ? Effect.zipRight(
+              recordDelivered(key, incarnation, lastOk),
+              Metric.incrementBy(Metrics.delivered, lastOk - first + 1)
+            )
+            : Effect.void
+        )
+      )
+    })
 
   const deliveryWorker = (key: string, peer: PeerId, lane: Lane.Lane) =>
     Effect.gen(function*() {
@@ -994,25 +1062,9 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         const batch = yield* takeDeliverable(key)
         if (batch === undefined) return
         const first = batch.messages[0]!.seq
-        const exit = yield* Effect.exit(deliverBatch(peer, lane, batch.incarnation, batch.messages))
+        const exit = yield* Effect.exit(deliverBatch(key, peer, lane, batch.incarnation, batch.messages))
         const lastOk = Exit.isSuccess(exit) ? exit.value.lastOk : first - 1
         const failure = Exit.isSuccess(exit) ? exit.value.failure : exit.cause
-        if (failure !== undefined && Cause.isInterruptedOnly(failure)) return yield* Effect.interrupt
-        if (lastOk >= first) {
-          yield* STM.gen(function*() {
-            const current = yield* TMap.get(ins, key)
-            if (Option.isNone(current) || current.value.incarnation !== batch.incarnation) return
-            if (lastOk <= current.value.delivered) return
-            const state: InState = {
-              ...current.value,
-              delivered: lastOk,
-              buffer: HashMap.filter(current.value.buffer, (_, seq) => seq > lastOk)
-            }
-            yield* TMap.set(ins, key, state)
-            yield* queueAck(key, state)
-          })
-          yield* Metric.incrementBy(Metrics.delivered, lastOk - first + 1)
-        }
         if (failure === undefined) {
           attempt = 0
           continue
@@ -1053,7 +1105,9 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       }
       return result
     })
-    for (const state of started) yield* FiberSet.run(fibers, deliveryWorker(state.key, state.peer, state.lane))
+    for (const state of started) {
+      yield* FiberMap.run(workers, state.key, deliveryWorker(state.key, state.peer, state.lane))
+    }
   }))
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -1095,12 +1149,14 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           yield* close
           yield* FiberSet.clear(fibers)
           yield* FiberMap.clear(helloLoops)
+          yield* FiberMap.clear(workers)
         })
       ),
       Effect.forkScoped
     )
   yield* supervise(FiberSet.join(fibers))
   yield* supervise(FiberMap.join(helloLoops))
+  yield* supervise(FiberMap.join(workers))
   yield* Effect.addFinalizer(() => close)
 
   // ---------------------------------------------------------------------------------------------------------------
