@@ -7,6 +7,7 @@
  */
 import { type Inbound, Network, NetworkError } from "@intersession/core/Network"
 import type { PeerId } from "@intersession/core/PeerId"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
@@ -125,10 +126,36 @@ export const make = (options?: { readonly seed?: number | undefined }): Effect.E
         return Effect.asVoid(Queue.offer(target.inbound, { from, frame }))
       })
 
+    /** Held-back frames, each on its own timer, so later frames overtake them. */
     const deliverAfter = (from: PeerId, to: PeerId, frame: Uint8Array, delay: number) =>
-      delay <= 0
-        ? deliverNow(from, to, frame)
-        : FiberSet.run(fibers, Effect.zipRight(Effect.sleep(Duration.millis(delay)), deliverNow(from, to, frame)))
+      FiberSet.run(fibers, Effect.zipRight(Effect.sleep(Duration.millis(delay)), deliverNow(from, to, frame)))
+
+    /**
+     * Delayed frames that keep their order go through one queue per link. Timers due at the same instant need not
+     * fire in the order they were set, so one timer per frame could reverse frames sent together.
+     */
+    const delayedLinks = new Map<string, Queue.Queue<{ readonly due: number; readonly frame: Uint8Array }>>()
+    const deliverInOrder = (from: PeerId, to: PeerId, frame: Uint8Array, delay: number) =>
+      Effect.gen(function*() {
+        const key = linkKey(from, to)
+        let queue = delayedLinks.get(key)
+        if (queue === undefined) {
+          const created = yield* Queue.unbounded<{ readonly due: number; readonly frame: Uint8Array }>()
+          delayedLinks.set(key, created)
+          queue = created
+          yield* FiberSet.run(
+            fibers,
+            Effect.forever(Effect.gen(function*() {
+              const next = yield* Queue.take(created)
+              const now = yield* Clock.currentTimeMillis
+              if (next.due > now) yield* Effect.sleep(Duration.millis(next.due - now))
+              yield* deliverNow(from, to, next.frame)
+            }))
+          )
+        }
+        const now = yield* Clock.currentTimeMillis
+        yield* Queue.offer(queue, { due: now + delay, frame })
+      })
 
     const chance = (p: number | undefined) =>
       p === undefined || p <= 0 ? Effect.succeed(false) : Effect.map(random.next, (x) => x < p)
@@ -147,7 +174,9 @@ export const make = (options?: { readonly seed?: number | undefined }): Effect.E
         const window = faults.reorderWindow === undefined ? 10 : Duration.toMillis(faults.reorderWindow)
         for (let i = 0; i < copies; i++) {
           const held = (yield* chance(faults.reorder)) ? 1 + (yield* random.nextIntBetween(0, Math.max(1, window))) : 0
-          yield* deliverAfter(from, to, frame, base + held)
+          if (held > 0) yield* deliverAfter(from, to, frame, base + held)
+          else if (base > 0) yield* deliverInOrder(from, to, frame, base)
+          else yield* deliverNow(from, to, frame)
         }
       })
 

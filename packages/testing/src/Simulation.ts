@@ -356,18 +356,23 @@ const schedule = (seed: number, options?: Options) =>
 
     const violations = yield* check(peers, sent)
     if (!settled) {
-      const pending = yield* Effect.forEach(peers, (peer) => Effect.map(peer.store.pendingCount, (n) => `${peer.id}: ${n}`))
+      const pending = yield* Effect.forEach(peers, (peer) =>
+        Effect.map(peer.store.pendingCount, (n) => `${peer.id}: ${n}`))
       violations.unshift(`wedged: messages still pending after the quiet end (${pending.join(", ")})`)
     }
     let delivered = 0
     for (const peer of peers) {
-      for (const { recorder } of peer.lives) delivered += (yield* recorder.messages).length
+      for (const { recorder } of peer.lives) {
+        delivered += (yield* recorder.messages).length
+      }
     }
     return {
       seed,
       window,
       attempted: sent.length,
-      succeeded: sent.filter((message) => message.status === "succeeded").length,
+      succeeded: sent.filter((message) =>
+        message.status === "succeeded"
+      ).length,
       delivered,
       crashes,
       wipes,
