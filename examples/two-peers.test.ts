@@ -6,10 +6,11 @@ import { fileURLToPath } from "node:url"
 const root = fileURLToPath(new URL("..", import.meta.url))
 
 describe("the README example", () => {
-  it("is the README's first code block", () => {
+  it("and every other TypeScript block of the README are example files, verbatim", () => {
     const readme = readFileSync(`${root}/README.md`, "utf8")
-    const block = /```ts\n([\s\S]*?)```/.exec(readme)?.[1]
-    assert.strictEqual(block, readFileSync(`${root}/examples/two-peers.ts`, "utf8"))
+    const blocks = Array.from(readme.matchAll(/```ts\n([\s\S]*?)```/g), (match) => match[1])
+    const files = ["examples/two-peers.ts", "examples/partition.test.ts"]
+    assert.deepStrictEqual(blocks, files.map((file) => readFileSync(`${root}/${file}`, "utf8")))
   })
 
   it("runs and prints what each peer received", () => {

@@ -54,18 +54,34 @@ export interface OutboundMessage {
 }
 
 /**
- * A stored outbound message.
+ * A stored outbound message. `run` identifies the engine run that allocated its seq.
  *
  * @since 0.1.0
  * @category models
  */
 export interface StoredMessage extends OutboundMessage {
   readonly seq: number
+  readonly run: number
+}
+
+/**
+ * Where a run's seqs begin in a stream: seqs from `from` up to the next entry's `from` were allocated by `run`.
+ *
+ * Every engine start is a new run with a random id, so a seq and its run name one message even when a store was
+ * restored from a backup and reuses seqs: that is how an engine tells its peer's record from its own history.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunStart {
+  readonly run: number
+  readonly from: number
 }
 
 /**
  * The summary of one outbound stream: `firstPending` is its lowest stored seq (equal to `nextSeq` when nothing is
  * pending) and `nextSeq` the seq the next message will get. Pending seqs are always `firstPending … nextSeq - 1`.
+ * `runs` lists the runs of the pending messages, each with its lowest pending seq, in seq order.
  *
  * @since 0.1.0
  * @category models
@@ -75,6 +91,7 @@ export interface OutboundStream {
   readonly lane: Lane
   readonly firstPending: number
   readonly nextSeq: number
+  readonly runs: ReadonlyArray<RunStart>
 }
 
 /**
@@ -100,7 +117,8 @@ export interface OutboundState {
 }
 
 /**
- * Receive state of one inbound stream: the source's incarnation and the highest seq delivered under it.
+ * Receive state of one inbound stream: the source's incarnation, the highest seq delivered under it, and the source
+ * runs of the last seqs delivered (the engine keeps a few; the store keeps them as given).
  *
  * @since 0.1.0
  * @category models
@@ -110,6 +128,7 @@ export interface ReceiveState {
   readonly lane: Lane
   readonly incarnation: Incarnation
   readonly delivered: number
+  readonly runs: ReadonlyArray<RunStart>
 }
 
 /**
@@ -128,8 +147,8 @@ export interface Acknowledgement {
  * The store behind one engine (DESIGN §4). Every operation works on batches and none loads a whole backlog.
  *
  * - `incarnation` is created once when the store is first initialised and never changes.
- * - `append` allocates the next seq of each message's stream and stores it, all in one atomic step, and returns
- *   the seqs in the order given.
+ * - `append` allocates the next seq of each message's stream and stores it with the engine's `run`, all in one
+ *   atomic step, and returns the seqs in the order given.
  * - `read` returns up to `limit` pending messages of a stream with seq `>= fromSeq`, in seq order.
  * - `acknowledge` deletes messages up to a seq; seqs only ever grow, so a lower `upTo` than before is a no-op.
  * - `withTransaction` runs an effect in one transaction where the store has them (a nested call is a savepoint),
@@ -147,7 +166,10 @@ export class Backend extends Context.Tag("@intersession/core/Backend")<Backend, 
   readonly incarnation: Incarnation
   readonly transactional: boolean
   readonly outbound: Effect.Effect<OutboundState, BackendError>
-  readonly append: (messages: ReadonlyArray<OutboundMessage>) => Effect.Effect<ReadonlyArray<number>, BackendError>
+  readonly append: (
+    messages: ReadonlyArray<OutboundMessage>,
+    run: number
+  ) => Effect.Effect<ReadonlyArray<number>, BackendError>
   readonly read: (
     peer: PeerId,
     lane: Lane,

@@ -21,6 +21,14 @@ import { maxLength, PeerId } from "./PeerId.js"
 export const ProtocolVersion = 1
 
 /**
+ * The most runs a `Hello` lists per lane.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxRuns = 16
+
+/**
  * A sequence number: 1, 2, 3… per stream.
  *
  * @since 0.1.0
@@ -48,9 +56,10 @@ export const SeqOrZero = Schema.Number.pipe(
 
 /**
  * One message of a stream. `floor` is the sender's lowest unacknowledged seq in the stream: everything below it was
- * delivered by some incarnation of the receiver. `session` is the `nonce` of the sender's `Hello` for the connection
- * the frame was sent on: a receiver takes data only from the session it last heard a `Hello` of, so frames left over
- * from an earlier connection or run cannot be mistaken for current ones.
+ * delivered by some incarnation of the receiver. `run` is the sender's engine run that allocated `seq`. `session` is
+ * the `nonce` of the sender's `Hello` for the connection the frame was sent on: a receiver takes data only from the
+ * session it last heard a `Hello` of, so frames left over from an earlier connection or run are never taken for
+ * current ones.
  *
  * @since 0.1.0
  * @category frames
@@ -63,6 +72,7 @@ export class Data extends Schema.TaggedClass<Data>("@intersession/core/Frame/Dat
     lane: Lane,
     incarnation: Incarnation,
     session: Seq,
+    run: Seq,
     seq: Seq,
     floor: Seq,
     payload: Schema.Uint8ArrayFromSelf
@@ -85,8 +95,20 @@ export class Ack extends Schema.TaggedClass<Ack>("@intersession/core/Frame/Ack")
 }) {}
 
 /**
- * What a `Hello` says about one stream the sender of the `Hello` receives: its incarnation and the highest seq
- * delivered.
+ * The first seq, in a `Hello`'s lane, that the receiver delivered from one run of the sender.
+ *
+ * @since 0.1.0
+ * @category frames
+ */
+export class RunStart extends Schema.Class<RunStart>("@intersession/core/Frame/RunStart")({
+  run: Seq,
+  from: Seq
+}) {}
+
+/**
+ * What a `Hello` says about one stream the sender of the `Hello` receives: its incarnation, the highest seq
+ * delivered, and which runs of the stream's sender the last delivered seqs came from, so the sender can check that
+ * they are its own messages and not those of a history its store no longer has.
  *
  * @since 0.1.0
  * @category frames
@@ -94,7 +116,11 @@ export class Ack extends Schema.TaggedClass<Ack>("@intersession/core/Frame/Ack")
 export class LaneState extends Schema.Class<LaneState>("@intersession/core/Frame/LaneState")({
   lane: Lane,
   incarnation: Incarnation,
-  delivered: SeqOrZero
+  delivered: SeqOrZero,
+  runs: Schema.Array(RunStart).pipe(
+    Schema.maxItems(maxRuns),
+    Schema.filter((runs) => runs.every((run, i) => i === 0 || run.from > runs[i - 1]!.from) || "runs out of seq order")
+  )
 }) {}
 
 /**
@@ -183,6 +209,7 @@ export const encode = (frame: Frame): Uint8Array => {
       writer.string(frame.lane)
       writer.uint(frame.incarnation)
       writer.uint(frame.session)
+      writer.uint(frame.run)
       writer.uint(frame.seq)
       writer.uint(frame.floor)
       writer.bytes(frame.payload)
@@ -204,6 +231,11 @@ export const encode = (frame: Frame): Uint8Array => {
         writer.string(lane.lane)
         writer.uint(lane.incarnation)
         writer.uint(lane.delivered)
+        writer.uint(lane.runs.length)
+        for (const run of lane.runs) {
+          writer.uint(run.run)
+          writer.uint(run.from)
+        }
       }
       break
     }
@@ -229,13 +261,15 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
       if (incarnation instanceof internal.ReadError) return incarnation
       const session = reader.uint()
       if (session instanceof internal.ReadError) return session
+      const run = reader.uint()
+      if (run instanceof internal.ReadError) return run
       const seq = reader.uint()
       if (seq instanceof internal.ReadError) return seq
       const floor = reader.uint()
       if (floor instanceof internal.ReadError) return floor
       const payload = reader.bytes()
       if (payload instanceof internal.ReadError) return payload
-      return { _tag: "Data", from, to, lane, incarnation, session, seq, floor, payload }
+      return { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, payload }
     }
     case tags.Ack: {
       const lane = reader.string(maxStringBytes)
@@ -258,8 +292,8 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
       if (reply > 1) return new internal.ReadError("the reply flag is neither 0 nor 1")
       const count = reader.uint()
       if (count instanceof internal.ReadError) return count
-      // Each lane takes at least 3 bytes, so a count beyond that is a lie told to make us allocate.
-      if (count * 3 > reader.remaining) return new internal.ReadError(`${count} lanes cannot fit in the frame`)
+      // Each lane takes at least 4 bytes, so a count beyond that is a lie told to make us allocate.
+      if (count * 4 > reader.remaining) return new internal.ReadError(`${count} lanes cannot fit in the frame`)
       const lanes: Array<typeof LaneState.Encoded> = []
       for (let i = 0; i < count; i++) {
         const lane = reader.string(maxStringBytes)
@@ -268,7 +302,18 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
         if (laneIncarnation instanceof internal.ReadError) return laneIncarnation
         const delivered = reader.uint()
         if (delivered instanceof internal.ReadError) return delivered
-        lanes.push({ lane, incarnation: laneIncarnation, delivered })
+        const runCount = reader.uint()
+        if (runCount instanceof internal.ReadError) return runCount
+        if (runCount > maxRuns) return new internal.ReadError(`${runCount} runs in a lane, at most ${maxRuns}`)
+        const runs: Array<typeof RunStart.Encoded> = []
+        for (let j = 0; j < runCount; j++) {
+          const run = reader.uint()
+          if (run instanceof internal.ReadError) return run
+          const runFrom = reader.uint()
+          if (runFrom instanceof internal.ReadError) return runFrom
+          runs.push({ run, from: runFrom })
+        }
+        lanes.push({ lane, incarnation: laneIncarnation, delivered, runs })
       }
       return { _tag: "Hello", from, to, incarnation, nonce, echo, reply: reply === 1, lanes }
     }

@@ -76,6 +76,7 @@ const dataFrame = FastCheck.record({
   lane: idString,
   incarnation,
   session: safeInt(1),
+  run: safeInt(1),
   seqs: FastCheck.tuple(safeInt(1), safeInt(1)),
   payload
 }).map(({ seqs: [a, b], ...fields }) => new Frame.Data({ ...fields, seq: Math.max(a, b), floor: Math.min(a, b) }))
@@ -84,7 +85,13 @@ const ackFrame = FastCheck.record({ from: peerId, to: peerId, lane: idString, in
   (fields) => new Frame.Ack(fields)
 )
 
-const laneState = FastCheck.record({ lane: idString, incarnation, delivered: safeInt(0) }).map(
+const runStarts = FastCheck.uniqueArray(safeInt(1), { maxLength: Frame.maxRuns }).chain((froms) =>
+  FastCheck.tuple(
+    ...froms.sort((x, y) => x - y).map((from) => safeInt(1).map((run) => new Frame.RunStart({ run, from })))
+  )
+)
+
+const laneState = FastCheck.record({ lane: idString, incarnation, delivered: safeInt(0), runs: runStarts }).map(
   (fields) => new Frame.LaneState(fields)
 )
 
@@ -113,6 +120,7 @@ const smallFrame = (kind: "Data" | "Ack" | "Hello") =>
       lane: idString,
       incarnation,
       session: safeInt(1),
+      run: safeInt(1),
       seq: safeInt(1),
       payload: FastCheck.uint8Array({ maxLength: 24 })
     }).map((fields) => new Frame.Data({ ...fields, floor: 1 }))
@@ -179,6 +187,7 @@ const goodData: RawData = {
   lane: "default",
   incarnation: 7,
   session: 1,
+  run: 1,
   seq: 5,
   floor: 3,
   payload: new Uint8Array([1, 2])
@@ -235,6 +244,7 @@ describe("Frame", () => {
         lane: "default",
         incarnation: inc(1),
         session: 1,
+        run: 1,
         seq: 1,
         floor: 1
       }
@@ -254,6 +264,7 @@ describe("Frame", () => {
             lane: id,
             incarnation: inc(3),
             session: 1,
+            run: 1,
             seq: 2,
             floor: 1,
             payload: new Uint8Array([0xff, 0x00])
@@ -268,7 +279,7 @@ describe("Frame", () => {
             nonce: 1,
             echo: 0,
             reply: false,
-            lanes: [new Frame.LaneState({ lane: id, incarnation: inc(1), delivered: 1 })]
+            lanes: [new Frame.LaneState({ lane: id, incarnation: inc(1), delivered: 1, runs: [] })]
           })
         )
       }
@@ -285,7 +296,7 @@ describe("Frame", () => {
           reply: true,
           lanes: Array.from(
             { length: count },
-            (_, i) => new Frame.LaneState({ lane: `lane-${i}-ü`, incarnation: inc(i), delivered: i * 3 })
+            (_, i) => new Frame.LaneState({ lane: `lane-${i}-ü`, incarnation: inc(i), delivered: i * 3, runs: [] })
           )
         })
       assertRoundTrip(hello(0))
@@ -301,6 +312,7 @@ describe("Frame", () => {
           lane: "l",
           incarnation: big,
           session: MAX,
+          run: 1,
           seq: MAX,
           floor: MAX,
           payload: new Uint8Array(1)
@@ -315,7 +327,7 @@ describe("Frame", () => {
           nonce: MAX,
           echo: MAX,
           reply: false,
-          lanes: [new Frame.LaneState({ lane: "l", incarnation: big, delivered: MAX })]
+          lanes: [new Frame.LaneState({ lane: "l", incarnation: big, delivered: MAX, runs: [] })]
         })
       )
       assert.strictEqual(varint(MAX).length, 8, "2^53 − 1 takes 8 varint bytes")
@@ -332,6 +344,7 @@ describe("Frame", () => {
             lane: "default",
             incarnation: inc(2 ** 45),
             session: 1,
+            run: 1,
             seq: 2 ** 40,
             floor: 1,
             payload
@@ -347,6 +360,7 @@ describe("Frame", () => {
           lane: "default",
           incarnation: inc(1),
           session: 1,
+          run: 1,
           seq: 1,
           floor: 1,
           payload: new Uint8Array(MiB)

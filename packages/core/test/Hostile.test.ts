@@ -134,6 +134,7 @@ const validFrame = (random: Prng, target: Target, from: PeerId.PeerId, to: PeerI
         lane: random.chance(0.8) ? stream.lane : `lane-${random.int(0, 99)}`,
         incarnation: inc(random.chance(0.8) ? target.inIncarnation : edgy(random, 0, Number.MAX_SAFE_INTEGER)),
         session: random.chance(0.8) ? target.inSession : edgy(random, 1, Number.MAX_SAFE_INTEGER),
+        run: 1,
         seq,
         floor: edgy(random, 1, seq),
         payload: random.bytes(random.int(0, maxPayloadBytes))
@@ -164,7 +165,8 @@ const validFrame = (random: Prng, target: Target, from: PeerId.PeerId, to: PeerI
         new Frame.LaneState({
           lane: stream.lane,
           incarnation: inc(target.outIncarnation),
-          delivered: random.int(0, stream.lastSeq + 5)
+          delivered: random.int(0, stream.lastSeq + 5),
+          runs: []
         })
       )
     })
@@ -231,6 +233,7 @@ const build = (random: Prng, target: Target, category: Category): Omit<Hostile, 
           lane: stream.lane,
           incarnation: inc(random.chance(0.8) ? target.inIncarnation : target.inIncarnation + random.int(1, 1000)),
           session: target.inSession,
+          run: 1,
           seq,
           floor: random.int(1, seq),
           payload: random.bytes(random.int(maxPayloadBytes + 1, 4 * maxPayloadBytes))
@@ -292,6 +295,7 @@ const build = (random: Prng, target: Target, category: Category): Omit<Hostile, 
           lane: stream.lane,
           incarnation: inc(edgy(random, 0, target.inIncarnation - 1)),
           session: target.inSession,
+          run: 1,
           seq,
           floor: edgy(random, 1, seq),
           payload: random.bytes(random.int(0, maxPayloadBytes))
@@ -312,6 +316,7 @@ const build = (random: Prng, target: Target, category: Category): Omit<Hostile, 
           lane: stream.lane,
           incarnation: inc(target.inIncarnation),
           session,
+          run: 1,
           seq,
           floor: stream.delivered + 1,
           payload: random.bytes(random.int(0, maxPayloadBytes))
@@ -398,7 +403,7 @@ const observe = (running: TestPeer.Running, peer: TestPeer.Peer) =>
           lane: stream.lane,
           nextSeq: stream.nextSeq,
           firstPending: stream.firstPending,
-          payloads: Array.from(stream.payloads, ([seq, payload]) => [seq, Array.from(payload)])
+          payloads: Array.from(stream.payloads, ([seq, stored]) => [seq, stored.run, Array.from(stored.payload)])
         })),
         incarnations: Array.from(data.incarnations).sort(),
         received: byStream(Array.from(data.received.values()))
@@ -572,6 +577,7 @@ describe("hostile input", () => {
         lane: "default",
         incarnation: 1,
         session: 1,
+        run: 1,
         seq: 1,
         floor: 1,
         payload: new Uint8Array(1)

@@ -111,6 +111,7 @@ export interface RawData extends RawHeader {
   readonly lane: RawString
   readonly incarnation: RawUint
   readonly session: RawUint
+  readonly run: RawUint
   readonly seq: RawUint
   readonly floor: RawUint
   readonly payload: Uint8Array
@@ -126,6 +127,8 @@ export interface RawLaneState {
   readonly lane: RawString
   readonly incarnation: RawUint
   readonly delivered: RawUint
+  /** The runs written on the wire; none when absent. */
+  readonly runs?: ReadonlyArray<{ readonly run: RawUint; readonly from: RawUint }> | undefined
 }
 
 export interface RawHello extends RawHeader {
@@ -147,6 +150,7 @@ export const rawData = (frame: RawData): Uint8Array =>
     rawString(frame.lane),
     rawUint(frame.incarnation),
     rawUint(frame.session),
+    rawUint(frame.run),
     rawUint(frame.seq),
     rawUint(frame.floor),
     varint(frame.payload.length),
@@ -164,7 +168,13 @@ export const rawHello = (frame: RawHello): Uint8Array =>
     rawUint(frame.echo),
     frame.reply,
     rawUint(frame.count ?? frame.lanes.length),
-    ...frame.lanes.flatMap((lane) => [rawString(lane.lane), rawUint(lane.incarnation), rawUint(lane.delivered)])
+    ...frame.lanes.flatMap((lane) => [
+      rawString(lane.lane),
+      rawUint(lane.incarnation),
+      rawUint(lane.delivered),
+      varint(lane.runs?.length ?? 0),
+      ...(lane.runs ?? []).flatMap((entry) => [rawUint(entry.run), rawUint(entry.from)])
+    ])
   )
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -205,6 +215,7 @@ export const plainFields = (frame: Frame.Frame): Record<string, unknown> => {
         lane: frame.lane,
         incarnation: frame.incarnation,
         session: frame.session,
+        run: frame.run,
         seq: frame.seq,
         floor: frame.floor,
         payloadLength: frame.payload.length

@@ -11,6 +11,7 @@ import type {
   BackendError,
   OutboundStream,
   ReceiveState,
+  RunStart,
   StoredMessage,
   StoreLockedError
 } from "@intersession/core/Backend"
@@ -59,6 +60,9 @@ const peerC = PeerId.make("peer-c")
 const laneX: Lane = "x"
 const laneY: Lane = "y"
 
+/** The engine run that appends in tests where runs do not matter. */
+const run = 7
+
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
@@ -90,11 +94,38 @@ const seqs = (messages: ReadonlyArray<StoredMessage>): Array<number> => messages
 const byStream = (a: { readonly peer: string; readonly lane: string }, b: typeof a) =>
   a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.lane < b.lane ? -1 : a.lane > b.lane ? 1 : 0
 
+/** Plain copies of run starts, so that extra fields or array subclasses from a driver do not affect comparisons. */
+const plainRuns = (runs: ReadonlyArray<RunStart>): Array<RunStart> => runs.map(({ from, run }) => ({ run, from }))
+
 const sortedStreams = (streams: ReadonlyArray<OutboundStream>): Array<OutboundStream> =>
-  streams.map(({ firstPending, lane, nextSeq, peer }) => ({ peer, lane, firstPending, nextSeq })).sort(byStream)
+  streams.map(({ firstPending, lane, nextSeq, peer, runs }) => ({
+    peer,
+    lane,
+    firstPending,
+    nextSeq,
+    runs: plainRuns(runs)
+  })).sort(byStream)
 
 const sortedReceived = (states: ReadonlyArray<ReceiveState>): Array<ReceiveState> =>
-  states.map(({ delivered, incarnation, lane, peer }) => ({ peer, lane, incarnation, delivered })).sort(byStream)
+  states.map(({ delivered, incarnation, lane, peer, runs }) => ({
+    peer,
+    lane,
+    incarnation,
+    delivered,
+    runs: plainRuns(runs)
+  })).sort(byStream)
+
+/** The pending runs of one stream as `outbound` reports them. */
+const runsOf = (
+  streams: ReadonlyArray<OutboundStream>,
+  peer: PeerId.PeerId,
+  lane: Lane
+): Array<RunStart> | undefined => {
+  const stream = streams.find((stream) => stream.peer === peer && stream.lane === lane)
+  return stream === undefined ? undefined : plainRuns(stream.runs)
+}
+
+const runsOfMessages = (messages: ReadonlyArray<StoredMessage>): Array<number> => messages.map((m) => m.run)
 
 const incarnation = (n: number): Incarnation.Incarnation => Incarnation.Incarnation.make(n)
 
@@ -146,10 +177,16 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         const first = yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             const before = backend.incarnation
-            yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }])
+            yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }], run)
             yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 1 }])
             yield* backend.setIncarnation(peerA, incarnation(before + 1))
-            yield* backend.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(5), delivered: 1 }])
+            yield* backend.commitReceived([{
+              peer: peerB,
+              lane: laneX,
+              incarnation: incarnation(5),
+              delivered: 1,
+              runs: []
+            }])
             assert.strictEqual(backend.incarnation, before)
             return before
           }))
@@ -163,10 +200,11 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
       Effect.gen(function*() {
         const backend = yield* openFresh
         const first = yield* backend.append(
-          ["one", "two", "three"].map((value) => ({ peer: peerA, lane: laneX, payload: text(value) }))
+          ["one", "two", "three"].map((value) => ({ peer: peerA, lane: laneX, payload: text(value) })),
+          run
         )
         assert.deepStrictEqual(first, [1, 2, 3])
-        const second = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("four") }])
+        const second = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("four") }], run)
         assert.deepStrictEqual(second, [4])
         const stored = yield* backend.read(peerA, laneX, 1, 100)
         assert.deepStrictEqual(seqs(stored), [1, 2, 3, 4])
@@ -175,6 +213,54 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
           assert.strictEqual(message.peer, peerA)
           assert.strictEqual(message.lane, laneX)
         }
+      }))
+
+    test("read returns each message's run as given to append, and keeps it across acknowledging and reopening", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const largest = Number.MAX_SAFE_INTEGER
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              yield* backend.append([
+                { peer: peerA, lane: laneX, payload: text("a1") },
+                { peer: peerA, lane: laneX, payload: text("a2") },
+                { peer: peerB, lane: laneY, payload: text("b1") }
+              ], 1),
+              [1, 2, 1]
+            )
+            assert.deepStrictEqual(
+              yield* backend.append([
+                { peer: peerB, lane: laneY, payload: text("b2") },
+                { peer: peerA, lane: laneX, payload: text("a3") }
+              ], 2),
+              [2, 3]
+            )
+            assert.deepStrictEqual(
+              yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a4") }], largest),
+              [
+                4
+              ]
+            )
+            const ax = yield* backend.read(peerA, laneX, 1, 100)
+            assert.deepStrictEqual(texts(ax), ["a1", "a2", "a3", "a4"])
+            assert.deepStrictEqual(runsOfMessages(ax), [1, 1, 2, largest])
+            assert.deepStrictEqual(runsOfMessages(yield* backend.read(peerB, laneY, 1, 100)), [1, 2])
+            assert.deepStrictEqual(runsOfMessages(yield* backend.read(peerA, laneX, 2, 2)), [1, 2])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 2 }])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const ax = yield* backend.read(peerA, laneX, 1, 100)
+            assert.deepStrictEqual(seqs(ax), [3, 4], "after reopening")
+            assert.deepStrictEqual(runsOfMessages(ax), [2, largest], "after reopening")
+            assert.deepStrictEqual(runsOfMessages(yield* backend.read(peerB, laneY, 1, 100)), [1, 2], "after reopening")
+            // A later run's messages carry its own run; earlier messages keep theirs.
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerB, lane: laneY, payload: text("b3") }], 3), [3])
+            const by = yield* backend.read(peerB, laneY, 1, 100)
+            assert.deepStrictEqual(texts(by), ["b1", "b2", "b3"])
+            assert.deepStrictEqual(runsOfMessages(by), [1, 2, 3])
+          }))
       }))
 
     test("seqs are independent across lanes and peers, even in one interleaved batch", () =>
@@ -196,7 +282,8 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
           [PeerId.make("пир-ü"), "лейн-😀"]
         ]
         const allocated = yield* backend.append(
-          streams.map(([peer, lane], i) => ({ peer, lane, payload: text(`${peer}/${lane}/${i}`) }))
+          streams.map(([peer, lane], i) => ({ peer, lane, payload: text(`${peer}/${lane}/${i}`) })),
+          run
         )
         assert.deepStrictEqual(allocated, [1, 1, 1, 2, 2, 2, 3, 1, 1, 2, 1])
         const ax = yield* backend.read(peerA, laneX, 1, 100)
@@ -216,12 +303,12 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.deepStrictEqual(
           sortedStreams(outbound.streams),
           sortedStreams([
-            { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 4 },
-            { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3 },
-            { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 3 },
-            { peer: PeerId.make("ab"), lane: "c", firstPending: 1, nextSeq: 3 },
-            { peer: PeerId.make("a"), lane: "bc", firstPending: 1, nextSeq: 2 },
-            { peer: PeerId.make("пир-ü"), lane: "лейн-😀", firstPending: 1, nextSeq: 2 }
+            { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 4, runs: [{ run, from: 1 }] },
+            { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] },
+            { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] },
+            { peer: PeerId.make("ab"), lane: "c", firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] },
+            { peer: PeerId.make("a"), lane: "bc", firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] },
+            { peer: PeerId.make("пир-ü"), lane: "лейн-😀", firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] }
           ])
         )
       }))
@@ -234,7 +321,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
             { peer: peerA, lane: laneX, payload: text("a1") },
             { peer: peerA, lane: laneX, payload: text("a2") },
             { peer: peerB, lane: laneY, payload: text("b1") }
-          ]))
+          ], run))
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             const ax = yield* backend.read(peerA, laneX, 1, 100)
@@ -246,7 +333,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
                 { peer: peerA, lane: laneX, payload: text("a3") },
                 { peer: peerB, lane: laneY, payload: text("b2") },
                 { peer: peerC, lane: laneX, payload: text("c1") }
-              ]),
+              ], run),
               [3, 2, 1]
             )
           }))
@@ -261,7 +348,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
     test("read returns pending messages from a seq, in order, up to a limit", () =>
       Effect.gen(function*() {
         const backend = yield* openFresh
-        yield* backend.append(range(1, 10).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) })))
+        yield* backend.append(range(1, 10).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) })), run)
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), range(1, 10))
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 4, 3)), [4, 5, 6])
         assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 4, 3)), ["m4", "m5", "m6"])
@@ -277,7 +364,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
       Effect.gen(function*() {
         const backend = yield* openFresh
         assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
-        yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }])
+        yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }], run)
         assert.deepStrictEqual(yield* backend.read(peerA, laneY, 1, 100), [])
         assert.deepStrictEqual(yield* backend.read(peerB, laneX, 1, 100), [])
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [1])
@@ -299,7 +386,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             assert.deepStrictEqual(
-              yield* backend.append(payloads.map(([, payload]) => ({ peer: peerA, lane: laneX, payload }))),
+              yield* backend.append(payloads.map(([, payload]) => ({ peer: peerA, lane: laneX, payload })), run),
               range(1, payloads.length)
             )
             // Changing the caller's buffers afterwards changes nothing stored.
@@ -321,8 +408,8 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
     test("acknowledge deletes up to a seq; it is idempotent and a lower upTo is a no-op", () =>
       Effect.gen(function*() {
         const backend = yield* openFresh
-        yield* backend.append(range(1, 6).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) })))
-        yield* backend.append(range(1, 2).map((i) => ({ peer: peerA, lane: laneY, payload: text(`y${i}`) })))
+        yield* backend.append(range(1, 6).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) })), run)
+        yield* backend.append(range(1, 2).map((i) => ({ peer: peerA, lane: laneY, payload: text(`y${i}`) })), run)
         yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [4, 5, 6])
         assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 1)), ["m4"])
@@ -335,8 +422,8 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneY, 1, 100)), [1, 2])
         const outbound = yield* backend.outbound
         assert.deepStrictEqual(sortedStreams(outbound.streams), [
-          { peer: peerA, lane: laneX, firstPending: 4, nextSeq: 7 },
-          { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3 }
+          { peer: peerA, lane: laneX, firstPending: 4, nextSeq: 7, runs: [{ run, from: 4 }] },
+          { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] }
         ])
       }))
 
@@ -347,7 +434,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
           ...range(1, 4).map((i) => ({ peer: peerA, lane: laneX, payload: text(`ax${i}`) })),
           ...range(1, 4).map((i) => ({ peer: peerA, lane: laneY, payload: text(`ay${i}`) })),
           ...range(1, 4).map((i) => ({ peer: peerB, lane: laneX, payload: text(`bx${i}`) }))
-        ])
+        ], run)
         yield* backend.acknowledge([
           { peer: peerA, lane: laneX, upTo: 2 },
           { peer: peerA, lane: laneY, upTo: 4 },
@@ -361,35 +448,35 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
     test("acknowledging a stream that never allocated does not create it", () =>
       Effect.gen(function*() {
         const backend = yield* openFresh
-        yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }])
+        yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }], run)
         yield* backend.acknowledge([{ peer: peerB, lane: laneX, upTo: 5 }, { peer: peerA, lane: laneY, upTo: 1 }])
         const outbound = yield* backend.outbound
         assert.deepStrictEqual(sortedStreams(outbound.streams), [
-          { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 2 }
+          { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] }
         ])
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [1])
-        assert.deepStrictEqual(yield* backend.append([{ peer: peerB, lane: laneX, payload: text("b") }]), [1])
+        assert.deepStrictEqual(yield* backend.append([{ peer: peerB, lane: laneX, payload: text("b") }], run), [1])
       }))
 
     test("empty batches are accepted and change nothing", () =>
       Effect.gen(function*() {
         const backend = yield* openFresh
-        assert.deepStrictEqual(yield* backend.append([]), [])
+        assert.deepStrictEqual(yield* backend.append([], run), [])
         yield* backend.acknowledge([])
         yield* backend.commitReceived([])
         const outbound = yield* backend.outbound
         assert.deepStrictEqual(outbound.streams, [])
         assert.deepStrictEqual(yield* backend.received, [])
-        assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }]), [1])
+        assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("a") }], run), [1])
       }))
 
     test("outbound reports every stream that ever allocated, fully acknowledged ones included", () =>
       Effect.gen(function*() {
         const store = yield* makeStore
         const expected = [
-          { peer: peerA, lane: laneX, firstPending: 3, nextSeq: 4 },
-          { peer: peerA, lane: laneY, firstPending: 3, nextSeq: 3 },
-          { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2 }
+          { peer: peerA, lane: laneX, firstPending: 3, nextSeq: 4, runs: [{ run, from: 3 }] },
+          { peer: peerA, lane: laneY, firstPending: 3, nextSeq: 3, runs: [] },
+          { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] }
         ]
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
@@ -400,13 +487,66 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
               { peer: peerA, lane: laneY, payload: text("ay1") },
               { peer: peerA, lane: laneY, payload: text("ay2") },
               { peer: peerB, lane: laneX, payload: text("bx1") }
-            ])
+            ], run)
             yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 2 }, { peer: peerA, lane: laneY, upTo: 2 }])
             assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), expected)
           }))
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), expected, "after reopening")
+          }))
+      }))
+
+    test("outbound reports the runs of each stream's pending messages, from their lowest pending seq", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const messages = (lane: Lane, count: number) =>
+          range(1, count).map((i) => ({ peer: peerA, lane, payload: text(`${lane}${i}`) }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(yield* backend.append(messages(laneX, 3), 1), [1, 2, 3])
+            assert.deepStrictEqual(
+              yield* backend.append([...messages(laneX, 2), { peer: peerB, lane: laneX, payload: text("b1") }], 2),
+              [4, 5, 1]
+            )
+            assert.deepStrictEqual(yield* backend.append(messages(laneX, 1), 1), [6])
+            const streams = (yield* backend.outbound).streams
+            assert.deepStrictEqual(runsOf(streams, peerA, laneX), [{ run: 1, from: 1 }, { run: 2, from: 4 }, {
+              run: 1,
+              from: 6
+            }])
+            // Runs are per stream: the other stream of the same append has only its own.
+            assert.deepStrictEqual(runsOf(streams, peerB, laneX), [{ run: 2, from: 1 }])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 4 }])
+            assert.deepStrictEqual(runsOf((yield* backend.outbound).streams, peerA, laneX), [{ run: 2, from: 5 }, {
+              run: 1,
+              from: 6
+            }])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
+              {
+                peer: peerA,
+                lane: laneX,
+                firstPending: 5,
+                nextSeq: 7,
+                runs: [{ run: 2, from: 5 }, { run: 1, from: 6 }]
+              },
+              { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run: 2, from: 1 }] }
+            ], "after reopening")
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 6 }])
+            assert.deepStrictEqual(runsOf((yield* backend.outbound).streams, peerA, laneX), [])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
+              { peer: peerA, lane: laneX, firstPending: 7, nextSeq: 7, runs: [] },
+              { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run: 2, from: 1 }] }
+            ], "after acknowledging everything and reopening")
+            // A new run after everything was acknowledged starts at the next seq.
+            assert.deepStrictEqual(yield* backend.append(messages(laneX, 2), 3), [7, 8])
+            assert.deepStrictEqual(runsOf((yield* backend.outbound).streams, peerA, laneX), [{ run: 3, from: 7 }])
           }))
       }))
 
@@ -450,25 +590,28 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             assert.deepStrictEqual(
-              yield* backend.append(range(1, 3).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) }))),
+              yield* backend.append(
+                range(1, 3).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`) })),
+                run
+              ),
               [1, 2, 3]
             )
             yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
             assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
-            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("m4") }]), [4])
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("m4") }], run), [4])
             yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 4 }])
           }))
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
-              { peer: peerA, lane: laneX, firstPending: 5, nextSeq: 5 }
+              { peer: peerA, lane: laneX, firstPending: 5, nextSeq: 5, runs: [] }
             ])
             assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
             assert.deepStrictEqual(
               yield* backend.append([
                 { peer: peerA, lane: laneX, payload: text("m5") },
                 { peer: peerA, lane: laneX, payload: text("m6") }
-              ]),
+              ], run),
               [5, 6]
             )
             const stored = yield* backend.read(peerA, laneX, 1, 100)
@@ -481,29 +624,59 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
       Effect.gen(function*() {
         const store = yield* makeStore
         const expected = [
-          { peer: peerA, lane: laneX, incarnation: incarnation(2000), delivered: 7 },
-          { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0 },
-          { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1 },
-          { peer: PeerId.make("a"), lane: "bc", incarnation: incarnation(Number.MAX_SAFE_INTEGER), delivered: 9 },
-          { peer: PeerId.make("ab"), lane: "c", incarnation: incarnation(0), delivered: Number.MAX_SAFE_INTEGER }
+          { peer: peerA, lane: laneX, incarnation: incarnation(2000), delivered: 7, runs: [] },
+          { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0, runs: [] },
+          { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1, runs: [] },
+          {
+            peer: PeerId.make("a"),
+            lane: "bc",
+            incarnation: incarnation(Number.MAX_SAFE_INTEGER),
+            delivered: 9,
+            runs: []
+          },
+          {
+            peer: PeerId.make("ab"),
+            lane: "c",
+            incarnation: incarnation(0),
+            delivered: Number.MAX_SAFE_INTEGER,
+            runs: []
+          }
         ]
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             yield* backend.commitReceived([
-              { peer: peerA, lane: laneX, incarnation: incarnation(1000), delivered: 3 },
-              { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0 },
-              { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1 }
+              { peer: peerA, lane: laneX, incarnation: incarnation(1000), delivered: 3, runs: [] },
+              { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0, runs: [] },
+              { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1, runs: [] }
             ])
             assert.deepStrictEqual(sortedReceived(yield* backend.received), [
-              { peer: peerA, lane: laneX, incarnation: incarnation(1000), delivered: 3 },
-              { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0 },
-              { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1 }
+              { peer: peerA, lane: laneX, incarnation: incarnation(1000), delivered: 3, runs: [] },
+              { peer: peerA, lane: laneY, incarnation: incarnation(1000), delivered: 0, runs: [] },
+              { peer: peerB, lane: laneX, incarnation: incarnation(3000), delivered: 1, runs: [] }
             ])
             // A new state of one stream replaces its old one, whatever its incarnation and count.
-            yield* backend.commitReceived([{ peer: peerA, lane: laneX, incarnation: incarnation(2000), delivered: 7 }])
+            yield* backend.commitReceived([{
+              peer: peerA,
+              lane: laneX,
+              incarnation: incarnation(2000),
+              delivered: 7,
+              runs: []
+            }])
             yield* backend.commitReceived([
-              { peer: PeerId.make("a"), lane: "bc", incarnation: incarnation(Number.MAX_SAFE_INTEGER), delivered: 9 },
-              { peer: PeerId.make("ab"), lane: "c", incarnation: incarnation(0), delivered: Number.MAX_SAFE_INTEGER }
+              {
+                peer: PeerId.make("a"),
+                lane: "bc",
+                incarnation: incarnation(Number.MAX_SAFE_INTEGER),
+                delivered: 9,
+                runs: []
+              },
+              {
+                peer: PeerId.make("ab"),
+                lane: "c",
+                incarnation: incarnation(0),
+                delivered: Number.MAX_SAFE_INTEGER,
+                runs: []
+              }
             ])
             assert.deepStrictEqual(sortedReceived(yield* backend.received), sortedReceived(expected))
           }))
@@ -515,16 +688,60 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
           }))
       }))
 
+    test("commitReceived keeps runs exactly as given, a later commit replaces them, and they persist", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const several = [
+          { run: Number.MAX_SAFE_INTEGER, from: 1 },
+          { run: 3, from: 10 },
+          { run: 5, from: 11 },
+          { run: 3, from: 40 },
+          { run: 1, from: 41 }
+        ]
+        const expected = [
+          { peer: peerA, lane: laneX, incarnation: incarnation(1), delivered: 12, runs: [{ run: 9, from: 12 }] },
+          { peer: peerA, lane: laneY, incarnation: incarnation(1), delivered: 3, runs: [] },
+          { peer: peerB, lane: laneX, incarnation: incarnation(2), delivered: 41, runs: several.slice(2) }
+        ]
+        const first = [
+          { peer: peerA, lane: laneX, incarnation: incarnation(1), delivered: 0, runs: [] },
+          { peer: peerA, lane: laneY, incarnation: incarnation(1), delivered: 2, runs: [{ run: 4, from: 1 }] },
+          { peer: peerB, lane: laneX, incarnation: incarnation(2), delivered: 41, runs: several }
+        ]
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.commitReceived(first)
+            assert.deepStrictEqual(sortedReceived(yield* backend.received), first)
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedReceived(yield* backend.received), first, "after reopening")
+            // A later commit replaces a stream's runs as a whole: empty by some, some by none, several by fewer.
+            yield* backend.commitReceived([
+              { peer: peerA, lane: laneX, incarnation: incarnation(1), delivered: 12, runs: [{ run: 9, from: 12 }] },
+              { peer: peerA, lane: laneY, incarnation: incarnation(1), delivered: 3, runs: [] }
+            ])
+            yield* backend.commitReceived([
+              { peer: peerB, lane: laneX, incarnation: incarnation(2), delivered: 41, runs: several.slice(2) }
+            ])
+            assert.deepStrictEqual(sortedReceived(yield* backend.received), expected)
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedReceived(yield* backend.received), expected, "after reopening")
+          }))
+      }))
+
     test("a second open while the store is owned fails with StoreLockedError, and succeeds once released", () =>
       Effect.gen(function*() {
         const store = yield* makeStore
         const firstScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
         const first = yield* Scope.extend(store.open, firstScope)
-        yield* first.append([{ peer: peerA, lane: laneX, payload: text("a1") }])
+        yield* first.append([{ peer: peerA, lane: laneX, payload: text("a1") }], run)
         const refused = yield* Effect.flip(Effect.scoped(store.open))
         assert.strictEqual(refused._tag, "StoreLockedError")
         // The refused attempt neither took the store from its owner nor released the owner's lock.
-        assert.deepStrictEqual(yield* first.append([{ peer: peerA, lane: laneX, payload: text("a2") }]), [2])
+        assert.deepStrictEqual(yield* first.append([{ peer: peerA, lane: laneX, payload: text("a2") }], run), [2])
         const refusedAgain = yield* Effect.flip(Effect.scoped(store.open))
         assert.strictEqual(refusedAgain._tag, "StoreLockedError")
         yield* Scope.close(firstScope, Exit.void)
@@ -539,7 +756,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
           store,
           (third) =>
             Effect.map(
-              third.append([{ peer: peerA, lane: laneX, payload: text("a3") }]),
+              third.append([{ peer: peerA, lane: laneX, payload: text("a3") }], run),
               (allocated) => assert.deepStrictEqual(allocated, [3])
             )
         )
@@ -549,9 +766,9 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
       Effect.gen(function*() {
         const one = yield* openFresh
         const two = yield* openFresh
-        assert.deepStrictEqual(yield* one.append([{ peer: peerA, lane: laneX, payload: text("one") }]), [1])
-        assert.deepStrictEqual(yield* two.append([{ peer: peerA, lane: laneX, payload: text("two") }]), [1])
-        yield* one.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(1), delivered: 1 }])
+        assert.deepStrictEqual(yield* one.append([{ peer: peerA, lane: laneX, payload: text("one") }], run), [1])
+        assert.deepStrictEqual(yield* two.append([{ peer: peerA, lane: laneX, payload: text("two") }], run), [1])
+        yield* one.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(1), delivered: 1, runs: [] }])
         assert.deepStrictEqual(texts(yield* one.read(peerA, laneX, 1, 100)), ["one"])
         assert.deepStrictEqual(texts(yield* two.read(peerA, laneX, 1, 100)), ["two"])
         assert.deepStrictEqual(yield* two.received, [])
@@ -563,10 +780,16 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.strictEqual(yield* backend.withTransaction(Effect.succeed(42)), 42)
         const result = yield* backend.withTransaction(
           Effect.gen(function*() {
-            const allocated = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("in") }])
-            yield* backend.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(9), delivered: 4 }])
+            const allocated = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("in") }], run)
+            yield* backend.commitReceived([{
+              peer: peerB,
+              lane: laneX,
+              incarnation: incarnation(9),
+              delivered: 4,
+              runs: []
+            }])
             const nested = yield* backend.withTransaction(
-              backend.append([{ peer: peerA, lane: laneX, payload: text("nested") }])
+              backend.append([{ peer: peerA, lane: laneX, payload: text("nested") }], run)
             )
             const seen = yield* backend.read(peerA, laneX, 1, 100)
             return { allocated, nested, seen: texts(seen) }
@@ -575,7 +798,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.deepStrictEqual(result, { allocated: [1], nested: [2], seen: ["in", "nested"] })
         assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["in", "nested"])
         assert.deepStrictEqual(sortedReceived(yield* backend.received), [
-          { peer: peerB, lane: laneX, incarnation: incarnation(9), delivered: 4 }
+          { peer: peerB, lane: laneX, incarnation: incarnation(9), delivered: 4, runs: [] }
         ])
       }))
 
@@ -587,13 +810,13 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.strictEqual(error, failure)
         const nestedError = yield* Effect.flip(
           backend.withTransaction(Effect.zipRight(
-            backend.append([{ peer: peerB, lane: laneX, payload: text("b") }]),
+            backend.append([{ peer: peerB, lane: laneX, payload: text("b") }], run),
             backend.withTransaction(Effect.fail(failure))
           ))
         )
         assert.strictEqual(nestedError, failure)
         // No transaction is left open: later operations and transactions work and are kept.
-        const allocated = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("after") }])
+        const allocated = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("after") }], run)
         assert.deepStrictEqual(allocated, [1])
         assert.strictEqual(yield* backend.withTransaction(Effect.succeed("again")), "again")
         assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["after"])
@@ -606,14 +829,20 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         const error = yield* Effect.flip(backend.withTransaction(
           Effect.zipRight(
             Effect.zip(
-              backend.append([{ peer: peerA, lane: laneX, payload: text("failed") }]),
-              backend.commitReceived([{ peer: peerB, lane: laneX, incarnation: incarnation(1), delivered: 5 }])
+              backend.append([{ peer: peerA, lane: laneX, payload: text("failed") }], run),
+              backend.commitReceived([{
+                peer: peerB,
+                lane: laneX,
+                incarnation: incarnation(1),
+                delivered: 5,
+                runs: []
+              }])
             ),
             Effect.fail(failure)
           )
         ))
         assert.strictEqual(error, failure)
-        const next = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("next") }])
+        const next = yield* backend.append([{ peer: peerA, lane: laneX, payload: text("next") }], run)
         const stored = texts(yield* backend.read(peerA, laneX, 1, 100))
         const received = (yield* backend.received).map((state) => state.delivered)
         if (backend.transactional) {
@@ -628,15 +857,15 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         const backend = yield* openFresh
         const failure = { reason: "application failure" } as const
         const last = yield* backend.withTransaction(Effect.gen(function*() {
-          yield* backend.append([{ peer: peerA, lane: laneX, payload: text("outer") }])
+          yield* backend.append([{ peer: peerA, lane: laneX, payload: text("outer") }], run)
           const error = yield* Effect.flip(backend.withTransaction(
             Effect.zipRight(
-              backend.append([{ peer: peerA, lane: laneX, payload: text("inner") }]),
+              backend.append([{ peer: peerA, lane: laneX, payload: text("inner") }], run),
               Effect.fail(failure)
             )
           ))
           assert.strictEqual(error, failure)
-          return yield* backend.append([{ peer: peerA, lane: laneX, payload: text("after") }])
+          return yield* backend.append([{ peer: peerA, lane: laneX, payload: text("after") }], run)
         }))
         const stored = texts(yield* backend.read(peerA, laneX, 1, 100))
         if (backend.transactional) {
@@ -656,7 +885,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         )
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
-            const allocated = yield* backend.append(messages)
+            const allocated = yield* backend.append(messages, run)
             assert.strictEqual(allocated.length, 1200)
             assert.deepStrictEqual(allocated.slice(0, 600), Array.from({ length: 600 }, () => 1))
             assert.deepStrictEqual(allocated.slice(600), Array.from({ length: 600 }, () => 2))
@@ -668,7 +897,13 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
             assert.deepStrictEqual(
               sortedStreams(outbound.streams),
               peers.flatMap((peer) =>
-                lanes.map((lane) => ({ peer, lane, firstPending: lane === "y" ? 3 : 1, nextSeq: 3 }))
+                lanes.map((lane) => ({
+                  peer,
+                  lane,
+                  firstPending: lane === "y" ? 3 : 1,
+                  nextSeq: 3,
+                  runs: lane === "y" ? [] : [{ run, from: 1 }]
+                }))
               ).sort(byStream)
             )
             assert.deepStrictEqual(texts(yield* backend.read(peers[137]!, "z", 1, 100)), [
@@ -685,7 +920,10 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         const payloads = range(1, 1000).map((i) => pattern(1 + (i % 97), i))
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
-            const allocated = yield* backend.append(payloads.map((payload) => ({ peer: peerA, lane: laneX, payload })))
+            const allocated = yield* backend.append(
+              payloads.map((payload) => ({ peer: peerA, lane: laneX, payload })),
+              run
+            )
             assert.deepStrictEqual(allocated, range(1, 1000))
             assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 1000)), range(1, 1000))
           }))
@@ -706,7 +944,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
             }
             assert.deepStrictEqual(pages, [128, 128, 128, 128, 128, 128, 128, 104])
             assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
-              { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 1001 }
+              { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 1001, runs: [{ run, from: 1 }] }
             ])
           }))
       }))

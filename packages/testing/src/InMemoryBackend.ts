@@ -18,7 +18,7 @@ interface StreamData {
   readonly lane: Lane
   nextSeq: number
   firstPending: number
-  readonly payloads: Map<number, Uint8Array>
+  readonly payloads: Map<number, { readonly payload: Uint8Array; readonly run: number }>
 }
 
 interface StoreData {
@@ -104,6 +104,16 @@ interface StoreInternal extends Store {
 
 const internals = new WeakMap<Store, StoreInternal>()
 
+/** The runs of a stream's pending messages, each from its lowest pending seq. */
+const pendingRuns = (stream: StreamData): Array<BackendTypes.RunStart> => {
+  const runs: Array<BackendTypes.RunStart> = []
+  for (let seq = stream.firstPending; seq < stream.nextSeq; seq++) {
+    const stored = stream.payloads.get(seq)
+    if (stored !== undefined && runs[runs.length - 1]?.run !== stored.run) runs.push({ run: stored.run, from: seq })
+  }
+  return runs
+}
+
 /**
  * Makes an empty store.
  *
@@ -180,11 +190,12 @@ const open = (handle: Store) =>
           peer: stream.peer,
           lane: stream.lane,
           firstPending: stream.firstPending,
-          nextSeq: stream.nextSeq
+          nextSeq: stream.nextSeq,
+          runs: pendingRuns(stream)
         })),
         incarnations: Array.from(data.incarnations, ([peer, incarnation]) => ({ peer, incarnation }))
       })),
-      append: (messages) =>
+      append: (messages, run) =>
         operation("append", (data) => {
           store.usage_.appends++
           return messages.map((message) => {
@@ -195,7 +206,7 @@ const open = (handle: Store) =>
               data.streams.set(k, stream)
             }
             const seq = stream.nextSeq++
-            stream.payloads.set(seq, message.payload.slice())
+            stream.payloads.set(seq, { payload: message.payload.slice(), run })
             return seq
           })
         }),
@@ -207,8 +218,8 @@ const open = (handle: Store) =>
           if (stream === undefined) return []
           const result: Array<BackendTypes.StoredMessage> = []
           for (let seq = Math.max(fromSeq, stream.firstPending); seq < stream.nextSeq && result.length < limit; seq++) {
-            const payload = stream.payloads.get(seq)
-            if (payload !== undefined) result.push({ peer, lane, seq, payload })
+            const stored = stream.payloads.get(seq)
+            if (stored !== undefined) result.push({ peer, lane, seq, payload: stored.payload, run: stored.run })
           }
           return result
         }),

@@ -20,6 +20,7 @@ BackendSuite.backendSuite("InMemoryBackend", fixture)
 
 const A = PeerId.make("A")
 const B = PeerId.make("B")
+const run = 7
 const text = (value: string) => new TextEncoder().encode(value)
 const decoded = (messages: ReadonlyArray<{ readonly payload: Uint8Array }>) =>
   messages.map((message) => new TextDecoder().decode(message.payload))
@@ -38,9 +39,15 @@ describe("InMemoryBackend controls", () => {
           peer: A,
           lane: "x",
           payload: text("a2")
-        }])
+        }], run)
         yield* backend.setIncarnation(B, backend.incarnation)
-        yield* backend.commitReceived([{ peer: B, lane: "x", incarnation: backend.incarnation, delivered: 3 }])
+        yield* backend.commitReceived([{
+          peer: B,
+          lane: "x",
+          incarnation: backend.incarnation,
+          delivered: 3,
+          runs: []
+        }])
         return backend.incarnation
       }))
       assert.strictEqual(yield* store.incarnation, before)
@@ -55,7 +62,7 @@ describe("InMemoryBackend controls", () => {
       assert.deepStrictEqual(yield* backend.outbound, { streams: [], incarnations: [] })
       assert.deepStrictEqual(yield* backend.received, [])
       assert.deepStrictEqual(yield* backend.read(A, "x", 1, 10), [])
-      assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("new") }]), [1])
+      assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("new") }], run), [1])
     }))
 
   it.scoped("restore brings back a snapshot's content, even after later writes", () =>
@@ -63,13 +70,25 @@ describe("InMemoryBackend controls", () => {
       const store = yield* InMemoryBackend.makeStore()
       const snapshot = yield* Effect.scoped(Effect.gen(function*() {
         const backend = yield* open(store)
-        yield* backend.append([1, 2, 3].map((i) => ({ peer: A, lane: "x", payload: text(`m${i}`) })))
-        yield* backend.commitReceived([{ peer: B, lane: "x", incarnation: backend.incarnation, delivered: 1 }])
+        yield* backend.append([1, 2, 3].map((i) => ({ peer: A, lane: "x", payload: text(`m${i}`) })), run)
+        yield* backend.commitReceived([{
+          peer: B,
+          lane: "x",
+          incarnation: backend.incarnation,
+          delivered: 1,
+          runs: []
+        }])
         const snapshot = yield* store.snapshot
         // Writes after the snapshot do not reach it.
         yield* backend.acknowledge([{ peer: A, lane: "x", upTo: 3 }])
-        yield* backend.append([{ peer: A, lane: "x", payload: text("m4") }])
-        yield* backend.commitReceived([{ peer: B, lane: "x", incarnation: backend.incarnation, delivered: 9 }])
+        yield* backend.append([{ peer: A, lane: "x", payload: text("m4") }], run)
+        yield* backend.commitReceived([{
+          peer: B,
+          lane: "x",
+          incarnation: backend.incarnation,
+          delivered: 9,
+          runs: []
+        }])
         return snapshot
       }))
       for (const round of [1, 2]) {
@@ -79,13 +98,13 @@ describe("InMemoryBackend controls", () => {
           const outbound = yield* backend.outbound
           assert.deepStrictEqual(
             outbound.streams,
-            [{ peer: A, lane: "x", firstPending: 1, nextSeq: 4 }],
+            [{ peer: A, lane: "x", firstPending: 1, nextSeq: 4, runs: [{ run, from: 1 }] }],
             `round ${round}`
           )
           assert.deepStrictEqual(decoded(yield* backend.read(A, "x", 1, 10)), ["m1", "m2", "m3"])
           assert.deepStrictEqual((yield* backend.received).map((state) => state.delivered), [1])
           // Writing to the restored store leaves the snapshot as it was, for the next round.
-          assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("m4'") }]), [4])
+          assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("m4'") }], run), [4])
           yield* backend.acknowledge([{ peer: A, lane: "x", upTo: 2 }])
         }))
       }
@@ -95,32 +114,32 @@ describe("InMemoryBackend controls", () => {
     Effect.gen(function*() {
       const store = yield* InMemoryBackend.makeStore()
       const backend = yield* open(store)
-      yield* backend.append([{ peer: A, lane: "x", payload: text("kept") }])
+      yield* backend.append([{ peer: A, lane: "x", payload: text("kept") }], run)
       yield* store.failNext(2)
-      const first = yield* Effect.flip(backend.append([{ peer: A, lane: "x", payload: text("refused") }]))
+      const first = yield* Effect.flip(backend.append([{ peer: A, lane: "x", payload: text("refused") }], run))
       assert.strictEqual(first._tag, "BackendError")
       assert.strictEqual(first.operation, "append")
       assert.include(first.message, "append")
       const second = yield* Effect.flip(backend.read(A, "x", 1, 10))
       assert.strictEqual(second.operation, "read")
       assert.deepStrictEqual(decoded(yield* backend.read(A, "x", 1, 10)), ["kept"])
-      assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("next") }]), [2])
+      assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("next") }], run), [2])
     }))
 
   it.scoped("setFailing makes every operation fail until it is turned off", () =>
     Effect.gen(function*() {
       const store = yield* InMemoryBackend.makeStore()
       const backend = yield* open(store)
-      yield* backend.append([{ peer: A, lane: "x", payload: text("kept") }])
+      yield* backend.append([{ peer: A, lane: "x", payload: text("kept") }], run)
       yield* store.setFailing(true)
       const operations = [
         backend.outbound,
-        backend.append([{ peer: A, lane: "x", payload: text("refused") }]),
+        backend.append([{ peer: A, lane: "x", payload: text("refused") }], run),
         backend.read(A, "x", 1, 10),
         backend.acknowledge([{ peer: A, lane: "x", upTo: 1 }]),
         backend.setIncarnation(B, backend.incarnation),
         backend.received,
-        backend.commitReceived([{ peer: B, lane: "x", incarnation: backend.incarnation, delivered: 1 }])
+        backend.commitReceived([{ peer: B, lane: "x", incarnation: backend.incarnation, delivered: 1, runs: [] }])
       ]
       for (let round = 0; round < 2; round++) {
         for (const operation of operations) {
@@ -130,7 +149,7 @@ describe("InMemoryBackend controls", () => {
       }
       yield* store.setFailing(false)
       assert.deepStrictEqual(decoded(yield* backend.read(A, "x", 1, 10)), ["kept"])
-      assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("next") }]), [2])
+      assert.deepStrictEqual(yield* backend.append([{ peer: A, lane: "x", payload: text("next") }], run), [2])
       assert.deepStrictEqual(yield* backend.received, [])
     }))
 })

@@ -51,6 +51,7 @@ import * as Lane from "../Lane.js"
 import { Message, MessageId } from "../Message.js"
 import { type Inbound, Network } from "../Network.js"
 import type { PeerId } from "../PeerId.js"
+import * as Runs from "./runs.js"
 
 interface PeerState {
   readonly peer: PeerId
@@ -63,7 +64,7 @@ interface PeerState {
   readonly theirNonce: number
   /** Connected and a fresh `Hello` arrived: data may flow. */
   readonly linked: boolean
-  /** This run's first fresh `Hello` was checked for a store that went back in time. */
+  /** A fresh `Hello` of this run was checked: acknowledgements may be taken. */
   readonly verified: boolean
   readonly srtt: number | undefined
   readonly rttvar: number
@@ -73,8 +74,8 @@ interface PeerState {
 interface OutState {
   readonly peer: PeerId
   readonly lane: Lane.Lane
-  /** The first seq allocated in this run: a peer that delivered it before this run saw a store go back in time. */
-  readonly runStart: number
+  /** The runs that allocated the pending seqs. */
+  readonly runs: ReadonlyArray<BackendTypes.RunStart>
   readonly allocated: number
   readonly acked: number
   readonly nextToSend: number
@@ -94,6 +95,8 @@ interface InState {
   readonly lane: Lane.Lane
   readonly incarnation: Incarnation.Incarnation
   readonly delivered: number
+  /** The source runs of the last seqs delivered; empty after adopting a floor. */
+  readonly runs: ReadonlyArray<BackendTypes.RunStart>
   readonly buffer: HashMap.HashMap<number, Frame.Data>
   /** A delivery worker owns the stream. */
   readonly busy: boolean
@@ -176,6 +179,8 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const storedReceived = yield* backend.received
   const storedIncarnations = new Map(storedOutbound.incarnations.map((entry) => [entry.peer, entry.incarnation]))
 
+  // This run's id, stored with every seq it allocates.
+  const run = yield* Random.nextIntBetween(1, 2 ** 48)
   // Nonces only need to differ between connections and runs: a random start and a counter do.
   let lastNonce = yield* Random.nextIntBetween(1, 2 ** 48)
   const nextNonce = () => ++lastNonce
@@ -213,7 +218,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       yield* TMap.set(outs, streamKey(stream.peer, stream.lane), {
         peer: stream.peer,
         lane: stream.lane,
-        runStart: stream.nextSeq,
+        runs: stream.runs,
         allocated: stream.nextSeq - 1,
         acked: stream.firstPending - 1,
         nextToSend: stream.firstPending,
@@ -232,6 +237,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         lane: state.lane,
         incarnation: state.incarnation,
         delivered: state.delivered,
+        runs: state.runs,
         buffer: HashMap.empty(),
         busy: false
       })
@@ -286,6 +292,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       yield* TMap.set(peers, peer.peer, peer)
       const next: OutState = {
         ...out,
+        runs: Runs.prune(out.runs, upTo + 1),
         acked: upTo,
         nextToSend: Math.max(out.nextToSend, upTo + 1),
         probe,
@@ -367,6 +374,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           lane: data.lane,
           incarnation: data.incarnation,
           delivered: data.floor - 1,
+          runs: [],
           buffer: HashMap.empty(),
           busy: false
         }
@@ -381,7 +389,13 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       } else if (data.incarnation < current.value.incarnation) {
         return reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
       } else if (data.incarnation > current.value.incarnation) {
-        state = { ...current.value, incarnation: data.incarnation, delivered: data.floor - 1, buffer: HashMap.empty() }
+        state = {
+          ...current.value,
+          incarnation: data.incarnation,
+          delivered: data.floor - 1,
+          runs: [],
+          buffer: HashMap.empty()
+        }
         report.events.push(IlmEvent.Resynchronised({
           peer: data.from,
           lane: data.lane,
@@ -393,6 +407,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         state = {
           ...current.value,
           delivered: data.floor - 1,
+          runs: [],
           buffer: HashMap.filter(current.value.buffer, (_, seq) => seq >= data.floor)
         }
         report.events.push(IlmEvent.Resynchronised({
@@ -428,10 +443,12 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       const lanes = (yield* TMap.values(ins))
         .filter((stream) => stream.peer === peer)
         .map((stream) =>
-          new Frame.LaneState(
-            { lane: stream.lane, incarnation: stream.incarnation, delivered: stream.delivered },
-            noValidation
-          )
+          new Frame.LaneState({
+            lane: stream.lane,
+            incarnation: stream.incarnation,
+            delivered: stream.delivered,
+            runs: stream.runs.map((entry) => new Frame.RunStart(entry, noValidation))
+          }, noValidation)
         )
       return new Frame.Hello({
         from: self,
@@ -482,22 +499,26 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           }))
         }
       }
+      // What the peer delivered counts as acknowledged only as far as its record of the stream shares this store's
+      // history, seq by seq and run by run. Beyond that it delivered messages this store no longer has, and reusing
+      // their seqs would lose new ones: the store went back in time.
       for (const lane of hello.lanes) {
-        if (lane.incarnation !== peer.incarnation || lane.delivered === 0) continue
+        if (lane.incarnation !== peer.incarnation) continue
         const key = streamKey(hello.from, lane.lane)
         const out = yield* TMap.get(outs, key)
-        const runStart = Option.isSome(out) ? out.value.runStart : 1
-        if (!peer.verified && lane.delivered >= runStart) {
+        const acked = Option.isSome(out) ? out.value.acked : 0
+        if (lane.delivered <= acked) continue
+        const shared = Option.isSome(out)
+          ? Runs.sharedUpTo(out.value.runs, lane.runs, acked + 1, Math.min(lane.delivered, out.value.allocated))
+          : acked
+        if (shared > acked) acks.push({ key, upTo: shared })
+        if (shared < lane.delivered) {
           resync ??= {
             reason: "store-went-back",
-            detail: `peer delivered seq ${lane.delivered} in lane ${lane.lane}, this run started at ${runStart}`,
+            detail:
+              `peer delivered seq ${lane.delivered} in lane ${lane.lane}; this store shares that history up to ${shared}`,
             after: Math.max(known, peer.incarnation)
           }
-          if (runStart > 1) acks.push({ key, upTo: runStart - 1 })
-        } else if (Option.isSome(out) && lane.delivered > out.value.allocated) {
-          reject(report, hello.from, "ack-beyond-sent", `Hello delivered ${lane.delivered} in lane ${lane.lane}`)
-        } else if (Option.isSome(out)) {
-          acks.push({ key, upTo: lane.delivered })
         }
       }
       return { acks, resync } satisfies HelloPlan
@@ -722,7 +743,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const appendBatch = (requests: ReadonlyArray<SendRequest>) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
-        const exit = yield* Effect.exit(restore(backend.append(requests)))
+        const exit = yield* Effect.exit(restore(backend.append(requests, run)))
         if (Exit.isFailure(exit)) {
           const error = Cause.failureOption(exit.cause)
           yield* STM.forEach(requests, (request) => addPending(request.peer, -1), { discard: true })
@@ -747,7 +768,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
             const current: OutState = Option.getOrElse(out, () => ({
               peer: request.peer,
               lane: request.lane,
-              runStart: 1,
+              runs: [],
               allocated: 0,
               acked: 0,
               nextToSend: 1,
@@ -757,7 +778,11 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
               duplicateAcks: 0,
               fastRetransmitAt: -1
             }))
-            yield* TMap.set(outs, key, { ...current, allocated: Math.max(current.allocated, seq) })
+            yield* TMap.set(outs, key, {
+              ...current,
+              runs: Runs.extend(current.runs, run, seq),
+              allocated: Math.max(current.allocated, seq)
+            })
             result.push(
               new MessageId(
                 { destination: request.peer, lane: request.lane, incarnation: peer.incarnation, seq },
@@ -841,6 +866,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
               lane: transmission.lane,
               incarnation: transmission.incarnation,
               session: transmission.session,
+              run: message.run,
               seq: message.seq,
               floor: transmission.floor,
               payload: message.payload
@@ -984,11 +1010,16 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         yield* TMap.set(ins, key, { ...state, busy: false })
         return undefined
       }
-      return { incarnation: state.incarnation, messages }
+      return { incarnation: state.incarnation, runs: state.runs, messages }
     })
 
   /** Moves a stream's delivered seq to `lastOk` once the store has it, and queues the acknowledgement. */
-  const recordDelivered = (key: string, incarnation: Incarnation.Incarnation, lastOk: number) =>
+  const recordDelivered = (
+    key: string,
+    incarnation: Incarnation.Incarnation,
+    lastOk: number,
+    runs: ReadonlyArray<BackendTypes.RunStart>
+  ) =>
     STM.gen(function*() {
       const current = yield* TMap.get(ins, key)
       if (Option.isNone(current) || current.value.incarnation !== incarnation) return
@@ -996,6 +1027,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       const state: InState = {
         ...current.value,
         delivered: lastOk,
+        runs,
         buffer: HashMap.filter(current.value.buffer, (_, seq) => seq > lastOk)
       }
       yield* TMap.set(ins, key, state)
@@ -1011,13 +1043,15 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     key: string,
     peer: PeerId,
     lane: Lane.Lane,
-    incarnation: Incarnation.Incarnation,
+    batch: { readonly incarnation: Incarnation.Incarnation; readonly runs: ReadonlyArray<BackendTypes.RunStart> },
     messages: ReadonlyArray<Frame.Data>
   ) =>
     Effect.uninterruptibleMask((restore) => {
       const first = messages[0]!.seq
+      const incarnation = batch.incarnation
       return backend.withTransaction(Effect.gen(function*() {
         let lastOk = first - 1
+        let runs = batch.runs
         let failure: Cause.Cause<unknown> | undefined
         for (const data of messages) {
           const message = new Message({
@@ -1034,20 +1068,21 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
             break
           }
           lastOk = data.seq
+          runs = Runs.extend(runs, data.run, data.seq, Frame.maxRuns)
         }
         if (lastOk >= first) {
-          const commit = backend.commitReceived([{ peer, lane, incarnation, delivered: lastOk }])
+          const commit = backend.commitReceived([{ peer, lane, incarnation, delivered: lastOk, runs }])
           // A transactional store rolls the deliveries back with a failed commit: fail, and deliver them again.
           // Elsewhere the deliveries stand, so only the commit is retried: delivering again would duplicate them.
           if (backend.transactional) yield* commit
           else yield* retryBackend("record a delivery", commit)
         }
-        return { lastOk, failure }
+        return { lastOk, runs, failure }
       })).pipe(
-        Effect.tap(({ lastOk }) =>
+        Effect.tap(({ lastOk, runs }) =>
           lastOk >= first
             ? Effect.zipRight(
-              recordDelivered(key, incarnation, lastOk),
+              recordDelivered(key, incarnation, lastOk, runs),
               Metric.incrementBy(Metrics.delivered, lastOk - first + 1)
             )
             : Effect.void
@@ -1062,7 +1097,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         const batch = yield* takeDeliverable(key)
         if (batch === undefined) return
         const first = batch.messages[0]!.seq
-        const exit = yield* Effect.exit(deliverBatch(key, peer, lane, batch.incarnation, batch.messages))
+        const exit = yield* Effect.exit(deliverBatch(key, peer, lane, batch, batch.messages))
         const lastOk = Exit.isSuccess(exit) ? exit.value.lastOk : first - 1
         const failure = Exit.isSuccess(exit) ? exit.value.failure : exit.cause
         if (failure === undefined) {
