@@ -29,6 +29,11 @@ export interface Options {
   readonly peers?: number | undefined
   /** Operations in the schedule before the quiet end; 40 by default. */
   readonly operations?: number | undefined
+  /**
+   * The share of operations that back up or restore a store, on top of the usual mix (where each is 2.5%): raise it
+   * to aim the schedules at stores that go back in time. 0 by default.
+   */
+  readonly backupsAndRestores?: number | undefined
   /** How long the quiet end may take to deliver everything, in virtual time; 1 hour by default. */
   readonly settleLimit?: Duration.DurationInput | undefined
 }
@@ -244,10 +249,35 @@ const schedule = (seed: number, options?: Options) =>
       return [a, rng.pick(others)] as const
     }
 
+    const backup = (peer: SimPeer) =>
+      Effect.gen(function*() {
+        log.push(`backup ${peer.id}`)
+        peer.backup = { snapshot: yield* peer.store.snapshot, sentBefore: sent.length }
+      })
+
+    /** Restores the peer's last backup, if it has one. */
+    const restore = (peer: SimPeer) =>
+      Effect.gen(function*() {
+        const taken = peer.backup
+        if (taken === undefined) return false
+        log.push(`restore ${peer.id} to the backup taken after ${taken.sentBefore} sends`)
+        restores++
+        yield* newLife(peer, peer.store.restore(taken.snapshot), taken.sentBefore)
+        return true
+      })
+
     for (const peer of peers) yield* start(peer)
 
     const operations = options?.operations ?? 40
+    const extraBackups = options?.backupsAndRestores ?? 0
     for (let op = 0; op < operations; op++) {
+      if (extraBackups > 0 && rng.next() < extraBackups) {
+        const peer = rng.pick(peers)
+        if (peer.backup === undefined || rng.next() < 0.5) yield* backup(peer)
+        else yield* restore(peer)
+        yield* Effect.sleep(Duration.millis(rng.int(0, 400)))
+        continue
+      }
       const roll = rng.next()
       if (roll < 0.35) {
         const [source, destination] = pair()
@@ -270,16 +300,9 @@ const schedule = (seed: number, options?: Options) =>
         wipes++
         yield* newLife(peer, peer.store.wipe, 0)
       } else if (roll < 0.61) {
-        const peer = rng.pick(peers)
-        log.push(`backup ${peer.id}`)
-        peer.backup = { snapshot: yield* peer.store.snapshot, sentBefore: sent.length }
+        yield* backup(rng.pick(peers))
       } else if (roll < 0.635) {
-        const peer = rng.pick(peers)
-        const backup = peer.backup
-        if (backup === undefined) continue
-        log.push(`restore ${peer.id} to the backup taken after ${backup.sentBefore} sends`)
-        restores++
-        yield* newLife(peer, peer.store.restore(backup.snapshot), backup.sentBefore)
+        if (!(yield* restore(rng.pick(peers)))) continue
       } else if (roll < 0.69) {
         const next: InMemoryNetwork.Faults = {
           drop: rng.pick([0, 0, 0.05, 0.2]),
