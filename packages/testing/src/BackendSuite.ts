@@ -26,6 +26,7 @@ import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import { assertBytes, decoder, pattern, range, text } from "./internal/suiteKit.js"
 
 /**
  * One store of a fixture. `open` takes ownership of the store and gives its `Backend`, as the implementation's layer
@@ -62,31 +63,6 @@ const laneY: Lane = "y"
 
 /** The engine run that appends in tests where runs do not matter. */
 const run = 7
-
-const encoder = new TextEncoder()
-const decoder = new TextDecoder()
-
-const text = (value: string): Uint8Array => encoder.encode(value)
-
-/** `length` bytes that differ from one position to the next and from one `seed` to another. */
-const pattern = (length: number, seed: number): Uint8Array =>
-  Uint8Array.from({ length }, (_, i) => (i * 31 + (i >>> 8) * 7 + seed) & 0xff)
-
-const range = (from: number, to: number): Array<number> => Array.from({ length: to - from + 1 }, (_, i) => from + i)
-
-/** Checks bytes one by one, so a driver's `Buffer` or a view on a larger buffer compares by content only. */
-const assertBytes = (actual: Uint8Array, expected: Uint8Array, what: string) => {
-  assert.instanceOf(actual, Uint8Array, `${what} is a Uint8Array`)
-  assert.strictEqual(actual.length, expected.length, `${what} has ${expected.length} bytes`)
-  let firstDifference = -1
-  for (let i = 0; i < expected.length; i++) {
-    if (actual[i] !== expected[i]) {
-      firstDifference = i
-      break
-    }
-  }
-  assert.strictEqual(firstDifference, -1, `${what}: first differing byte`)
-}
 
 const texts = (messages: ReadonlyArray<StoredMessage>): Array<string> => messages.map((m) => decoder.decode(m.payload))
 const seqs = (messages: ReadonlyArray<StoredMessage>): Array<number> => messages.map((m) => m.seq)

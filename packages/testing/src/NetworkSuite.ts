@@ -24,6 +24,7 @@ import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { NotReachedError } from "./Eventually.js"
+import { assertBytes, decoder, pattern, range, text } from "./internal/suiteKit.js"
 
 /**
  * What the suite needs from a transport: `make` brings a peer online and gives its `Network`; closing the scope
@@ -48,33 +49,8 @@ const C = PeerId.make("peer-c")
 /** How long a wait may take before the test fails instead of hanging. Only a failing test waits this long. */
 const limit = Duration.seconds(30)
 
-const encoder = new TextEncoder()
-const decoder = new TextDecoder()
-
-const text = (value: string): Uint8Array => encoder.encode(value)
-
-/** `length` bytes that differ from one position to the next and from one `seed` to another. */
-const pattern = (length: number, seed: number): Uint8Array =>
-  Uint8Array.from({ length }, (_, i) => (i * 31 + (i >>> 8) * 7 + seed) & 0xff)
-
-const range = (from: number, to: number): Array<number> => Array.from({ length: to - from + 1 }, (_, i) => from + i)
-
 const labels = (from: PeerId.PeerId, to: PeerId.PeerId, first: number, last: number): Array<string> =>
   range(first, last).map((i) => `${from}->${to} ${i}`)
-
-/** Checks bytes one by one, so a `Buffer` or a view on a larger buffer compares by content only. */
-const assertBytes = (actual: Uint8Array, expected: Uint8Array, what: string) => {
-  assert.instanceOf(actual, Uint8Array, `${what} is a Uint8Array`)
-  assert.strictEqual(actual.length, expected.length, `${what} has ${expected.length} bytes`)
-  let firstDifference = -1
-  for (let i = 0; i < expected.length; i++) {
-    if (actual[i] !== expected[i]) {
-      firstDifference = i
-      break
-    }
-  }
-  assert.strictEqual(firstDifference, -1, `${what}: first differing byte`)
-}
 
 interface Node {
   readonly id: PeerId.PeerId
