@@ -59,3 +59,11 @@ export const make: (id: string) => PeerId = PeerId.make
  * @category constructors
  */
 export const decode = Schema.decodeUnknown(PeerId)
+
+/**
+ * Whether a value is a valid peer id.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isPeerId: (u: unknown) => u is PeerId = Schema.is(PeerId)

@@ -1,0 +1,66 @@
+/**
+ * The README's programs: each TypeScript block is an example file, verbatim, and each example runs and prints what
+ * the README says it does.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { execFileSync } from "node:child_process"
+import { readFileSync } from "node:fs"
+import { Socket } from "node:net"
+import { fileURLToPath } from "node:url"
+
+const root = fileURLToPath(new URL("..", import.meta.url))
+
+const run = (file: string) =>
+  execFileSync(`${root}/node_modules/.bin/tsx`, [file], { cwd: root, encoding: "utf8", timeout: 60_000 }).trim()
+    .split("\n")
+
+/** Whether something accepts connections on the port, within a second. */
+const listening = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = new Socket()
+    const done = (up: boolean) => {
+      socket.destroy()
+      resolve(up)
+    }
+    socket.setTimeout(1000, () => done(false))
+    socket.once("error", () => done(false))
+    socket.connect(port, "127.0.0.1", () => done(true))
+  })
+
+const postgres = await listening(5432)
+if (!postgres) console.warn("SKIPPED examples/scale-out.ts: no PostgreSQL on 127.0.0.1:5432")
+
+describe("the README", () => {
+  it("holds the example files verbatim, in this order", () => {
+    const readme = readFileSync(`${root}/README.md`, "utf8")
+    const blocks = Array.from(readme.matchAll(/```ts\n([\s\S]*?)```/g), (match) => match[1])
+    const files = [
+      "examples/two-peers.ts",
+      "examples/production.ts",
+      "examples/scale-out.ts",
+      "examples/partition.test.ts"
+    ]
+    assert.deepStrictEqual(blocks, files.map((file) => readFileSync(`${root}/${file}`, "utf8")))
+  })
+
+  it("two-peers.ts prints what each peer received", () => {
+    assert.deepStrictEqual(run("examples/two-peers.ts"), [
+      "peer 1 got [4,5,6] from 2 to 1",
+      "peer 2 got [1,2,3] from 1 to 2"
+    ])
+  })
+
+  it("production.ts delivers over TCP with SQLite stores, in order", () => {
+    assert.deepStrictEqual(run("examples/production.ts"), [
+      "bob got \"one\" from alice, seq 1",
+      "bob got \"two\" from alice, seq 2",
+      "bob got \"three\" from alice, seq 3"
+    ])
+  })
+
+  it.skipIf(!postgres)("scale-out.ts delivers from a PostgreSQL store", () => {
+    assert.deepStrictEqual(run("examples/scale-out.ts"), [
+      "dave got \"stored in PostgreSQL until dave has it\" from carol"
+    ])
+  })
+})

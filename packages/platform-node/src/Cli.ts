@@ -1,0 +1,314 @@
+/**
+ * The `intersession` command-line program: `peer` runs a peer over TCP with a SQLite store, and `demo` shows two
+ * of them surviving `kill -9` while they stream messages both ways.
+ *
+ * @since 0.1.0
+ */
+import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Delivery from "@intersession/core/Delivery"
+import * as ILM from "@intersession/core/ILM"
+import * as PeerId from "@intersession/core/PeerId"
+import * as Console from "effect/Console"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as HashSet from "effect/HashSet"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import * as Demo from "./internal/demo.js"
+import * as DemoPeer from "./internal/demoPeer.js"
+import * as SqliteBackend from "./SqliteBackend.js"
+import * as TcpNetwork from "./TcpNetwork.js"
+
+/**
+ * The demo ended and a promise broke: something was lost, duplicated or delivered out of order.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DemoFailedError extends Data.TaggedError("DemoFailedError")<{ readonly report: Demo.Report }> {
+  override get message(): string {
+    return "The demo found lost, duplicated or out-of-order messages"
+  }
+}
+
+/**
+ * No pre-shared key: the peers of a deployment authenticate each other with one.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MissingKeyError extends Data.TaggedError("MissingKeyError")<Record<never, never>> {
+  override get message(): string {
+    return "A pre-shared key is needed: pass --key-file FILE or set INTERSESSION_KEY (at least 16 characters)"
+  }
+}
+
+const invalid = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
+
+const parseAddress = (value: string): Effect.Effect<TcpNetwork.Address, ValidationError.ValidationError> => {
+  const at = value.lastIndexOf(":")
+  const host = value.slice(0, at)
+  const port = Number(value.slice(at + 1))
+  return at > 0 && Number.isInteger(port) && port >= 0 && port < 65536
+    ? Effect.succeed({ host, port })
+    : Effect.fail(invalid(`${JSON.stringify(value)} is not host:port`))
+}
+
+const parsePeer = (value: string) => {
+  const at = value.indexOf("=")
+  const id = value.slice(0, at)
+  if (at <= 0 || !PeerId.isPeerId(id)) return Effect.fail(invalid(`${JSON.stringify(value)} is not ID=host:port`))
+  return Effect.map(parseAddress(value.slice(at + 1)), (address) => [id, address] as const)
+}
+
+const parsePeerId = (id: string) =>
+  PeerId.isPeerId(id) ? Effect.succeed(id) : Effect.fail(invalid(`${JSON.stringify(id)} is not a peer id`))
+
+const idOption = Options.text("id").pipe(Options.withDescription("this peer's id"), Options.mapEffect(parsePeerId))
+const listenOption = Options.text("listen").pipe(
+  Options.withDescription("where to listen, as host:port"),
+  Options.mapEffect(parseAddress)
+)
+const peersOption = Options.text("peer").pipe(
+  Options.withDescription("another peer, as ID=host:port (repeat for more)"),
+  Options.repeated,
+  Options.mapEffect((values) => Effect.forEach(values, parsePeer))
+)
+const dbOption = Options.text("db").pipe(Options.withDescription("the SQLite file of this peer's store"))
+const keyFileOption = Options.file("key-file").pipe(
+  Options.withDescription("a file holding the pre-shared key (else INTERSESSION_KEY)"),
+  Options.optional
+)
+
+/** The key from `--key-file`, or else from `INTERSESSION_KEY`. */
+const readKey = (keyFile: Option.Option<string>) =>
+  Effect.gen(function*() {
+    if (Option.isSome(keyFile)) {
+      const fs = yield* FileSystem.FileSystem
+      return Redacted.make((yield* fs.readFileString(keyFile.value)).trim())
+    }
+    const fromEnv = process.env["INTERSESSION_KEY"]
+    if (fromEnv === undefined || fromEnv === "") return yield* new MissingKeyError()
+    return Redacted.make(fromEnv)
+  })
+
+const decoder = new TextDecoder()
+const encoder = new TextEncoder()
+
+/** One line of input: `status`, `ID: text` to a peer, or `text` to the default peer. */
+const handleLine = (ilm: ILM.ILM["Type"], defaultPeer: PeerId.PeerId | undefined, line: string) =>
+  Effect.gen(function*() {
+    const input = line.trim()
+    if (input === "") return
+    if (input === "status") {
+      const stats = yield* ilm.stats
+      const connected = Array.from(yield* ilm.peers.get)
+      yield* Console.log(`connected: ${connected.length === 0 ? "none" : connected.join(", ")}`)
+      for (const out of stats.outbound) {
+        yield* Console.log(
+          `  to ${out.peer} [${out.lane}]: ${out.pending} pending, acknowledged up to ${out.ackedUpTo}`
+        )
+      }
+      return
+    }
+    const colon = input.indexOf(":")
+    const named = colon > 0 ? input.slice(0, colon).trim() : ""
+    const to = PeerId.isPeerId(named) ? named : defaultPeer
+    const text = to === defaultPeer && named === "" ? input : input.slice(colon + 1).trim()
+    if (to === undefined) return yield* Console.error("No peer to send to: write ID: text")
+    const sent = yield* Effect.either(ilm.send(to, encoder.encode(text)))
+    if (sent._tag === "Left") yield* Console.error(sent.left.message)
+  })
+
+const peerCommand = Command.make(
+  "peer",
+  {
+    id: idOption,
+    listen: listenOption,
+    peers: peersOption,
+    db: dbOption,
+    keyFile: keyFileOption,
+    to: Options.text("to").pipe(
+      Options.withDescription("the peer plain lines go to (else the first --peer)"),
+      Options.mapEffect(parsePeerId),
+      Options.optional
+    ),
+    synchronous: Options.choice("synchronous", ["NORMAL", "FULL"]).pipe(
+      Options.withDescription("NORMAL survives a crash of the process, FULL a loss of power"),
+      Options.withDefault("NORMAL" as const)
+    )
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const key = yield* readKey(options.keyFile)
+      const defaultPeer = Option.getOrUndefined(options.to) ?? options.peers[0]?.[0]
+      yield* Effect.gen(function*() {
+        const ilm = yield* ILM.ILM
+        const inbox = yield* Delivery.Inbox
+        yield* Effect.forkScoped(Stream.runForEach(inbox.messages, (message) =>
+          Console.log(
+            `${message.source} [${message.lane} #${message.seq}]: ${decoder.decode(message.payload)}`
+          )))
+        yield* Effect.forkScoped(Stream.runForEach(ilm.peers.changes, (peers) =>
+          Console.log(`connected: ${HashSet.size(peers) === 0 ? "none" : Array.from(peers).join(", ")}`)))
+        yield* NodeStream.stdin.pipe(
+          Stream.decodeText(),
+          Stream.splitLines,
+          Stream.runForEach((line) =>
+            handleLine(ilm, defaultPeer, line)
+          )
+        )
+        // Input ended: give what was sent a moment to be acknowledged before the store closes.
+        yield* Effect.ignore(ilm.drain("10 seconds"))
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          ILM.layer().pipe(
+            Layer.provideMerge(Delivery.layerInbox()),
+            Layer.provide(TcpNetwork.layer({
+              peer: options.id,
+              listen: options.listen,
+              peers: new Map(options.peers),
+              key
+            })),
+            Layer.provide(SqliteBackend.layer({ filename: options.db, synchronous: options.synchronous }))
+          )
+        )
+      )
+    })
+).pipe(Command.withDescription("Run a peer: lines on stdin are sent (ID: text), received messages are printed"))
+
+const demoPeerCommand = Command.make(
+  "demo-peer",
+  {
+    id: idOption,
+    listen: listenOption,
+    peers: peersOption,
+    db: dbOption,
+    keyFile: keyFileOption,
+    count: Options.integer("count").pipe(Options.withDescription("messages to send"))
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const partner = options.peers[0]
+      if (partner === undefined) return yield* Effect.fail(invalid("demo-peer needs one --peer"))
+      yield* DemoPeer.run({
+        id: options.id,
+        listen: options.listen,
+        partner: partner[0],
+        partnerAddress: partner[1],
+        db: options.db,
+        key: yield* readKey(options.keyFile),
+        count: options.count
+      })
+    })
+).pipe(Command.withDescription("One peer of the demo (the demo starts it)"))
+
+const bar = (done: number, total: number, width = 24) => {
+  const filled = total === 0 ? width : Math.min(width, Math.round((done / total) * width))
+  return "█".repeat(filled) + "░".repeat(width - filled)
+}
+
+const printProgress = (messages: number) => {
+  let calls = 0
+  const tty = process.stdout.isTTY === true
+  return (progress: Demo.RunProgress) =>
+    Effect.sync(() => {
+      calls++
+      const [a, b] = progress.peers
+      if (a === undefined || b === undefined) return
+      const delivered = a.received + b.received
+      const rate = progress.elapsedMillis > 0 ? Math.round((delivered * 1000) / progress.elapsedMillis) : 0
+      const line = `${a.id}→${b.id} ${bar(b.received, messages)} ${b.received}/${messages}  ` +
+        `${b.id}→${a.id} ${bar(a.received, messages)} ${a.received}/${messages}  ` +
+        `kills ${progress.kills}  ${rate} msg/s  ${(progress.elapsedMillis / 1000).toFixed(1)} s`
+      if (tty) process.stdout.write(`\r${line}`)
+      else if (calls % 4 === 1) process.stdout.write(`${line}\n`)
+    })
+}
+
+/**
+ * The verification table of a demo run.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const formatReport = (report: Demo.Report): string => {
+  const rows: Array<[string, ...Array<string | number>]> = [
+    ["", ...report.directions.map((d) => `${d.from}→${d.to}`)],
+    ["sent", ...report.directions.map((d) => d.sent)],
+    ["delivered", ...report.directions.map((d) => d.delivered)],
+    ["lost", ...report.directions.map((d) => d.lost)],
+    ["duplicated", ...report.directions.map((d) => d.duplicated)],
+    ["out of order", ...report.directions.map((d) => d.outOfOrder)]
+  ]
+  const table = rows.map(([label, ...cells]) => label.padEnd(14) + cells.map((c) => String(c).padStart(8)).join(""))
+  const restarts = Object.entries(report.restarts).map(([id, n]) => `${id} ${n}`).join(", ")
+  return [
+    ...table,
+    `restarts after kill -9: ${report.kills} (${restarts})`,
+    `time: ${(report.elapsedMillis / 1000).toFixed(1)} s, ${report.messagesPerSecond} messages per second delivered`,
+    report.ok ? "every promise held: nothing lost, duplicated or out of order" : "A PROMISE BROKE"
+  ].join("\n")
+}
+
+const demoCommand = Command.make(
+  "demo",
+  {
+    messages: Options.integer("messages").pipe(
+      Options.withDescription("messages each peer sends to the other"),
+      Options.withDefault(2000)
+    ),
+    kills: Options.integer("kills").pipe(
+      Options.withDescription("kill -9s, spread over both peers"),
+      Options.withDefault(8)
+    ),
+    seed: Options.integer("seed").pipe(Options.withDescription("seed of the kill schedule"), Options.optional),
+    timeout: Options.integer("timeout").pipe(
+      Options.withDescription("seconds before giving up"),
+      Options.withDefault(120)
+    )
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const seed = Option.getOrElse(options.seed, () => Math.floor(Math.random() * 1_000_000))
+      yield* Console.log(
+        `Two peers over TCP with SQLite stores stream ${options.messages} messages each way; ` +
+          `${options.kills} kill -9s at random moments (seed ${seed}).`
+      )
+      const report = yield* Demo.run({
+        messages: options.messages,
+        kills: options.kills,
+        seed,
+        timeout: `${options.timeout} seconds`,
+        onProgress: printProgress(options.messages)
+      }).pipe(Effect.scoped)
+      yield* Console.log(`\n\n${formatReport(report)}`)
+      if (!report.ok) return yield* new DemoFailedError({ report })
+    })
+).pipe(Command.withDescription("Two peers, kill -9 at random moments, and a check that every message arrived once"))
+
+/**
+ * The program: `intersession peer …`, `intersession demo`.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = Command.make("intersession").pipe(
+  Command.withSubcommands([peerCommand, demoCommand, demoPeerCommand])
+)
+
+/**
+ * Runs the program on command-line arguments (`process.argv`).
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run = Command.run(command, { name: "intersession", version: "0.1.0" })

@@ -1,0 +1,91 @@
+/**
+ * The SQL backend on PostgreSQL through `@effect/sql-pg`.
+ *
+ * Several stores can share one database: each lives in its own tables, named by `tablePrefix`, and is owned by one
+ * engine at a time through a session advisory lock keyed by the current schema and the prefix. The lock is held on
+ * a connection reserved for the layer's lifetime; closing the layer, or the end of the session (a dead process, a
+ * dropped connection), frees it.
+ *
+ * The layer also provides the `SqlClient` (and the `PgClient`), so an application's `Delivery` can write its own
+ * tables in the same transaction as the receive state: see `SqlBackend`.
+ *
+ * @since 0.1.0
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Backend, BackendError, type StoreLockedError } from "@intersession/core/Backend"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as internal from "./internal/sqlBackend.js"
+
+/**
+ * Options of a PostgreSQL store.
+ *
+ * - `url`: a connection string (`postgres://user@host:5432/database`); `host`, `port`, `database`, `username` and
+ *   `password` override its parts or stand in for it.
+ * - `tablePrefix`: the prefix of the store's tables, as in `SqlBackend.Options`; one database holds any number of
+ *   stores with different prefixes.
+ * - `maxConnections`: the size of the connection pool (10 by default); the store's lock keeps one of them.
+ * - `connectTimeout`: how long to wait for the server (5 seconds by default).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly url?: string | Redacted.Redacted | undefined
+  readonly host?: string | undefined
+  readonly port?: number | undefined
+  readonly database?: string | undefined
+  readonly username?: string | undefined
+  readonly password?: string | Redacted.Redacted | undefined
+  readonly tablePrefix?: string | undefined
+  readonly maxConnections?: number | undefined
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  readonly applicationName?: string | undefined
+}
+
+const redacted = (value: string | Redacted.Redacted | undefined) =>
+  value === undefined || Redacted.isRedacted(value) ? value : Redacted.make(value)
+
+/**
+ * Connects to PostgreSQL, opens the store named by `tablePrefix` and provides its `Backend`, and the `SqlClient`
+ * and `PgClient` of the connection pool. Fails with `StoreLockedError` while another engine owns the store, and
+ * with `BackendError` when the server cannot be reached or the store cannot be migrated.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<Backend | SqlClient.SqlClient | PgClient.PgClient, BackendError | StoreLockedError> =>
+  Layer.scopedContext(Effect.gen(function*() {
+    const client = yield* PgClient.make({
+      url: redacted(options.url),
+      host: options.host,
+      port: options.port,
+      database: options.database,
+      username: options.username,
+      password: redacted(options.password),
+      maxConnections: options.maxConnections,
+      connectTimeout: options.connectTimeout === undefined ? undefined : Duration.decode(options.connectTimeout),
+      applicationName: options.applicationName ?? "@intersession/platform-node"
+    }).pipe(
+      Effect.provide(Reactivity.layer),
+      Effect.mapError((cause) => new BackendError({ operation: "connect", cause })),
+      // The driver can throw synchronously on a malformed configuration: a failure to connect, not a defect.
+      Effect.catchAllDefect((cause) => Effect.fail(new BackendError({ operation: "connect", cause })))
+    )
+    const store = options.tablePrefix ?? internal.defaultTablePrefix
+    const backend = yield* internal.make({
+      tablePrefix: options.tablePrefix,
+      name: `${client.config.database ?? "postgres"}/${store}`
+    }).pipe(Effect.provideService(SqlClient.SqlClient, client))
+    return Context.make(Backend, backend).pipe(
+      Context.add(SqlClient.SqlClient, client),
+      Context.add(PgClient.PgClient, client)
+    )
+  }))

@@ -1,0 +1,80 @@
+/**
+ * A `Backend` over `@effect/sql`'s `SqlClient`, written once for SQLite and PostgreSQL.
+ *
+ * The store is five tables behind a table-name prefix, created and upgraded by `@effect/sql`'s `Migrator`:
+ *
+ * - `<prefix>store`: the store's incarnation, created once when the store is first opened;
+ * - `<prefix>outbound_streams`: per (peer, lane), the next seq to allocate and the lowest pending one;
+ * - `<prefix>outbound_messages`: per (peer, lane, seq), the allocating run and the payload as bytes;
+ * - `<prefix>peer_incarnations`: the incarnation used toward a peer, where it differs from the store's;
+ * - `<prefix>received`: per inbound (peer, lane), the source incarnation, the delivered seq and its last runs.
+ *
+ * Every operation is a few statements in one transaction, whatever the size of its batch. The backend is
+ * transactional: `withTransaction` is the client's `withTransaction` (a nested call is a savepoint), so a
+ * `Delivery` that writes through the same `SqlClient` commits or rolls back together with the receive state
+ * that records it, and a message is delivered exactly once even across crashes.
+ *
+ * Opening the store takes ownership of it: on SQLite an exclusive lock on the database file, held by the
+ * connection until it closes; on PostgreSQL a session advisory lock on a connection reserved for the scope. A
+ * second owner fails with `StoreLockedError` until the first closes its scope or its process dies.
+ *
+ * @since 0.1.0
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { BackendError, StoreLockedError } from "@intersession/core/Backend"
+import { Backend } from "@intersession/core/Backend"
+import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as internal from "./internal/sqlBackend.js"
+
+/**
+ * Options of the SQL backend.
+ *
+ * - `tablePrefix` starts the name of every table of the store (`"intersession_"` by default): up to 40 lower-case
+ *   letters, digits and underscores. Stores with different prefixes are independent, even in one database, and
+ *   each has its own owner.
+ * - `name` names the store in `StoreLockedError` (by default the dialect and the prefix).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly tablePrefix?: string | undefined
+  readonly name?: string | undefined
+}
+
+/**
+ * The table prefix used when none is given.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultTablePrefix: string = internal.defaultTablePrefix
+
+/**
+ * Opens the store on the `SqlClient` in context: takes ownership of it, runs its migrations, creates its
+ * incarnation on first use, and returns its `Backend`. Fails with `StoreLockedError` while another owner lives, and
+ * with `BackendError` for a client of another dialect, an invalid prefix or a failed migration.
+ *
+ * Ownership lasts as long as the scope. On SQLite it puts the client's connection in exclusive locking mode with no
+ * busy timeout: the file lock is the connection's and lasts until the client closes (`SqliteBackend` closes it
+ * with the scope); within this process, another store with the same prefix on the same client is refused too. On
+ * PostgreSQL the lock holds one pooled connection for the scope, so the pool needs at least two.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: (
+  options?: Options
+) => Effect.Effect<Backend["Type"], BackendError | StoreLockedError, SqlClient.SqlClient | Scope.Scope> = internal.make
+
+/**
+ * The SQL backend as a layer over the `SqlClient` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options?: Options
+): Layer.Layer<Backend, BackendError | StoreLockedError, SqlClient.SqlClient> => Layer.scoped(Backend, make(options))

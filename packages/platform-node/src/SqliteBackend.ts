@@ -1,0 +1,96 @@
+/**
+ * The embedded default store: the SQL backend on a SQLite file through `@effect/sql-sqlite-node`.
+ *
+ * The database runs in WAL mode with the configured `synchronous` level, and in exclusive locking mode: the engine
+ * that opens the file holds SQLite's lock on it until its scope closes or its process dies, and any other
+ * connection to the file, in this process or another, is refused (the layer fails with `StoreLockedError`).
+ *
+ * The layer also provides the `SqlClient` (and the `SqliteClient`) of the database, so an application's `Delivery`
+ * can write its own tables in the same transaction as the receive state: see `SqlBackend`.
+ *
+ * @since 0.1.0
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Backend, BackendError, type StoreLockedError } from "@intersession/core/Backend"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as internal from "./internal/sqlBackend.js"
+
+/**
+ * Options of a SQLite store.
+ *
+ * - `filename`: the database file, created when missing (its directory must exist).
+ * - `synchronous`: `"NORMAL"` (the default) keeps every committed transaction through a crash of the process;
+ *   `"FULL"` also through a power loss or an operating system crash, at the cost of a sync per commit.
+ * - `tablePrefix`: the prefix of the store's tables, as in `SqlBackend.Options`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly filename: string
+  readonly synchronous?: "NORMAL" | "FULL" | undefined
+  readonly tablePrefix?: string | undefined
+}
+
+/**
+ * The defaults of the optional settings.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults: { readonly synchronous: "NORMAL" | "FULL" } = { synchronous: "NORMAL" }
+
+/**
+ * Opens the SQLite store at `filename` and provides its `Backend`, and its `SqlClient` and `SqliteClient` for
+ * the application's own tables. Fails with `StoreLockedError` while another connection owns the file, and with
+ * `BackendError` when the file cannot be opened or migrated. Closing the layer closes the database and frees it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<Backend | SqlClient.SqlClient | SqliteClient.SqliteClient, BackendError | StoreLockedError> =>
+  Layer.scopedContext(Effect.gen(function*() {
+    const synchronous = options.synchronous ?? defaults.synchronous
+    if (synchronous !== "NORMAL" && synchronous !== "FULL") {
+      return yield* new BackendError({
+        operation: "open",
+        cause: new Error(`synchronous must be "NORMAL" or "FULL", got ${JSON.stringify(synchronous)}`)
+      })
+    }
+    // The journal mode is set below, once the lock is held: entering WAL in exclusive locking mode keeps the
+    // WAL index in the connection's memory, with no shared-memory file another process could use.
+    const client = yield* SqliteClient.make({ filename: options.filename, disableWAL: true }).pipe(
+      Effect.provide(Reactivity.layer),
+      // The driver throws from its constructor (a missing directory, a file that is not a database): the client
+      // turns that into a defect, and it is where the store meets the driver that it becomes a typed error.
+      Effect.catchAllDefect((cause) => Effect.fail(new BackendError({ operation: "open", cause })))
+    )
+    yield* internal.lockSqlite(client, options.filename)
+    const journal = yield* client.unsafe<{ readonly journal_mode?: unknown }>("PRAGMA journal_mode = WAL").pipe(
+      Effect.mapError((cause) => new BackendError({ operation: "open", cause }))
+    )
+    if (journal[0]?.journal_mode !== "wal") {
+      return yield* new BackendError({
+        operation: "open",
+        cause: new Error(
+          `${options.filename} did not enter WAL mode (journal mode ${String(journal[0]?.journal_mode)})`
+        )
+      })
+    }
+    yield* client.unsafe(`PRAGMA synchronous = ${synchronous}`).pipe(
+      Effect.mapError((cause) => new BackendError({ operation: "open", cause }))
+    )
+    const backend = yield* internal.make({ tablePrefix: options.tablePrefix, name: options.filename }).pipe(
+      Effect.provideService(SqlClient.SqlClient, client)
+    )
+    return Context.make(Backend, backend).pipe(
+      Context.add(SqlClient.SqlClient, client),
+      Context.add(SqliteClient.SqliteClient, client)
+    )
+  }))

@@ -1,0 +1,188 @@
+/**
+ * A `Network` over TCP. Each peer listens on an address, dials every other peer of a shared address book, and
+ * accepts the peers that dial it; between two peers exactly one connection is in use at a time.
+ *
+ * - Frames are length-prefixed (4 bytes, big-endian) with a type byte; a frame over `maxFrameSize`, or bytes that
+ *   are not frames, close that connection (with a log line saying why) and nothing else. One `send` is one socket
+ *   write (split only past 4 MiB).
+ * - Every connection starts with a handshake that proves both ends hold the pre-shared key (HMAC-SHA256 over nonces
+ *   of both sides and both ids, compared in constant time), so a process without the key cannot claim any id.
+ *   A peer id not in the address book is refused. `Inbound.from` is the peer the handshake authenticated.
+ * - When both peers dial at once, the peer with the lower id decides which connection is kept (its own dial), and
+ *   the other side uses a connection only once told to keep it.
+ * - A lost peer is dialled again with exponential back-off and jitter. Both sides send a `Ping` every
+ *   `pingInterval`; a connection on which nothing arrives for `idleTimeout` is closed, so a half-open connection
+ *   is found.
+ *
+ * The handshake authenticates the peer at the other end; it does not encrypt or sign the frames that follow. Run it
+ * on a trusted network, or through a TLS tunnel or VPN when the path is not trusted.
+ *
+ * @since 0.1.0
+ */
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
+import { Network } from "@intersession/core/Network"
+import type { PeerId } from "@intersession/core/PeerId"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import type * as Subscribable from "effect/Subscribable"
+import * as Net from "./internal/net.js"
+
+/**
+ * Where a peer listens.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * Peer id → address, shared by all peers: a fixed map, or one that changes while the network runs (a
+ * `SubscriptionRef`, say). Every peer in it but the local one is dialled; only peers in it may connect. A peer that
+ * leaves it is disconnected; a peer whose address changes is dialled at the new one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AddressBook = ReadonlyMap<PeerId, Address> | Subscribable.Subscribable<ReadonlyMap<PeerId, Address>>
+
+/**
+ * Settings of a TCP network. Durations take any `Duration.DurationInput`; every setting but `peer`, `listen`,
+ * `peers` and `key` has a default (see {@link defaults}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends Net.ConnectionOptions {
+  /** The local peer's id. */
+  readonly peer: PeerId
+  /** Where to listen. Port 0 picks a free port; {@link TcpNetwork.address} tells which. */
+  readonly listen: {
+    /** The interface to listen on; every interface when absent. */
+    readonly host?: string | undefined
+    readonly port: number
+  }
+  readonly peers: AddressBook
+  /** The pre-shared key every peer of the deployment holds: at least 16 bytes, a string taken as UTF-8. */
+  readonly key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+}
+
+/**
+ * The defaults: frames up to 1 MiB + 64 KiB (the engine's default largest payload plus room for its fields), 10 s
+ * to open a connection and finish its handshake, a `Ping` every 5 s, connections closed after 20 s without
+ * traffic, and dialling again after 100 ms, doubling with jitter up to 10 s.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults: Net.Settings = Net.defaults
+
+/**
+ * A connection in use, for diagnostics. `id` is the same on both ends; `dialled` says whether this side dialled it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionInfo = Net.ConnectionInfo
+
+/**
+ * A TCP network: the `Network` service, the address it listens on, and its connections.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type TcpNetwork = Network["Type"] & {
+  /** The address the network listens on, with the port picked when `listen.port` was 0. */
+  readonly address: Address
+  /** The connections in use now, one per connected peer. */
+  readonly connections: Net.NetworkWithConnections["connections"]
+}
+
+/**
+ * The network could not start: its options are invalid, or it cannot listen on the address.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TcpNetworkError extends Data.TaggedError("TcpNetworkError")<{
+  readonly reason: "InvalidOptions" | "Listen"
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `The TCP network cannot start (${this.reason}): ${this.detail}`
+  }
+}
+
+const invalid = (detail: string) => new TcpNetworkError({ reason: "InvalidOptions", detail })
+
+const connectionSettings = (options: Options) => Either.mapLeft(Net.checkOptions(options), invalid)
+
+/**
+ * Starts a TCP network in the current scope: listens, then dials the peers of the address book. Closing the scope
+ * closes every connection and the listener.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<TcpNetwork, TcpNetworkError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { key, settings } = yield* connectionSettings(options)
+    const server = yield* NodeSocketServer.make({
+      port: options.listen.port,
+      noDelay: true,
+      ...(options.listen.host === undefined ? {} : { host: options.listen.host })
+    }).pipe(
+      Effect.mapError((cause) =>
+        new TcpNetworkError({
+          reason: "Listen",
+          detail: `cannot listen on ${options.listen.host ?? "*"}:${options.listen.port}`,
+          cause
+        })
+      )
+    )
+    const listening = server.address
+    const address: Address = listening._tag === "TcpAddress"
+      ? { host: listening.hostname, port: listening.port }
+      : { host: listening.path, port: 0 }
+    const network = yield* Net.make<Address>({
+      name: "tcp",
+      local: options.peer,
+      key,
+      book: options.peers,
+      settings,
+      transport: {
+        dial: (to) =>
+          NodeSocket.makeNet({ host: to.host, port: to.port, noDelay: true, openTimeout: settings.handshakeTimeout }),
+        serve: (handler) =>
+          server.run((socket) =>
+            Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) =>
+              handler(
+                socket,
+                Option.match(net, {
+                  onNone: () => "unknown",
+                  onSome: (net) => `${net.remoteAddress}:${net.remotePort}`
+                })
+              ))
+          ),
+        addressKey: (to) => `${to.host}:${to.port}`
+      }
+    })
+    return { ...network, address } satisfies TcpNetwork
+  })
+
+/**
+ * The `Network` of a TCP peer as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<Network, TcpNetworkError> => Layer.scoped(Network, make(options))

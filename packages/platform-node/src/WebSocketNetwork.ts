@@ -1,0 +1,185 @@
+/**
+ * A `Network` over WebSocket, so that an HTTP proxy, a load balancer or a browser can sit between peers. It is the
+ * TCP network's protocol carried in binary WebSocket messages: the same frames (one `send` is one message), the
+ * same pre-shared-key handshake, the same rule that keeps one connection per pair of peers, the same back-off and
+ * keep-alive. Peers are dialled at a `ws://` or `wss://` URL; the listening side is a `ws` server.
+ *
+ * The handshake authenticates the peer at the other end; it does not encrypt or sign the frames that follow. Use
+ * `wss://` through a TLS-terminating proxy when the path is not trusted.
+ *
+ * @since 0.1.0
+ */
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
+import * as Socket from "@effect/platform/Socket"
+import { Network } from "@intersession/core/Network"
+import type { PeerId } from "@intersession/core/PeerId"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import type * as Subscribable from "effect/Subscribable"
+import * as Net from "./internal/net.js"
+
+/**
+ * Peer id → the URL the peer is reached at (`ws://host:port/path`), shared by all peers: a fixed map, or one that
+ * changes while the network runs. Every peer in it but the local one is dialled; only peers in it may connect.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AddressBook = ReadonlyMap<PeerId, string> | Subscribable.Subscribable<ReadonlyMap<PeerId, string>>
+
+/**
+ * Settings of a WebSocket network. Every setting but `peer`, `listen`, `peers` and `key` has a default (see
+ * {@link defaults}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends Net.ConnectionOptions {
+  /** The local peer's id. */
+  readonly peer: PeerId
+  /** Where the WebSocket server listens. Port 0 picks a free port; {@link WebSocketNetwork.url} tells which. */
+  readonly listen: {
+    /** The interface to listen on; every interface when absent. */
+    readonly host?: string | undefined
+    readonly port: number
+    /** The only path upgrades are accepted on, `/intersession` say; any path when absent. */
+    readonly path?: string | undefined
+  }
+  readonly peers: AddressBook
+  /** The pre-shared key every peer of the deployment holds: at least 16 bytes, a string taken as UTF-8. */
+  readonly key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+}
+
+/**
+ * The same defaults as the TCP network's.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaults: Net.Settings = Net.defaults
+
+/**
+ * A connection in use, for diagnostics. `id` is the same on both ends; `dialled` says whether this side dialled it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionInfo = Net.ConnectionInfo
+
+/**
+ * A WebSocket network: the `Network` service, the URL it is reached at, and its connections.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type WebSocketNetwork = Network["Type"] & {
+  /** `ws://host:port/path` of the listening server, with the port picked when `listen.port` was 0. */
+  readonly url: string
+  /** The connections in use now, one per connected peer. */
+  readonly connections: Net.NetworkWithConnections["connections"]
+}
+
+/**
+ * The network could not start: its options are invalid, or it cannot listen on the address.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WebSocketNetworkError extends Data.TaggedError("WebSocketNetworkError")<{
+  readonly reason: "InvalidOptions" | "Listen"
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `The WebSocket network cannot start (${this.reason}): ${this.detail}`
+  }
+}
+
+const invalid = (detail: string) => new WebSocketNetworkError({ reason: "InvalidOptions", detail })
+
+const connectionSettings = (options: Options) => Either.mapLeft(Net.checkOptions(options), invalid)
+
+const urlHost = (host: string) => (host.includes(":") ? `[${host}]` : host)
+
+/**
+ * Starts a WebSocket network in the current scope: listens, then dials the peers of the address book with the
+ * `WebSocketConstructor` in context. Closing the scope closes every connection and the server.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: Options
+): Effect.Effect<WebSocketNetwork, WebSocketNetworkError, Scope.Scope | Socket.WebSocketConstructor> =>
+  Effect.gen(function*() {
+    const { key, settings } = yield* connectionSettings(options)
+    const construct = yield* Socket.WebSocketConstructor
+    // Binary messages as `ArrayBuffer`s: a `Blob` would be read asynchronously, and messages could overtake each other.
+    const constructor = Socket.WebSocketConstructor.of((url, protocols) => {
+      const socket = construct(url, protocols)
+      socket.binaryType = "arraybuffer"
+      return socket
+    })
+    const server = yield* NodeSocketServer.makeWebSocket({
+      port: options.listen.port,
+      maxPayload: Net.maxWriteBytes(settings),
+      ...(options.listen.host === undefined ? {} : { host: options.listen.host }),
+      ...(options.listen.path === undefined ? {} : { path: options.listen.path })
+    }).pipe(
+      Effect.mapError((cause) =>
+        new WebSocketNetworkError({
+          reason: "Listen",
+          detail: `cannot listen on ${options.listen.host ?? "*"}:${options.listen.port}`,
+          cause
+        })
+      )
+    )
+    const listening = server.address
+    const url = listening._tag === "TcpAddress"
+      ? `ws://${urlHost(listening.hostname)}:${listening.port}${options.listen.path ?? "/"}`
+      : listening.path
+    const network = yield* Net.make<string>({
+      name: "websocket",
+      local: options.peer,
+      key,
+      book: options.peers,
+      settings,
+      transport: {
+        dial: (to) =>
+          Effect.provideService(
+            Socket.makeWebSocket(to, { openTimeout: settings.handshakeTimeout }),
+            Socket.WebSocketConstructor,
+            constructor
+          ),
+        serve: (handler) =>
+          server.run((socket) =>
+            Effect.flatMap(Effect.serviceOption(NodeSocketServer.IncomingMessage), (request) =>
+              handler(
+                socket,
+                Option.match(request, {
+                  onNone: () => "unknown",
+                  onSome: (request) => `${request.socket.remoteAddress}:${request.socket.remotePort}`
+                })
+              ))
+          ),
+        addressKey: (to) => to
+      }
+    })
+    return { ...network, url } satisfies WebSocketNetwork
+  })
+
+/**
+ * The `Network` of a WebSocket peer as a layer, dialling with the `ws` package's WebSocket (or Node's own where it
+ * has one).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<Network, WebSocketNetworkError> =>
+  Layer.scoped(Network, make(options)).pipe(Layer.provide(NodeSocket.layerWebSocketConstructor))

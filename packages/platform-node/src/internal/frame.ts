@@ -1,0 +1,221 @@
+/**
+ * Length-prefixed framing shared by the TCP and WebSocket networks.
+ *
+ * A frame on the wire is a 4-byte big-endian length `n`, then `n` bytes: one type byte and `n - 1` bytes of body.
+ * The same byte stream runs over a TCP connection and over the binary messages of a WebSocket (one `send` is one
+ * message holding whole frames), so one decoder serves both.
+ *
+ * @internal
+ */
+import * as Data from "effect/Data"
+
+/** @internal */
+export const headerSize = 4
+
+/** The largest length a 4-byte header can state. */
+const maxLength = 0xffff_ffff
+
+/**
+ * Frame types. Handshake frames come first on every connection; `Data` and `Ping` only after it.
+ *
+ * @internal
+ */
+export const FrameType = {
+  Hello: 0x01,
+  Challenge: 0x02,
+  Proof: 0x03,
+  Ready: 0x04,
+  Verdict: 0x05,
+  Data: 0x10,
+  Ping: 0x11
+} as const
+
+/** @internal */
+export type FrameType = (typeof FrameType)[keyof typeof FrameType]
+
+/** @internal */
+export interface Frame {
+  readonly type: number
+  readonly body: Uint8Array
+}
+
+/**
+ * Why a byte stream cannot be read as frames. The connection that carried it is closed.
+ *
+ * @internal
+ */
+export class FrameError extends Data.TaggedError("FrameError")<{
+  readonly reason: "FrameTooLarge" | "Malformed"
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `${this.reason}: ${this.detail}`
+  }
+}
+
+/**
+ * Reads frames from a byte stream that arrives in chunks of any size. A frame that sits inside one chunk is
+ * returned as a view on it; a frame split across chunks is copied once into a buffer of its exact size.
+ *
+ * `limit` is the largest body accepted, checked against the header as soon as it is read, so an oversized frame is
+ * refused before its body arrives. It can change between frames (a small limit until the handshake is done).
+ *
+ * @internal
+ */
+export class FrameDecoder {
+  private readonly chunks: Array<Uint8Array> = []
+  /** Read position in `chunks[0]`. */
+  private offset = 0
+  private buffered = 0
+  private readonly header = new Uint8Array(headerSize)
+  private headerFill = 0
+  /** The frame being assembled from several chunks, with the bytes filled so far. */
+  private partial: Uint8Array | undefined = undefined
+  private partialFill = 0
+  private failed: FrameError | undefined = undefined
+
+  constructor(public limit: number) {}
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0 || this.failed !== undefined) return
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+  }
+
+  /** Bytes received but not yet returned as frames. */
+  get pending(): number {
+    return this.buffered + this.headerFill + this.partialFill
+  }
+
+  /** The next complete frame, `undefined` when more bytes are needed, or the error that ends the stream. */
+  next(): Frame | FrameError | undefined {
+    if (this.failed !== undefined) return this.failed
+    if (this.partial === undefined) {
+      while (this.headerFill < headerSize) {
+        if (this.buffered === 0) return undefined
+        this.header[this.headerFill++] = this.readByte()
+      }
+      const length = readUint32(this.header, 0)
+      if (length === 0) return this.fail("Malformed", "a frame of length 0 has no type byte")
+      if (length - 1 > this.limit) {
+        return this.fail("FrameTooLarge", `a frame of ${length - 1} bytes exceeds the limit of ${this.limit} bytes`)
+      }
+      const first = this.chunks[0]
+      if (first !== undefined && first.length - this.offset >= length) {
+        // The whole frame is in the first chunk: hand out a view, no copy.
+        const view = first.subarray(this.offset, this.offset + length)
+        this.consume(length)
+        this.headerFill = 0
+        return toFrame(view)
+      }
+      this.partial = new Uint8Array(length)
+      this.partialFill = 0
+    }
+    const target = this.partial
+    while (this.partialFill < target.length) {
+      const first = this.chunks[0]
+      if (first === undefined) return undefined
+      const take = Math.min(first.length - this.offset, target.length - this.partialFill)
+      target.set(first.subarray(this.offset, this.offset + take), this.partialFill)
+      this.partialFill += take
+      this.consume(take)
+    }
+    this.partial = undefined
+    this.partialFill = 0
+    this.headerFill = 0
+    return toFrame(target)
+  }
+
+  private readByte(): number {
+    const first = this.chunks[0]!
+    const value = first[this.offset]!
+    this.consume(1)
+    return value
+  }
+
+  private consume(count: number): void {
+    this.offset += count
+    this.buffered -= count
+    if (this.offset >= this.chunks[0]!.length) {
+      this.chunks.shift()
+      this.offset = 0
+    }
+  }
+
+  private fail(reason: FrameError["reason"], detail: string): FrameError {
+    this.failed = new FrameError({ reason, detail })
+    this.chunks.length = 0
+    this.buffered = 0
+    this.partial = undefined
+    return this.failed
+  }
+}
+
+const toFrame = (bytes: Uint8Array): Frame => ({ type: bytes[0]!, body: bytes.subarray(1) })
+
+const readUint32 = (bytes: Uint8Array, at: number): number =>
+  ((bytes[at]! << 24) >>> 0) + (bytes[at + 1]! << 16) + (bytes[at + 2]! << 8) + bytes[at + 3]!
+
+const writeHeader = (target: Uint8Array, at: number, type: number, bodyLength: number): void => {
+  const length = bodyLength + 1
+  target[at] = (length >>> 24) & 0xff
+  target[at + 1] = (length >>> 16) & 0xff
+  target[at + 2] = (length >>> 8) & 0xff
+  target[at + 3] = length & 0xff
+  target[at + headerSize] = type
+}
+
+/**
+ * The bytes on the wire for one frame of `type`.
+ *
+ * @internal
+ */
+export const encode = (type: number, body: Uint8Array = new Uint8Array(0)): Uint8Array => {
+  const out = new Uint8Array(headerSize + 1 + body.length)
+  writeHeader(out, 0, type, body.length)
+  out.set(body, headerSize + 1)
+  return out
+}
+
+/**
+ * The bytes on the wire for frames of `type` sent together, in as few buffers as possible: each buffer holds up to
+ * `maxBytes` (more only for a single frame larger than that), so one `send` is usually one socket write.
+ *
+ * @internal
+ */
+export const encodeAll = (
+  type: number,
+  bodies: ReadonlyArray<Uint8Array>,
+  maxBytes: number
+): Array<Uint8Array> => {
+  const out: Array<Uint8Array> = []
+  let start = 0
+  while (start < bodies.length) {
+    let end = start
+    let size = 0
+    while (end < bodies.length) {
+      const next = headerSize + 1 + bodies[end]!.length
+      if (end > start && size + next > maxBytes) break
+      size += next
+      end++
+    }
+    const buffer = new Uint8Array(size)
+    let at = 0
+    for (let i = start; i < end; i++) {
+      const body = bodies[i]!
+      writeHeader(buffer, at, type, body.length)
+      buffer.set(body, at + headerSize + 1)
+      at += headerSize + 1 + body.length
+    }
+    out.push(buffer)
+    start = end
+  }
+  return out
+}
+
+/**
+ * The largest body a frame header can describe.
+ *
+ * @internal
+ */
+export const maxBodyLimit = maxLength - 1

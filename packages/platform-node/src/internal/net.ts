@@ -1,0 +1,555 @@
+/**
+ * The part of the TCP and WebSocket networks that does not depend on the transport: settings, the address book,
+ * dialling with back-off, the handshake and verdict on every connection, keep-alive, and the `Network` service.
+ *
+ * A connection goes through: open (dial or accept) → handshake (`handshake.ts`, bounded by `handshakeTimeout`) →
+ * verdict of the lower peer id (`netRegistry.ts`) → in use: `Data` frames go to `inbound`, a `Ping` goes out every
+ * `pingInterval`, and a connection on which nothing at all arrives for `idleTimeout` is closed (so a half-open
+ * connection is found). Any error closes that connection only, with a log line saying why.
+ *
+ * @internal
+ */
+import type * as Socket from "@effect/platform/Socket"
+import type * as SocketServer from "@effect/platform/SocketServer"
+import { type Inbound, type Network, NetworkError } from "@intersession/core/Network"
+import type { PeerId } from "@intersession/core/PeerId"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberMap from "effect/FiberMap"
+import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Subscribable from "effect/Subscribable"
+import * as Frame from "./frame.js"
+import * as Handshake from "./handshake.js"
+import * as NetLink from "./netLink.js"
+import { ConnectionError } from "./netLink.js"
+import * as NetRegistry from "./netRegistry.js"
+
+/**
+ * Settings shared by the TCP and WebSocket networks.
+ *
+ * @internal
+ */
+export interface ConnectionOptions {
+  /**
+   * Largest frame body sent or accepted, in bytes. A larger inbound frame closes its connection; `send` refuses a
+   * larger outbound one. Keep it above the engine's `maxPayloadBytes` plus a few KiB on every peer.
+   */
+  readonly maxFrameSize?: number | undefined
+  /** Time to open a connection and finish its handshake; a connection that takes longer is closed. */
+  readonly handshakeTimeout?: Duration.DurationInput | undefined
+  /** How often each side sends a `Ping` on an idle or busy connection. */
+  readonly pingInterval?: Duration.DurationInput | undefined
+  /** A connection on which nothing arrives for this long is closed: the other side or the path is gone. */
+  readonly idleTimeout?: Duration.DurationInput | undefined
+  /** First wait before dialling a peer again; it doubles, with jitter, up to `reconnectMax`. */
+  readonly reconnectBase?: Duration.DurationInput | undefined
+  /** Longest wait between two dials of one peer. */
+  readonly reconnectMax?: Duration.DurationInput | undefined
+}
+
+/** @internal */
+export interface Settings {
+  readonly maxFrameSize: number
+  readonly handshakeTimeout: Duration.Duration
+  readonly pingInterval: Duration.Duration
+  readonly idleTimeout: Duration.Duration
+  readonly reconnectBase: Duration.Duration
+  readonly reconnectMax: Duration.Duration
+}
+
+/**
+ * 1 MiB (the engine's default largest payload) plus 64 KiB for the engine's own frame fields.
+ *
+ * @internal
+ */
+export const defaultMaxFrameSize = 1024 * 1024 + 64 * 1024
+
+/** @internal */
+export const defaults: Settings = {
+  maxFrameSize: defaultMaxFrameSize,
+  handshakeTimeout: Duration.seconds(10),
+  pingInterval: Duration.seconds(5),
+  idleTimeout: Duration.seconds(20),
+  reconnectBase: Duration.millis(100),
+  reconnectMax: Duration.seconds(10)
+}
+
+/** @internal */
+export const validPort = (port: number): boolean => Number.isSafeInteger(port) && port >= 0 && port <= 65535
+
+/**
+ * The shortest pre-shared key accepted, in bytes.
+ *
+ * @internal
+ */
+export const minKeyBytes = 16
+
+/**
+ * Fills in defaults and lists every problem with the options.
+ *
+ * @internal
+ */
+export const settings = (options: ConnectionOptions): Either.Either<Settings, ReadonlyArray<string>> => {
+  const problems: Array<string> = []
+  const duration = (key: Exclude<keyof Settings, "maxFrameSize">) => {
+    const input = options[key]
+    if (input === undefined) return defaults[key]
+    const decoded = Duration.decodeUnknown(input)
+    if (decoded._tag === "None" || !Duration.greaterThan(decoded.value, Duration.zero)) {
+      problems.push(`${key} must be a positive duration`)
+      return defaults[key]
+    }
+    return decoded.value
+  }
+  const result: Settings = {
+    maxFrameSize: options.maxFrameSize ?? defaults.maxFrameSize,
+    handshakeTimeout: duration("handshakeTimeout"),
+    pingInterval: duration("pingInterval"),
+    idleTimeout: duration("idleTimeout"),
+    reconnectBase: duration("reconnectBase"),
+    reconnectMax: duration("reconnectMax")
+  }
+  if (
+    !Number.isSafeInteger(result.maxFrameSize) || result.maxFrameSize < 1 || result.maxFrameSize > Frame.maxBodyLimit
+  ) {
+    problems.push(`maxFrameSize must be an integer from 1 to ${Frame.maxBodyLimit}, got ${result.maxFrameSize}`)
+  }
+  if (!Duration.lessThan(result.pingInterval, result.idleTimeout)) {
+    problems.push("pingInterval must be shorter than idleTimeout")
+  }
+  if (Duration.lessThan(result.reconnectMax, result.reconnectBase)) {
+    problems.push("reconnectMax must not be shorter than reconnectBase")
+  }
+  return problems.length === 0 ? Either.right(result) : Either.left(problems)
+}
+
+/**
+ * The pre-shared key as bytes (a string key is taken as UTF-8), or the problem with it.
+ *
+ * @internal
+ */
+export const keyBytes = (
+  key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+): Either.Either<Uint8Array, string> => {
+  const value: string | Uint8Array = Redacted.value<string | Uint8Array>(key)
+  const bytes = typeof value === "string" ? new TextEncoder().encode(value) : Uint8Array.from(value)
+  return bytes.length >= minKeyBytes
+    ? Either.right(bytes)
+    : Either.left(`the key must have at least ${minKeyBytes} bytes, it has ${bytes.length}`)
+}
+
+/**
+ * The settings and key of a network's options, and its listening port checked, or what is wrong with them.
+ *
+ * @internal
+ */
+export const checkOptions = (
+  options: ConnectionOptions & {
+    readonly key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+    readonly listen: { readonly port: number }
+  }
+): Either.Either<{ readonly settings: Settings; readonly key: Uint8Array }, string> =>
+  Either.gen(function*() {
+    const checked = yield* Either.mapLeft(settings(options), (problems) => problems.join("; "))
+    const key = yield* keyBytes(options.key)
+    if (!validPort(options.listen.port)) {
+      return yield* Either.left(`listen.port must be an integer from 0 to 65535, got ${options.listen.port}`)
+    }
+    return { settings: checked, key }
+  })
+
+/**
+ * Peer id → address: a fixed map, or one that changes (a `SubscriptionRef`, say). Peers are dialled at their
+ * address, and only peers in it may connect.
+ *
+ * @internal
+ */
+export type AddressBook<A> = ReadonlyMap<PeerId, A> | Subscribable.Subscribable<ReadonlyMap<PeerId, A>>
+
+/**
+ * What a network needs from its transport.
+ *
+ * @internal
+ */
+export interface Transport<A> {
+  /** A socket that connects when run. */
+  readonly dial: (address: A) => Effect.Effect<Socket.Socket, Socket.SocketError>
+  /** Serves incoming connections until interrupted; `remote` describes the other end, for logs. */
+  readonly serve: <R>(
+    handler: (socket: Socket.Socket, remote: string) => Effect.Effect<void, never, R>
+  ) => Effect.Effect<never, SocketServer.SocketServerError, R>
+  /** A string that is equal for equal addresses, to see when an address changes. */
+  readonly addressKey: (address: A) => string
+}
+
+/**
+ * The connections in use, for diagnostics.
+ *
+ * @internal
+ */
+export interface ConnectionInfo {
+  readonly peer: PeerId
+  /** Hex; the same on both ends. */
+  readonly id: string
+  /** This side dialled the connection. */
+  readonly dialled: boolean
+  readonly remote: string
+}
+
+/** @internal */
+export type NetworkWithConnections = Network["Type"] & {
+  /** The connections in use now. */
+  readonly connections: Effect.Effect<ReadonlyArray<ConnectionInfo>>
+}
+
+/**
+ * The most bytes one socket write carries (more only for one frame larger than that), so a large batch does not
+ * become one huge buffer; a WebSocket server must accept messages this large.
+ *
+ * @internal
+ */
+export const maxWriteBytes = (settings: Settings): number =>
+  Math.max(4 * 1024 * 1024, settings.maxFrameSize + Frame.headerSize + 1)
+
+/**
+ * Lets the event loop go round once (socket reads, timers) before the sender goes on. A write the kernel takes at
+ * once completes on `process.nextTick`, so a fiber that sends in a loop would otherwise keep the process in
+ * microtasks: no socket of the process would be read and no timer would fire until it stopped, and idle timeouts
+ * would then close healthy connections.
+ */
+const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
+/** Senders yield to the event loop at least this often while they send without pause. */
+const yieldEveryMillis = 2
+
+const hex = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex")
+
+type Role =
+  | { readonly _tag: "Dialler"; readonly peer: PeerId }
+  | { readonly _tag: "Acceptor" }
+
+/** Reasons that say something is wrong with the other side or the path, worth a warning. */
+const warnings: ReadonlySet<ConnectionError["reason"]> = new Set([
+  "Idle",
+  "FrameTooLarge",
+  "Malformed",
+  "HandshakeTimeout",
+  "Unauthenticated",
+  "UnknownPeer",
+  "WrongPeer",
+  "Version"
+])
+
+const logEnd = (message: string, error: ConnectionError, peer: PeerId | undefined) => {
+  const annotations = { reason: error.reason, ...(peer === undefined ? {} : { peer }) }
+  return (warnings.has(error.reason)
+    ? Effect.logWarning(message, error.detail)
+    : Effect.logDebug(message, error.detail)).pipe(Effect.annotateLogs(annotations))
+}
+
+/**
+ * Starts a network in the current scope: serves `transport`, dials every peer of `book` but `local`, and returns the
+ * `Network` service. Closing the scope closes every connection and stops serving.
+ *
+ * @internal
+ */
+export const make = <A>(options: {
+  readonly name: string
+  readonly local: PeerId
+  readonly key: Uint8Array
+  readonly book: AddressBook<A>
+  readonly transport: Transport<A>
+  readonly settings: Settings
+}): Effect.Effect<NetworkWithConnections, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { local, settings, transport } = options
+    const instance = yield* Handshake.randomBytes(Handshake.instanceSize)
+    const inbound = yield* Effect.acquireRelease(Queue.unbounded<Inbound>(), Queue.shutdown)
+    const registry = yield* NetRegistry.make
+    let book: ReadonlyMap<PeerId, A> = Subscribable.isSubscribable(options.book)
+      ? yield* options.book.get
+      : options.book
+
+    const handshakeOptions: Handshake.HandshakeOptions = {
+      local,
+      instance,
+      key: options.key,
+      knows: (peer) => peer !== local && book.has(peer),
+      lastConnection: registry.lastConnection
+    }
+    const ping = Frame.encode(Frame.FrameType.Ping)
+    const maxWrite = maxWriteBytes(settings)
+
+    /**
+     * Handshake and verdict, bounded by `handshakeTimeout`. When this succeeds the connection is in the registry
+     * (writes wait until `inUse` opens); when it fails the registry does not hold it.
+     */
+    const establish = (
+      link: NetLink.Link,
+      role: Role,
+      remote: string,
+      closing: Deferred.Deferred<never, ConnectionError>
+    ) =>
+      Effect.gen(function*() {
+        const authenticated = role._tag === "Dialler"
+          ? yield* Handshake.dial(link, handshakeOptions, role.peer)
+          : yield* Handshake.accept(link, handshakeOptions)
+        const inUse = yield* Effect.makeLatch(false)
+        const connection: NetRegistry.Connection = {
+          peer: authenticated.peer,
+          id: authenticated.id,
+          dialled: authenticated.dialled,
+          remoteInstance: authenticated.remoteInstance,
+          remote,
+          write: (buffers) => inUse.whenOpen(Effect.forEach(buffers, link.write, { discard: true })),
+          close: (reason) => Effect.asVoid(Deferred.fail(closing, reason))
+        }
+        yield* Effect.gen(function*() {
+          if (Handshake.decides(local, connection.peer)) {
+            const keep = yield* registry.decide(connection, authenticated.remoteLast)
+            yield* Handshake.sendVerdict(link, keep)
+            if (!keep) {
+              return yield* new ConnectionError({
+                reason: "Rejected",
+                detail: "another connection with the peer is kept"
+              })
+            }
+          } else {
+            yield* Handshake.awaitVerdict(link)
+            yield* registry.install(connection)
+          }
+        }).pipe(Effect.onError(() => registry.remove(connection)))
+        return { connection, inUse }
+      }).pipe(
+        Effect.timeoutFail({
+          duration: settings.handshakeTimeout,
+          onTimeout: () =>
+            new ConnectionError({ reason: "HandshakeTimeout", detail: "the handshake did not finish in time" })
+        })
+      )
+
+    /** Reads frames until the connection ends; never succeeds. */
+    const read = (link: NetLink.Link, peer: PeerId): Effect.Effect<never, ConnectionError> =>
+      Effect.forever(Effect.flatMap(link.next, (frame) => {
+        switch (frame.type) {
+          case Frame.FrameType.Data:
+            return Queue.offer(inbound, { from: peer, frame: frame.body })
+          case Frame.FrameType.Ping:
+            return Effect.void
+          default:
+            return Effect.fail(
+              new ConnectionError({
+                reason: "Malformed",
+                detail: `unexpected frame type ${frame.type} after the handshake`
+              })
+            )
+        }
+      }))
+
+    /**
+     * Fails with `Idle` once no byte at all has arrived for `idleTimeout` (a frame still arriving counts), checking
+     * four times per timeout, so silence is found between 1 and 1.25 timeouts after it began.
+     */
+    const watch = (link: NetLink.Link): Effect.Effect<never, ConnectionError> =>
+      Effect.gen(function*() {
+        const idle = Duration.toMillis(settings.idleTimeout)
+        const step = Duration.millis(Math.max(1, Math.floor(idle / 4)))
+        let seen = link.received()
+        let since = yield* Clock.currentTimeMillis
+        while (true) {
+          yield* Effect.sleep(step)
+          const now = yield* Clock.currentTimeMillis
+          const received = link.received()
+          if (received !== seen) {
+            seen = received
+            since = now
+          } else if (now - since >= idle) {
+            return yield* new ConnectionError({
+              reason: "Idle",
+              detail: `nothing arrived for ${Duration.format(settings.idleTimeout)}`
+            })
+          }
+        }
+      })
+
+    /** A connection in use: reads, pings, watches for silence, and ends on the first error or when asked to close. */
+    const serve = (
+      link: NetLink.Link,
+      connection: NetRegistry.Connection,
+      inUse: Effect.Latch,
+      closing: Deferred.Deferred<never, ConnectionError>
+    ): Effect.Effect<never, ConnectionError> =>
+      Effect.gen(function*() {
+        link.setLimit(settings.maxFrameSize)
+        yield* inUse.open
+        yield* Effect.logDebug("connection in use")
+        const pinger = Effect.forever(Effect.zipRight(Effect.sleep(settings.pingInterval), link.write(ping)))
+        return yield* Effect.raceFirst(
+          read(link, connection.peer),
+          Effect.raceFirst(pinger, Effect.raceFirst(watch(link), Deferred.await(closing)))
+        )
+      }).pipe(Effect.annotateLogs({ peer: connection.peer, connection: hex(connection.id) }))
+
+    /**
+     * Runs one connection to its end and logs how it ended. Returns whether it came into use, so that a dialler
+     * can reset its back-off.
+     */
+    const runConnection = (socket: Socket.Socket, role: Role, remote: string): Effect.Effect<boolean> =>
+      Effect.scoped(Effect.gen(function*() {
+        const link = yield* NetLink.make(socket, Handshake.maxHandshakeFrame)
+        const closing = yield* Deferred.make<never, ConnectionError>()
+        const established = yield* Effect.either(establish(link, role, remote, closing))
+        if (Either.isLeft(established)) {
+          yield* logEnd("handshake failed", established.left, role._tag === "Dialler" ? role.peer : undefined)
+          yield* link.abort(established.left.reason)
+          return false
+        }
+        const { connection, inUse } = established.right
+        const ended = yield* Effect.flip(
+          serve(link, connection, inUse, closing).pipe(Effect.ensuring(registry.remove(connection)))
+        )
+        yield* logEnd("connection closed", ended, connection.peer).pipe(
+          Effect.annotateLogs({ connection: hex(connection.id) })
+        )
+        yield* link.abort(ended.reason)
+        return true
+      })).pipe(
+        Effect.annotateLogs({
+          network: options.name,
+          local,
+          remote,
+          direction: role._tag === "Dialler" ? "out" : "in"
+        })
+      )
+
+    const reconnect = Schedule.exponential(settings.reconnectBase, 2).pipe(
+      Schedule.union(Schedule.spaced(settings.reconnectMax)),
+      Schedule.jitteredWith({ min: 0.5, max: 1.5 })
+    )
+
+    /**
+     * Dials `peer` whenever no connection with it is in use, waiting between attempts on the back-off schedule. The
+     * back-off starts over after a connection that stayed in use for at least `reconnectMax`.
+     */
+    const dialLoop = (peer: PeerId, address: A) =>
+      Effect.gen(function*() {
+        const backoff = yield* Schedule.driver(reconnect)
+        while (true) {
+          yield* registry.awaitDisconnected(peer)
+          if (!(yield* registry.startDialling(peer))) {
+            yield* Effect.yieldNow()
+            continue
+          }
+          const started = yield* Clock.currentTimeMillis
+          const used = yield* transport.dial(address).pipe(
+            Effect.matchEffect({
+              onFailure: (cause) =>
+                Effect.as(
+                  logEnd("dial failed", new ConnectionError({ reason: "Io", detail: cause.message, cause }), peer),
+                  false
+                ),
+              onSuccess: (socket) => runConnection(socket, { _tag: "Dialler", peer }, transport.addressKey(address))
+            }),
+            Effect.ensuring(registry.stopDialling(peer))
+          )
+          const lived = (yield* Clock.currentTimeMillis) - started
+          if (used && lived >= Duration.toMillis(settings.reconnectMax)) yield* backoff.reset
+          yield* Effect.ignore(backoff.next(undefined))
+        }
+      }).pipe(Effect.annotateLogs({ network: options.name, local, peer }))
+
+    let lastYield = 0
+    const dialers = yield* FiberMap.make<PeerId>()
+    const dialled = new Map<PeerId, string>()
+    const removed = new ConnectionError({ reason: "Removed", detail: "the peer left the address book" })
+
+    /** Starts, restarts and stops diallers to follow the address book. */
+    const follow = (next: ReadonlyMap<PeerId, A>) =>
+      Effect.gen(function*() {
+        book = next
+        for (const peer of Array.from(dialled.keys())) {
+          if (next.has(peer)) continue
+          dialled.delete(peer)
+          yield* FiberMap.remove(dialers, peer)
+          const connection = registry.get(peer)
+          if (connection !== undefined) yield* connection.close(removed)
+        }
+        for (const [peer, address] of next) {
+          if (peer === local) continue
+          const key = transport.addressKey(address)
+          if (dialled.get(peer) === key) continue
+          // A new address: stop dialling the old one (and close what was dialled there) before dialling the new.
+          if (dialled.has(peer)) yield* FiberMap.remove(dialers, peer)
+          dialled.set(peer, key)
+          yield* FiberMap.run(dialers, peer, dialLoop(peer, address))
+        }
+      })
+
+    yield* transport.serve((socket, remote) => Effect.asVoid(runConnection(socket, { _tag: "Acceptor" }, remote))).pipe(
+      Effect.catchAll((error) =>
+        Effect.zipRight(
+          Effect.logError("the listener failed; the network stops receiving", error),
+          Queue.shutdown(inbound)
+        )
+      ),
+      Effect.annotateLogs({ network: options.name, local }),
+      Effect.forkScoped
+    )
+    yield* follow(book)
+    if (Subscribable.isSubscribable(options.book)) {
+      yield* Effect.forkScoped(Stream.runForEach(options.book.changes, follow))
+    }
+
+    return {
+      localPeer: local,
+      send: (to, frames) =>
+        Effect.suspend(() => {
+          const connection = registry.get(to)
+          if (connection === undefined) return Effect.fail(new NetworkError({ peer: to, reason: "Unreachable" }))
+          if (frames.length === 0) return Effect.void
+          const oversized = frames.find((frame) => frame.length > settings.maxFrameSize)
+          if (oversized !== undefined) {
+            return Effect.fail(
+              new NetworkError({
+                peer: to,
+                reason: "Io",
+                cause: new ConnectionError({
+                  reason: "FrameTooLarge",
+                  detail: `a frame of ${oversized.length} bytes exceeds maxFrameSize ${settings.maxFrameSize}`
+                })
+              })
+            )
+          }
+          return connection.write(Frame.encodeAll(Frame.FrameType.Data, frames, maxWrite)).pipe(
+            Effect.mapError((cause) =>
+              new NetworkError({ peer: to, reason: cause.reason === "Io" ? "Io" : "Closed", cause })
+            ),
+            Effect.zipLeft(Effect.flatMap(Clock.currentTimeMillis, (now) => {
+              if (now - lastYield < yieldEveryMillis) return Effect.void
+              lastYield = now
+              return yieldToEventLoop
+            }))
+          )
+        }),
+      inbound: Stream.fromQueue(inbound),
+      connected: registry.connected,
+      connections: Effect.sync(() =>
+        registry.all().map((connection) => ({
+          peer: connection.peer,
+          id: hex(connection.id),
+          dialled: connection.dialled,
+          remote: connection.remote
+        }))
+      )
+    } satisfies NetworkWithConnections
+  })

@@ -1,0 +1,159 @@
+/**
+ * One connection as the networks see it: a platform `Socket` read as frames, with writes that fail instead of
+ * waiting once the socket is gone.
+ *
+ * @internal
+ */
+import * as Socket from "@effect/platform/Socket"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Mailbox from "effect/Mailbox"
+import type * as Scope from "effect/Scope"
+import { type Frame, FrameDecoder, FrameError } from "./frame.js"
+
+/**
+ * Why a connection ended or was refused. It never leaves the network: it is logged with the connection's peer and
+ * address, and a `send` that meets it fails with a `NetworkError`.
+ *
+ * @internal
+ */
+export class ConnectionError extends Data.TaggedError("ConnectionError")<{
+  readonly reason:
+    /** The other side closed the connection. */
+    | "Closed"
+    /** The socket failed to open, read or write. */
+    | "Io"
+    /** Nothing arrived for longer than the idle timeout. */
+    | "Idle"
+    /** A frame was larger than the limit. */
+    | "FrameTooLarge"
+    /** Bytes that are not a frame, or a frame that does not fit the protocol. */
+    | "Malformed"
+    /** The handshake did not finish in time. */
+    | "HandshakeTimeout"
+    /** The other side does not know the pre-shared key. */
+    | "Unauthenticated"
+    /** The other side claims a peer id that is not in the address book. */
+    | "UnknownPeer"
+    /** The other side is not the peer it was dialled as, or it was dialled for someone else. */
+    | "WrongPeer"
+    /** The other side speaks another protocol version. */
+    | "Version"
+    /** The lower peer id kept another connection between the pair. */
+    | "Rejected"
+    /** A newer connection to the same peer took this one's place. */
+    | "Replaced"
+    /** The peer left the address book. */
+    | "Removed"
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `${this.reason}: ${this.detail}`
+  }
+}
+
+/** @internal */
+export interface Link {
+  /** The next frame; fails with `Closed` at the end of the stream. */
+  readonly next: Effect.Effect<Frame, ConnectionError>
+  /** Bytes received so far: a watchdog sees from it whether anything arrived. */
+  readonly received: () => number
+  /**
+   * Writes bytes, in call order. Before the socket is open the write waits for it, and fails if it never opens;
+   * after it closed the write fails at once.
+   */
+  readonly write: (bytes: Uint8Array) => Effect.Effect<void, ConnectionError>
+  /** Closes the socket now, dropping what is not yet written. */
+  readonly abort: (reason: string) => Effect.Effect<void>
+  /** Succeeds when the socket has closed. */
+  readonly closed: Effect.Effect<void>
+  /** The largest frame body `next` accepts; it can change between frames. */
+  readonly setLimit: (limit: number) => void
+}
+
+/** @internal */
+export const fromFrameError = (error: FrameError): ConnectionError =>
+  new ConnectionError({ reason: error.reason, detail: error.detail })
+
+const ioError = (detail: string) => (cause: Socket.SocketError) =>
+  new ConnectionError({
+    reason: Socket.SocketCloseError.is(cause) ? "Closed" : "Io",
+    detail: `${detail}: ${describe(cause)}`,
+    cause
+  })
+
+/** The message of the error under a `SocketError` (`connect ECONNREFUSED …`, say), else its own. */
+const describe = (error: Socket.SocketError): string =>
+  error.reason !== "Close" && error.cause instanceof Error ? error.cause.message : error.message
+
+/**
+ * Runs `socket` in the current scope and reads it as frames of at most `limit` bytes. Closing the scope closes the
+ * socket.
+ *
+ * @internal
+ */
+export const make = (socket: Socket.Socket, limit: number): Effect.Effect<Link, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const chunks = yield* Mailbox.make<Uint8Array, Socket.SocketError>()
+    const closed = yield* Deferred.make<void>()
+    let ended = false
+    /** How the socket ended, once it has. */
+    let ending = new ConnectionError({ reason: "Closed", detail: "the socket closed" })
+    let received = 0
+    yield* socket.run((chunk) => {
+      received += chunk.length
+      chunks.unsafeOffer(chunk)
+    }).pipe(
+      Effect.tapError((cause) => Effect.sync(() => ending = ioError("the socket failed")(cause))),
+      Mailbox.into(chunks),
+      Effect.ensuring(Effect.zipRight(Effect.sync(() => ended = true), Deferred.done(closed, Exit.void))),
+      Effect.forkScoped
+    )
+    const rawWrite = yield* socket.writer
+    const decoder = new FrameDecoder(limit)
+
+    const closedError = (detail: string) => new ConnectionError({ reason: "Closed", detail })
+    const socketClosed = Effect.zipRight(Deferred.await(closed), Effect.suspend(() => Effect.fail(ending)))
+
+    /**
+     * The platform's write waits while the socket is not open: before it opens (it may never), and after it closed.
+     * Race it with the end of the socket, so that a write fails instead of waiting for ever.
+     */
+    const guarded = <A>(effect: Effect.Effect<A, ConnectionError>): Effect.Effect<A, ConnectionError> =>
+      Effect.suspend(() => (ended ? socketClosed : Effect.raceFirst(effect, socketClosed)))
+
+    const next: Effect.Effect<Frame, ConnectionError> = Effect.suspend(() => {
+      const decoded = decoder.next()
+      if (decoded instanceof FrameError) return Effect.fail(fromFrameError(decoded))
+      if (decoded !== undefined) return Effect.succeed(decoded)
+      return Effect.flatMap(
+        Effect.mapError(chunks.takeAll, ioError("the socket failed")),
+        ([taken, done]) => {
+          for (const chunk of taken) decoder.push(chunk)
+          if (done && taken.length === 0) {
+            return Effect.fail(
+              closedError(decoder.pending > 0 ? "the socket closed in the middle of a frame" : "the socket closed")
+            )
+          }
+          return next
+        }
+      )
+    })
+
+    return {
+      next,
+      received: () => received,
+      write: (bytes) => guarded(Effect.mapError(rawWrite(bytes), ioError("the write failed"))),
+      abort: (reason) =>
+        Effect.ignore(
+          guarded(Effect.mapError(rawWrite(new Socket.CloseEvent(1000, reason)), ioError("the close failed")))
+        ),
+      closed: Deferred.await(closed),
+      setLimit: (value) => {
+        decoder.limit = value
+      }
+    } satisfies Link
+  })

@@ -1,0 +1,210 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as PeerId from "@intersession/core/PeerId"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import * as Frame from "../src/internal/frame.js"
+import * as Handshake from "../src/internal/handshake.js"
+import type { Link } from "../src/internal/netLink.js"
+import { fromFrameError } from "../src/internal/netLink.js"
+
+const A = PeerId.make("peer-a")
+const B = PeerId.make("peer-b")
+const C = PeerId.make("peer-c")
+const key = new TextEncoder().encode("the key of the handshake tests")
+const otherKey = new TextEncoder().encode("another key, not the tests' one")
+
+/** A link over in-memory queues; `tamper` may rewrite what goes out. */
+const link = (
+  incoming: Queue.Queue<Uint8Array>,
+  outgoing: Queue.Queue<Uint8Array>,
+  tamper: (bytes: Uint8Array) => Uint8Array = (bytes) => bytes
+): Link => {
+  const decoder = new Frame.FrameDecoder(Handshake.maxHandshakeFrame)
+  const next: Link["next"] = Effect.suspend(() => {
+    const decoded = decoder.next()
+    if (decoded instanceof Frame.FrameError) return Effect.fail(fromFrameError(decoded))
+    if (decoded !== undefined) return Effect.succeed(decoded)
+    return Effect.flatMap(Queue.take(incoming), (chunk) => {
+      decoder.push(chunk)
+      return next
+    })
+  })
+  return {
+    next,
+    received: () => 0,
+    write: (bytes) => Effect.asVoid(Queue.offer(outgoing, tamper(bytes))),
+    abort: () => Effect.void,
+    closed: Effect.never,
+    setLimit: (value) => {
+      decoder.limit = value
+    }
+  }
+}
+
+const pair = (tamperAcceptor?: (bytes: Uint8Array) => Uint8Array) =>
+  Effect.gen(function*() {
+    const toAcceptor = yield* Queue.unbounded<Uint8Array>()
+    const toDialler = yield* Queue.unbounded<Uint8Array>()
+    return { dialler: link(toDialler, toAcceptor), acceptor: link(toAcceptor, toDialler, tamperAcceptor) }
+  })
+
+const options = (local: PeerId.PeerId, overrides: Partial<Handshake.HandshakeOptions> = {}) =>
+  Effect.map(Handshake.randomBytes(Handshake.instanceSize), (instance): Handshake.HandshakeOptions => ({
+    local,
+    instance,
+    key,
+    knows: () => true,
+    lastConnection: () => undefined,
+    ...overrides
+  }))
+
+const both = <A, E, B, E2>(dialler: Effect.Effect<A, E>, acceptor: Effect.Effect<B, E2>) =>
+  Effect.all([Effect.either(dialler), Effect.either(acceptor)], { concurrency: "unbounded" })
+
+describe("handshake", () => {
+  it.live("authenticates both ends, agrees on the connection id, and passes the dialler's last connection", () =>
+    Effect.gen(function*() {
+      const { acceptor, dialler } = yield* pair()
+      const last = yield* Handshake.randomBytes(Handshake.nonceSize)
+      const [dialled, accepted] = yield* both(
+        Handshake.dial(dialler, yield* options(B, { lastConnection: () => last }), A),
+        Handshake.accept(acceptor, yield* options(A))
+      )
+      assert.isTrue(dialled._tag === "Right" && accepted._tag === "Right")
+      if (dialled._tag !== "Right" || accepted._tag !== "Right") return
+      assert.strictEqual(dialled.right.peer, A)
+      assert.strictEqual(accepted.right.peer, B)
+      assert.deepStrictEqual(dialled.right.id, accepted.right.id)
+      assert.isTrue(dialled.right.dialled)
+      assert.isFalse(accepted.right.dialled)
+      assert.deepStrictEqual(accepted.right.remoteLast, last)
+    }))
+
+  it.live("a dialler without the key cannot check the acceptor, and the acceptor refuses a wrong proof", () =>
+    Effect.gen(function*() {
+      const { acceptor, dialler } = yield* pair()
+      const [dialled] = yield* both(
+        Handshake.dial(dialler, yield* options(B, { key: otherKey }), A),
+        Effect.timeout(Handshake.accept(acceptor, yield* options(A)), "200 millis")
+      )
+      assert.isTrue(dialled._tag === "Left" && dialled.left.reason === "Unauthenticated")
+    }))
+
+  it.live("an acceptor with another key is refused by the dialler", () =>
+    Effect.gen(function*() {
+      const { acceptor, dialler } = yield* pair()
+      const [dialled] = yield* both(
+        Handshake.dial(dialler, yield* options(B), A),
+        Effect.timeout(Handshake.accept(acceptor, yield* options(A, { key: otherKey })), "200 millis")
+      )
+      assert.isTrue(dialled._tag === "Left" && dialled.left.reason === "Unauthenticated")
+    }))
+
+  it.live("a Challenge changed on the way (any byte) fails the dialler's check", () =>
+    Effect.gen(function*() {
+      for (const at of [5, 9, 40, 60, 75]) {
+        let frames = 0
+        const { acceptor, dialler } = yield* pair((bytes) => {
+          if (frames++ !== 0) return bytes
+          const changed = bytes.slice()
+          changed[at] = changed[at]! ^ 1
+          return changed
+        })
+        const [dialled] = yield* both(
+          Handshake.dial(dialler, yield* options(B), A),
+          Effect.timeout(Handshake.accept(acceptor, yield* options(A)), "200 millis")
+        )
+        assert.isTrue(dialled._tag === "Left", `byte ${at}`)
+        if (dialled._tag === "Left") {
+          assert.include(["Unauthenticated", "Malformed", "WrongPeer", "Version"], dialled.left.reason)
+        }
+      }
+    }))
+
+  it.live("each MAC covers every byte of both messages, and the two roles' MACs differ", () =>
+    Effect.gen(function*() {
+      const hello = Handshake.encodeHello({
+        nonce: yield* Handshake.randomBytes(32),
+        instance: yield* Handshake.randomBytes(16),
+        last: undefined,
+        from: B,
+        to: A
+      })
+      const challenge = Uint8Array.from({ length: 60 }, (_, i) => i)
+      const base = yield* Handshake.mac(key, "dialler", hello, challenge)
+      assert.isFalse(Handshake.sameMac(base, yield* Handshake.mac(key, "acceptor", hello, challenge)))
+      for (let i = 0; i < hello.length; i++) {
+        const changed = hello.slice()
+        changed[i] = changed[i]! ^ 0x80
+        assert.isFalse(
+          Handshake.sameMac(base, yield* Handshake.mac(key, "dialler", changed, challenge)),
+          `hello byte ${i}`
+        )
+      }
+      for (let i = 0; i < challenge.length; i++) {
+        const changed = challenge.slice()
+        changed[i] = changed[i]! ^ 0x80
+        assert.isFalse(
+          Handshake.sameMac(base, yield* Handshake.mac(key, "dialler", hello, changed)),
+          `challenge byte ${i}`
+        )
+      }
+      // Moving a byte from the end of Hello to the start of Challenge changes the MAC (lengths are covered).
+      const moved = yield* Handshake.mac(
+        key,
+        "dialler",
+        hello.subarray(0, hello.length - 1),
+        Uint8Array.of(hello[hello.length - 1]!, ...challenge)
+      )
+      assert.isFalse(Handshake.sameMac(base, moved))
+    }))
+
+  it.live("an id not in the address book, or the local id, is refused before any challenge", () =>
+    Effect.gen(function*() {
+      for (const [who, knows] of [[C, (peer: PeerId.PeerId) => peer !== C], [A, () => true]] as const) {
+        const { acceptor, dialler } = yield* pair()
+        const [, accepted] = yield* both(
+          Effect.timeout(Handshake.dial(dialler, yield* options(who), A), "100 millis"),
+          Handshake.accept(acceptor, yield* options(A, { knows }))
+        )
+        assert.isTrue(accepted._tag === "Left" && accepted.left.reason === "UnknownPeer", who)
+      }
+    }))
+
+  it.live("a dialler that reaches another peer than it dialled, or an acceptor dialled as someone else, refuses", () =>
+    Effect.gen(function*() {
+      const first = yield* pair()
+      const [, accepted] = yield* both(
+        Effect.timeout(Handshake.dial(first.dialler, yield* options(B), C), "100 millis"),
+        Handshake.accept(first.acceptor, yield* options(A))
+      )
+      assert.isTrue(accepted._tag === "Left" && accepted.left.reason === "WrongPeer")
+    }))
+
+  it.live("a Hello of another version is refused", () =>
+    Effect.gen(function*() {
+      const { acceptor, dialler } = yield* pair()
+      const hello = Handshake.encodeHello({
+        nonce: yield* Handshake.randomBytes(32),
+        instance: yield* Handshake.randomBytes(16),
+        last: undefined,
+        from: B,
+        to: A
+      })
+      hello[0] = 2
+      yield* dialler.write(Frame.encode(Frame.FrameType.Hello, hello))
+      const error = yield* Effect.flip(Handshake.accept(acceptor, yield* options(A)))
+      assert.strictEqual(error.reason, "Version")
+    }))
+
+  it.live("the verdict: keep, or close with Rejected", () =>
+    Effect.gen(function*() {
+      const { acceptor, dialler } = yield* pair()
+      yield* Handshake.sendVerdict(acceptor, true)
+      yield* Handshake.awaitVerdict(dialler)
+      yield* Handshake.sendVerdict(acceptor, false)
+      assert.strictEqual((yield* Effect.flip(Handshake.awaitVerdict(dialler))).reason, "Rejected")
+      yield* acceptor.write(Frame.encode(Frame.FrameType.Data, Uint8Array.of(1)))
+      assert.strictEqual((yield* Effect.flip(Handshake.awaitVerdict(dialler))).reason, "Malformed")
+    }))
+})
