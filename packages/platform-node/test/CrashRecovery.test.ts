@@ -11,6 +11,8 @@ import * as Demo from "../src/internal/demo.js"
 
 const kills = Number(process.env["CRASH_TEST_KILLS"] ?? 10)
 const messages = Number(process.env["CRASH_TEST_MESSAGES"] ?? 1000)
+/** A bound on a run, in seconds: a restart costs a process start, and messages flow at some hundreds a second. */
+const budget = 60 + kills * 3 + messages / 25
 
 describe("crash recovery with real processes", () => {
   it("the check counts lost, duplicated and out-of-order messages", () => {
@@ -32,7 +34,7 @@ describe("crash recovery with real processes", () => {
           messages,
           kills,
           seed,
-          timeout: "150 seconds",
+          timeout: `${budget} seconds`,
           onProgress: () => Effect.void
         }).pipe(Effect.scoped)
         console.log(`seed ${seed}:\n${formatReport(report)}`)
@@ -45,6 +47,6 @@ describe("crash recovery with real processes", () => {
           assert.strictEqual(direction.outOfOrder, 0)
         }
         assert.isTrue(report.ok)
-      }).pipe(Effect.provide(NodeContext.layer)), 180_000)
+      }).pipe(Effect.provide(NodeContext.layer)), (budget + 30) * 1000)
   }
 })
