@@ -15,7 +15,12 @@
  *   is found.
  *
  * The handshake authenticates the peer at the other end; it does not encrypt or sign the frames that follow. Run it
- * on a trusted network, or through a TLS tunnel or VPN when the path is not trusted.
+ * on a trusted network, set the `tls` option, or use a tunnel or VPN when the path is not trusted.
+ * - With `tls` set, every connection is TLS with mutual authentication: each side presents its certificate and
+ *   requires the other's to chain to the deployment's CA, and the pre-shared-key handshake still runs inside the TLS
+ *   stream. The certificate proves membership of the deployment; the handshake establishes the peer id. Server
+ *   names are not checked, so peers may be addressed by IP. A client whose TLS handshake fails (no certificate, one
+ *   from another CA, plain TCP) is dropped with a `TlsHandshake` warning.
  *
  * @since 0.1.0
  */
@@ -32,6 +37,17 @@ import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type * as Subscribable from "effect/Subscribable"
 import * as Net from "./internal/net.js"
+import * as Tls from "./internal/tls.js"
+
+/**
+ * PEM material for TLS with mutual authentication (see {@link Options.tls}): the peer's private key (`key`, a string
+ * or bytes, optionally `Redacted`), its certificate chain (`cert`), and the CA the other peers' certificates must
+ * chain to (`ca`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type TlsOptions = Tls.TlsOptions
 
 /**
  * Where a peer listens.
@@ -73,6 +89,13 @@ export interface Options extends Net.ConnectionOptions {
   readonly peers: AddressBook
   /** The pre-shared key every peer of the deployment holds: at least 16 bytes, a string taken as UTF-8. */
   readonly key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+  /**
+   * Run every connection over TLS with mutual authentication: this peer presents `cert` (with `key`) and requires
+   * the other side's certificate to chain to `ca`. Every peer of the deployment must set it. The pre-shared-key
+   * handshake still runs inside TLS and establishes the peer id; the server name is not checked. Plain TCP when
+   * absent.
+   */
+  readonly tls?: TlsOptions | undefined
 }
 
 /**
@@ -126,6 +149,43 @@ const invalid = (detail: string) => new TcpNetworkError({ reason: "InvalidOption
 
 const connectionSettings = (options: Options) => Either.mapLeft(Net.checkOptions(options), invalid)
 
+const addressKey = (to: Address) => `${to.host}:${to.port}`
+
+/** Plain TCP: the platform's listener and sockets. */
+const plainListener = (
+  options: Options,
+  settings: Net.Settings,
+  listenError: (cause: unknown) => TcpNetworkError
+) =>
+  Effect.gen(function*() {
+    const server = yield* NodeSocketServer.make({
+      port: options.listen.port,
+      noDelay: true,
+      ...(options.listen.host === undefined ? {} : { host: options.listen.host })
+    }).pipe(Effect.mapError(listenError))
+    const listening = server.address
+    const address: Address = listening._tag === "TcpAddress"
+      ? { host: listening.hostname, port: listening.port }
+      : { host: listening.path, port: 0 }
+    const transport: Net.Transport<Address> = {
+      dial: (to) =>
+        NodeSocket.makeNet({ host: to.host, port: to.port, noDelay: true, openTimeout: settings.handshakeTimeout }),
+      serve: (handler) =>
+        server.run((socket) =>
+          Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) =>
+            handler(
+              socket,
+              Option.match(net, {
+                onNone: () => "unknown",
+                onSome: (net) => `${net.remoteAddress}:${net.remotePort}`
+              })
+            ))
+        ),
+      addressKey
+    }
+    return { address, transport }
+  })
+
 /**
  * Starts a TCP network in the current scope: listens, then dials the peers of the address book. Closing the scope
  * closes every connection and the listener.
@@ -136,46 +196,48 @@ const connectionSettings = (options: Options) => Either.mapLeft(Net.checkOptions
 export const make = (options: Options): Effect.Effect<TcpNetwork, TcpNetworkError, Scope.Scope> =>
   Effect.gen(function*() {
     const { key, settings } = yield* connectionSettings(options)
-    const server = yield* NodeSocketServer.make({
-      port: options.listen.port,
-      noDelay: true,
-      ...(options.listen.host === undefined ? {} : { host: options.listen.host })
-    }).pipe(
-      Effect.mapError((cause) =>
-        new TcpNetworkError({
-          reason: "Listen",
-          detail: `cannot listen on ${options.listen.host ?? "*"}:${options.listen.port}`,
-          cause
+    const credentials = options.tls === undefined
+      ? undefined
+      : yield* Either.mapLeft(Tls.credentials(options.tls), invalid)
+    const listenError = (cause: unknown) =>
+      new TcpNetworkError({
+        reason: "Listen",
+        detail: `cannot listen on ${options.listen.host ?? "*"}:${options.listen.port}`,
+        cause
+      })
+    const listener: {
+      readonly address: Address
+      readonly transport: Net.Transport<Address>
+    } = credentials === undefined
+      ? yield* plainListener(options, settings, listenError)
+      : yield* Effect.map(
+        Effect.mapError(
+          Tls.listen({
+            host: options.listen.host,
+            port: options.listen.port,
+            credentials,
+            handshakeTimeout: settings.handshakeTimeout
+          }),
+          listenError
+        ),
+        (tls) => ({
+          address: tls.address,
+          transport: {
+            dial: (to: Address) => Tls.dial(to, credentials, settings.handshakeTimeout),
+            serve: tls.serve,
+            addressKey
+          }
         })
       )
-    )
-    const listening = server.address
-    const address: Address = listening._tag === "TcpAddress"
-      ? { host: listening.hostname, port: listening.port }
-      : { host: listening.path, port: 0 }
     const network = yield* Net.make<Address>({
       name: "tcp",
       local: options.peer,
       key,
       book: options.peers,
       settings,
-      transport: {
-        dial: (to) =>
-          NodeSocket.makeNet({ host: to.host, port: to.port, noDelay: true, openTimeout: settings.handshakeTimeout }),
-        serve: (handler) =>
-          server.run((socket) =>
-            Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) =>
-              handler(
-                socket,
-                Option.match(net, {
-                  onNone: () => "unknown",
-                  onSome: (net) => `${net.remoteAddress}:${net.remotePort}`
-                })
-              ))
-          ),
-        addressKey: (to) => `${to.host}:${to.port}`
-      }
+      transport: listener.transport
     })
+    const address = listener.address
     return { ...network, address } satisfies TcpNetwork
   })
 

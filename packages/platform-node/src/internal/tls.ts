@@ -1,0 +1,255 @@
+/**
+ * TLS with mutual authentication for the TCP network: a dialler (`tls.connect` under the platform's
+ * `NodeSocket.fromDuplex`) and the smallest listener that yields platform `Socket`s (`tls.createServer`, one
+ * `NodeSocket.fromDuplex` per connection). The platform's `NodeSocketServer` builds a plain `net.Server`, so it
+ * cannot serve TLS.
+ *
+ * Both sides present a certificate and require the other's to chain to the deployment's CA. The server name is not
+ * checked (peers are addressed by IP as often as by name): a certificate proves membership of the deployment, and
+ * the pre-shared-key handshake that runs inside the TLS stream establishes which peer is at the other end.
+ *
+ * @internal
+ */
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as Socket from "@effect/platform/Socket"
+import * as SocketServer from "@effect/platform/SocketServer"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberSet from "effect/FiberSet"
+import * as Redacted from "effect/Redacted"
+import * as Scope from "effect/Scope"
+import type * as NodeNet from "node:net"
+import * as Tls from "node:tls"
+
+/**
+ * PEM material of one peer: what it presents, and the CA the other peers' certificates must chain to.
+ *
+ * @internal
+ */
+export interface TlsOptions {
+  /** The peer's private key (PEM), a string or its bytes; `Redacted` keeps it out of logs. */
+  readonly key: string | Uint8Array | Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+  /** The peer's certificate (PEM), followed by any intermediate certificates; presented to every other peer. */
+  readonly cert: string | Uint8Array
+  /** The CA certificate(s) (PEM) of the deployment: another peer's certificate must chain to one of them. */
+  readonly ca: string | Uint8Array
+}
+
+/**
+ * The PEM material as `node:tls` takes it, checked to load.
+ *
+ * @internal
+ */
+export interface Credentials {
+  readonly key: string | Buffer
+  readonly cert: string | Buffer
+  readonly ca: string | Buffer
+}
+
+const pem = (value: string | Uint8Array): string | Buffer =>
+  typeof value === "string" ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+
+const describe = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
+
+/**
+ * Loads the PEM material once, so that a bad key, certificate or CA, or a key that does not match the certificate,
+ * is reported when the network starts.
+ *
+ * @internal
+ */
+export const credentials = (options: TlsOptions): Either.Either<Credentials, string> => {
+  const key = Redacted.isRedacted(options.key) ? Redacted.value<string | Uint8Array>(options.key) : options.key
+  const loaded: Credentials = { key: pem(key), cert: pem(options.cert), ca: pem(options.ca) }
+  return Either.map(
+    Either.try({
+      try: () => Tls.createSecureContext(loaded),
+      catch: (cause) => `the TLS key, certificate or CA cannot be loaded: ${describe(cause)}`
+    }),
+    () => loaded
+  )
+}
+
+/** Accepts any server name: the CA proves membership, the pre-shared-key handshake proves the peer id. */
+const anyServerName = (): Error | undefined => undefined
+
+/**
+ * A TLS socket to `host:port` that connects when run, presenting `credentials` and requiring the server's
+ * certificate to chain to their CA. Opening (TCP and TLS handshake) is bounded by `openTimeout`.
+ *
+ * @internal
+ */
+export const dial = (
+  address: { readonly host: string; readonly port: number },
+  credentials: Credentials,
+  openTimeout: Duration.DurationInput
+): Effect.Effect<Socket.Socket, Socket.SocketError> =>
+  NodeSocket.fromDuplex(
+    Effect.scopeWith((scope) => {
+      let conn: Tls.TLSSocket | undefined
+      return Effect.flatMap(
+        Scope.addFinalizer(
+          scope,
+          Effect.sync(() => {
+            if (conn !== undefined && !conn.destroyed) conn.destroy()
+          })
+        ),
+        () =>
+          Effect.async<Tls.TLSSocket, Socket.SocketError>((resume) => {
+            const socket = Tls.connect({
+              host: address.host,
+              port: address.port,
+              ...credentials,
+              rejectUnauthorized: true,
+              checkServerIdentity: anyServerName
+            })
+            conn = socket
+            socket.setNoDelay(true)
+            // Kept for the socket's life: an error with no listener would end the process.
+            socket.on("error", (cause) => resume(Effect.fail(new Socket.SocketGenericError({ reason: "Open", cause }))))
+            socket.once("secureConnect", () => resume(Effect.succeed(socket)))
+          })
+      )
+    }),
+    { openTimeout }
+  )
+
+/**
+ * A TLS listener: the address it listens on, and `serve`, which hands each connection whose TLS handshake
+ * succeeded (the client presented a certificate that chains to the CA) to a handler as a platform `Socket`.
+ *
+ * @internal
+ */
+export interface Listener {
+  readonly address: { readonly host: string; readonly port: number }
+  readonly serve: <R>(
+    handler: (socket: Socket.Socket, remote: string) => Effect.Effect<void, never, R>
+  ) => Effect.Effect<never, SocketServer.SocketServerError, R>
+}
+
+/**
+ * Listens with TLS in the current scope; closing the scope closes the listener and every connection it accepted.
+ * A client whose TLS handshake fails (no certificate, one from another CA, not TLS at all, or too slow: past
+ * `handshakeTimeout`) is dropped with a log line while serving.
+ *
+ * @internal
+ */
+export const listen = (options: {
+  readonly host?: string | undefined
+  readonly port: number
+  readonly credentials: Credentials
+  readonly handshakeTimeout: Duration.Duration
+}): Effect.Effect<Listener, SocketServer.SocketServerError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const failed = yield* Deferred.make<never, Error>()
+    /** The TCP connections under every TLS connection, handshaking or not, to end them all on close. */
+    const open = new Set<NodeNet.Socket>()
+    let closed = false
+    const pending: Array<Tls.TLSSocket> = []
+    let onConnection = (conn: Tls.TLSSocket): void => {
+      pending.push(conn)
+    }
+    let onClientError = (_error: Error, _remote: string): void => {}
+    const server = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        Tls.createServer({
+          ...options.credentials,
+          requestCert: true,
+          rejectUnauthorized: true,
+          handshakeTimeout: Math.max(1, Math.ceil(Duration.toMillis(options.handshakeTimeout)))
+        }, (conn) => {
+          // Kept for the socket's life: an error with no listener would end the process.
+          conn.on("error", () => {})
+          if (closed) {
+            conn.destroy()
+            return
+          }
+          conn.setNoDelay(true)
+          onConnection(conn)
+        })
+      ),
+      (server) =>
+        Effect.async<void>((resume) => {
+          closed = true
+          server.close(() => resume(Effect.void))
+          // The listener closes once every connection has ended, those still in their TLS handshake included.
+          for (const conn of open) conn.destroy()
+          open.clear()
+          for (const conn of pending.splice(0)) conn.destroy()
+        })
+    )
+    server.on("connection", (raw: NodeNet.Socket) => {
+      if (closed) {
+        raw.destroy()
+        return
+      }
+      open.add(raw)
+      raw.once("close", () => open.delete(raw))
+    })
+    server.on("tlsClientError", (error, socket) => onClientError(error, `${socket.remoteAddress}:${socket.remotePort}`))
+    yield* Effect.async<void, SocketServer.SocketServerError>((resume) => {
+      const onError = (cause: Error) =>
+        resume(Effect.fail(new SocketServer.SocketServerError({ reason: "Open", cause })))
+      server.once("error", onError)
+      server.listen({ port: options.port, ...(options.host === undefined ? {} : { host: options.host }) }, () => {
+        server.off("error", onError)
+        server.on("error", (cause) => Deferred.unsafeDone(failed, Exit.fail(cause)))
+        resume(Effect.void)
+      })
+    })
+    const bound = server.address()
+    const address = bound !== null && typeof bound === "object"
+      ? { host: bound.address, port: bound.port }
+      : { host: bound ?? options.host ?? "", port: options.port }
+
+    const serve = <R>(
+      handler: (socket: Socket.Socket, remote: string) => Effect.Effect<void, never, R>
+    ): Effect.Effect<never, SocketServer.SocketServerError, R> =>
+      Effect.scoped(Effect.gen(function*() {
+        const fibers = yield* FiberSet.make()
+        const run = yield* FiberSet.runtime(fibers)<R>()
+        const accept = (conn: Tls.TLSSocket) => {
+          const remote = `${conn.remoteAddress}:${conn.remotePort}`
+          run(Effect.flatMap(
+            NodeSocket.fromDuplex(
+              Effect.acquireRelease(
+                Effect.suspend((): Effect.Effect<Tls.TLSSocket, Socket.SocketError> =>
+                  conn.destroyed
+                    ? Effect.fail(new Socket.SocketCloseError({ reason: "Close", code: 1000 }))
+                    : Effect.succeed(conn)
+                ),
+                (conn) => Effect.sync(() => conn.destroy())
+              )
+            ),
+            (socket) => handler(socket, remote)
+          ))
+        }
+        return yield* Effect.async<never>(() => {
+          onConnection = accept
+          onClientError = (error, remote) =>
+            run(
+              Effect.logWarning("TLS handshake failed", error.message).pipe(
+                Effect.annotateLogs({ reason: "TlsHandshake", remote })
+              )
+            )
+          for (const conn of pending.splice(0)) accept(conn)
+          return Effect.sync(() => {
+            onConnection = (conn) => {
+              pending.push(conn)
+            }
+            onClientError = () => {}
+          })
+        }).pipe(
+          Effect.raceFirst(
+            Effect.mapError(
+              Deferred.await(failed),
+              (cause) => new SocketServer.SocketServerError({ reason: "Unknown", cause })
+            )
+          )
+        )
+      }))
+
+    return { address, serve } satisfies Listener
+  })
