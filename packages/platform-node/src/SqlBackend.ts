@@ -9,8 +9,11 @@
  * - `<prefix>peer_incarnations`: the incarnation used toward a peer, where it differs from the store's;
  * - `<prefix>received`: per inbound (peer, lane), the source incarnation, the delivered seq and its last runs.
  *
- * Every operation is a few statements in one transaction, whatever the size of its batch. The backend is
- * transactional: `withTransaction` is the client's `withTransaction` (a nested call is a savepoint), so a
+ * Every operation is a few statements in one transaction, whatever the size of its batch. Writes made outside a
+ * transaction (`append`, `acknowledge`, `commitReceived`) are group-committed: one writer runs every write waiting
+ * in one transaction, in arrival order, and answers each caller once it commits; if it fails, every write in it
+ * fails with `BackendError` and none is applied. Writes made inside `withTransaction` run in that transaction
+ * instead, and commit or roll back with it. The backend is transactional: `withTransaction` is the client's `withTransaction` (a nested call is a savepoint), so a
  * `Delivery` that writes through the same `SqlClient` commits or rolls back together with the receive state
  * that records it, and a message is delivered exactly once even across crashes.
  *

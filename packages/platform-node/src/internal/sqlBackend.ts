@@ -7,9 +7,12 @@ import * as Incarnation from "@intersession/core/Incarnation"
 import * as Lane from "@intersession/core/Lane"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
+import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 
@@ -282,6 +285,102 @@ const migrate = (sql: SqlClient.SqlClient, tables: Tables) =>
     )
   )
 
+// --- group commit ------------------------------------------------------------------------------------------------
+
+/** One caller's write, waiting for the writer. */
+interface Write {
+  readonly operation: string
+  /** False once the caller stopped waiting (it was interrupted): its write is then skipped. */
+  readonly waiting: Effect.Effect<boolean>
+  /** Runs the caller's statements in the writer's transaction; gives back how to answer the caller once committed. */
+  readonly run: Effect.Effect<Effect.Effect<void>, unknown>
+  readonly fail: (error: BackendError) => Effect.Effect<void>
+}
+
+const storeClosed = (operation: string) => new BackendError({ operation, cause: new Error("the store is closed") })
+
+/**
+ * Group commit: writes made outside a transaction go to a single writer fiber, which runs every write waiting in
+ * one transaction, in arrival order, and then answers each caller. There is no timer: what arrives while a
+ * transaction runs goes in the next one. If the transaction fails, every write in it fails with `BackendError` and
+ * none stays applied, as if each had failed its own transaction.
+ *
+ * A write made inside an open transaction (`withTransaction`, marked by @effect/sql's `TransactionConnection` in
+ * the fiber's context) runs at once on that transaction's connection, in a savepoint, so it commits or rolls back
+ * with it. Deferring it would break that atomicity, and on SQLite, whose single connection the open transaction
+ * holds, it would deadlock.
+ */
+const makeGroupCommit = (sql: SqlClient.SqlClient) =>
+  Effect.gen(function*() {
+    const writes = yield* Queue.unbounded<Write>()
+    let closed = false
+
+    // Fails whatever still waits once the writer has stopped (finalizers run in reverse: this one after the writer's
+    // interruption), and every later write: callers get an error rather than wait forever.
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closed = true
+        return Effect.flatMap(
+          Queue.takeAll(writes),
+          (rest) => Effect.forEach(rest, (write) => write.fail(storeClosed(write.operation)), { discard: true })
+        )
+      })
+    )
+
+    const commitBatch = (batch: Iterable<Write>) =>
+      // Uninterruptible but for the transaction itself, so the callers are answered even when the scope closes.
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const live = yield* Effect.filter(batch, (write) => write.waiting)
+          if (live.length === 0) return
+          const exit = yield* Effect.exit(restore(sql.withTransaction(Effect.forEach(live, (write) => write.run))))
+          if (Exit.isSuccess(exit)) {
+            yield* Effect.all(exit.value, { discard: true })
+            return
+          }
+          // A failed statement, a failed COMMIT (a defect in @effect/sql) or the writer's interruption: the
+          // transaction is rolled back, and each caller gets the error its own transaction would have given.
+          const interrupted = Cause.isInterruptedOnly(exit.cause)
+          yield* Effect.forEach(
+            live,
+            (write) =>
+              write.fail(
+                interrupted
+                  ? storeClosed(write.operation)
+                  : new BackendError({ operation: write.operation, cause: Cause.squash(exit.cause) })
+              ),
+            { discard: true }
+          )
+        })
+      )
+
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.flatMap(Queue.takeBetween(writes, 1, Number.POSITIVE_INFINITY), commitBatch))
+    )
+
+    return <A>(operation: string, statements: Effect.Effect<A, unknown>): Effect.Effect<A, BackendError> =>
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
+        if (Option.isSome(transaction)) return statements.pipe(sql.withTransaction, failWith(operation))
+        return Effect.flatMap(Deferred.make<A, BackendError>(), (deferred) => {
+          const write: Write = {
+            operation,
+            waiting: Effect.map(Deferred.isDone(deferred), (done) => !done),
+            run: Effect.map(statements, (result) => Deferred.succeed(deferred, result).pipe(Effect.asVoid)),
+            fail: (error) => Deferred.fail(deferred, error).pipe(Effect.asVoid)
+          }
+          // The check and the offer happen in one step, so no write slips in after the closing drain.
+          const submit = Effect.suspend(() =>
+            closed ? Effect.fail(storeClosed(operation)) : Effect.sync(() => Queue.unsafeOffer(writes, write))
+          )
+          return Effect.zipRight(
+            submit,
+            // An interrupted caller marks its write done, so the writer skips it if it has not started it yet.
+            Effect.onInterrupt(Deferred.await(deferred), () => Deferred.interrupt(deferred))
+          )
+        })
+      })
+  })
+
 // --- the backend -------------------------------------------------------------------------------------------------
 
 /** @internal */
@@ -327,6 +426,8 @@ export const make = (
     const messages = sql(tables.messages)
     const incarnations = sql(tables.incarnations)
     const received = sql(tables.received)
+
+    const write = yield* makeGroupCommit(sql)
 
     const incarnation = yield* Effect.gen(function*() {
       const fresh = yield* Incarnation.make
@@ -440,7 +541,7 @@ export const make = (
           }`
         }
         return seqs
-      }).pipe(sql.withTransaction, failWith("append"))
+      }).pipe((statements) => write("append", statements))
     }
 
     const read = (peer: PeerId.PeerId, lane: Lane.Lane, fromSeq: number, limit: number) =>
@@ -472,13 +573,14 @@ export const make = (
         if (seen === undefined || ack.upTo > seen.upTo) highest.set(key, ack)
       }
       if (highest.size === 0) return Effect.void
-      return Effect.forEach(highest.values(), ({ lane, peer, upTo }) =>
+      // An array, not the map's iterator: the effect may run more than once (a retry), and an iterator runs out.
+      return Effect.forEach(Array.from(highest.values()), ({ lane, peer, upTo }) =>
         Effect.zipRight(
           sql`DELETE FROM ${messages} WHERE peer = ${peer} AND lane = ${lane} AND seq <= ${upTo}`,
           sql`UPDATE ${streams}
             SET first_pending = CASE WHEN next_seq < ${upTo + 1} THEN next_seq ELSE ${upTo + 1} END
             WHERE peer = ${peer} AND lane = ${lane} AND first_pending <= ${upTo}`
-        ), { discard: true }).pipe(sql.withTransaction, failWith("acknowledge"))
+        ), { discard: true }).pipe((statements) => write("acknowledge", statements))
     }
 
     const setIncarnation = (peer: PeerId.PeerId, next: Incarnation.Incarnation) =>
@@ -526,7 +628,7 @@ export const make = (
           delivered = excluded.delivered,
           runs = excluded.runs`,
         { discard: true }
-      ).pipe(sql.withTransaction, failWith("commitReceived"))
+      ).pipe((statements) => write("commitReceived", statements))
     }
 
     /**
