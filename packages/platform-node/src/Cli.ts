@@ -102,8 +102,13 @@ const readKey = (keyFile: Option.Option<string>) =>
 const decoder = new TextDecoder()
 const encoder = new TextEncoder()
 
-/** One line of input: `status`, `ID: text` to a peer, or `text` to the default peer. */
-const handleLine = (ilm: ILM.ILM["Type"], defaultPeer: PeerId.PeerId | undefined, line: string) =>
+/** One line of input: `status`, `ID: text` to a peer of the address book, or `text` to the default peer. */
+const handleLine = (
+  ilm: ILM.ILM["Type"],
+  known: ReadonlySet<string>,
+  defaultPeer: PeerId.PeerId | undefined,
+  line: string
+) =>
   Effect.gen(function*() {
     const input = line.trim()
     if (input === "") return
@@ -120,8 +125,9 @@ const handleLine = (ilm: ILM.ILM["Type"], defaultPeer: PeerId.PeerId | undefined
     }
     const colon = input.indexOf(":")
     const named = colon > 0 ? input.slice(0, colon).trim() : ""
-    const to = PeerId.isPeerId(named) ? named : defaultPeer
-    const text = to === defaultPeer && named === "" ? input : input.slice(colon + 1).trim()
+    const addressed = known.has(named) && PeerId.isPeerId(named)
+    const to = addressed ? named : defaultPeer
+    const text = addressed ? input.slice(colon + 1).trim() : input
     if (to === undefined) return yield* Console.error("No peer to send to: write ID: text")
     const sent = yield* Effect.either(ilm.send(to, encoder.encode(text)))
     if (sent._tag === "Left") yield* Console.error(sent.left.message)
@@ -149,6 +155,7 @@ const peerCommand = Command.make(
     Effect.gen(function*() {
       const key = yield* readKey(options.keyFile)
       const defaultPeer = Option.getOrUndefined(options.to) ?? options.peers[0]?.[0]
+      const known = new Set<string>(options.peers.map(([id]) => id))
       yield* Effect.gen(function*() {
         const ilm = yield* ILM.ILM
         const inbox = yield* Delivery.Inbox
@@ -162,7 +169,7 @@ const peerCommand = Command.make(
           Stream.decodeText(),
           Stream.splitLines,
           Stream.runForEach((line) =>
-            handleLine(ilm, defaultPeer, line)
+            handleLine(ilm, known, defaultPeer, line)
           )
         )
         // Input ended: give what was sent a moment to be acknowledged before the store closes.
