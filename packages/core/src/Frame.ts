@@ -353,8 +353,41 @@ export const decode = (bytes: Uint8Array, maxPayloadBytes: number): Either.Eithe
       detail: `payload of ${fields.payload.length} bytes, limit ${maxPayloadBytes}`
     })
   }
-  return Either.mapLeft(validate(fields), (error) => ({
-    reason: "invalid",
-    detail: ParseResult.TreeFormatter.formatErrorSync(error)
-  }))
+  if (fields._tag === "Hello") {
+    return Either.mapLeft(validate(fields), (error) => ({
+      reason: "invalid",
+      detail: ParseResult.TreeFormatter.formatErrorSync(error)
+    }))
+  }
+  // Data and Ack carry every message and acknowledgement: they are checked here field by field, the same checks
+  // their schemas make, instead of by the schema interpreter. The reader already bounds every integer to 2^53 and
+  // decodes strings as strict UTF-8, which cannot hold a lone surrogate.
+  const invalid = invalidHotFrame(fields)
+  if (invalid !== undefined) return Either.left({ reason: "invalid", detail: invalid })
+  return Either.right(
+    fields._tag === "Data"
+      ? new Data(fields as typeof Data.Type, noValidation)
+      : new Ack(fields as typeof Ack.Type, noValidation)
+  )
+}
+
+const noValidation = { disableValidation: true } as const
+
+const invalidId = (name: string, value: string): string | undefined =>
+  value.length === 0
+    ? `${name} is empty`
+    : value.length > maxLength
+    ? `${name} is longer than ${maxLength} characters`
+    : undefined
+
+const invalidHotFrame = (
+  fields: typeof Data.Encoded | typeof Ack.Encoded
+): string | undefined => {
+  const id = invalidId("from", fields.from) ?? invalidId("to", fields.to) ?? invalidId("lane", fields.lane)
+  if (id !== undefined) return id
+  if (fields._tag === "Ack") return fields.upTo >= 1 ? undefined : "upTo must be at least 1"
+  if (fields.session < 1 || fields.run < 1 || fields.seq < 1 || fields.floor < 1) {
+    return "session, run, seq and floor must be at least 1"
+  }
+  return fields.floor <= fields.seq ? undefined : "floor is above seq"
 }

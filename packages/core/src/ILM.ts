@@ -126,6 +126,8 @@ export interface Stats {
  * The engine's API.
  *
  * - `send` resolves with the message's id once it is durably stored.
+ * - `sendAll` stores several messages to one peer and lane in one step: all of them or, on failure, none. They keep
+ *   their order, and no other message of the stream comes between them. The fast way to send many messages.
  * - `sendAndAwait` resolves once the destination has delivered it to its application and acknowledged it.
  * - `drain` succeeds when everything sent is acknowledged, else fails with `DrainTimeoutError` listing what is
  *   pending; nothing is lost either way.
@@ -138,6 +140,11 @@ export interface Stats {
 export class ILM extends Context.Tag("@intersession/core/ILM")<ILM, {
   readonly localPeer: PeerId
   readonly send: (to: PeerId, payload: Uint8Array, options?: SendOptions) => Effect.Effect<MessageId, SendError>
+  readonly sendAll: (
+    to: PeerId,
+    payloads: ReadonlyArray<Uint8Array>,
+    options?: SendOptions
+  ) => Effect.Effect<ReadonlyArray<MessageId>, SendError>
   readonly sendAndAwait: (
     to: PeerId,
     payload: Uint8Array,

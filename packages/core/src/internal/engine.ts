@@ -109,11 +109,12 @@ interface AckToSend {
   readonly upTo: number
 }
 
+/** One call of `send` or `sendAll`: its messages are stored together, in one append. */
 interface SendRequest {
   readonly peer: PeerId
   readonly lane: Lane.Lane
-  readonly payload: Uint8Array
-  readonly deferred: Deferred.Deferred<MessageId, ILM.SendError>
+  readonly payloads: ReadonlyArray<Uint8Array>
+  readonly deferred: Deferred.Deferred<ReadonlyArray<MessageId>, ILM.SendError>
 }
 
 interface Transmission {
@@ -743,10 +744,16 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const appendBatch = (requests: ReadonlyArray<SendRequest>) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
-        const exit = yield* Effect.exit(restore(backend.append(requests, run)))
+        const messages: Array<BackendTypes.OutboundMessage> = []
+        for (const request of requests) {
+          for (const payload of request.payloads) messages.push({ peer: request.peer, lane: request.lane, payload })
+        }
+        const exit = yield* Effect.exit(restore(backend.append(messages, run)))
         if (Exit.isFailure(exit)) {
           const error = Cause.failureOption(exit.cause)
-          yield* STM.forEach(requests, (request) => addPending(request.peer, -1), { discard: true })
+          yield* STM.forEach(requests, (request) => addPending(request.peer, -request.payloads.length), {
+            discard: true
+          })
           for (const request of requests) {
             yield* Deferred.fail(
               request.deferred,
@@ -757,10 +764,14 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         }
         const seqs = exit.value
         const ids = yield* STM.gen(function*() {
-          const result: Array<MessageId> = []
-          for (let i = 0; i < requests.length; i++) {
-            const request = requests[i]!
-            const seq = seqs[i]!
+          const result: Array<Array<MessageId>> = []
+          let offset = 0
+          for (const request of requests) {
+            const count = request.payloads.length
+            // A stream's seqs come in the order given, so one request's are contiguous.
+            const first = seqs[offset]!
+            const last = seqs[offset + count - 1]!
+            offset += count
             const key = streamKey(request.peer, request.lane)
             const out = yield* TMap.get(outs, key)
             const peer = yield* getPeer(request.peer)
@@ -780,28 +791,44 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
             }))
             yield* TMap.set(outs, key, {
               ...current,
-              runs: Runs.extend(current.runs, run, seq),
-              allocated: Math.max(current.allocated, seq)
+              runs: Runs.extend(current.runs, run, first),
+              allocated: Math.max(current.allocated, last)
             })
-            result.push(
-              new MessageId(
-                { destination: request.peer, lane: request.lane, incarnation: peer.incarnation, seq },
-                noValidation
+            const ids: Array<MessageId> = []
+            for (let seq = first; seq <= last; seq++) {
+              ids.push(
+                new MessageId(
+                  { destination: request.peer, lane: request.lane, incarnation: peer.incarnation, seq },
+                  noValidation
+                )
               )
-            )
+            }
+            result.push(ids)
           }
           yield* markOutReady(requests.map((request) => streamKey(request.peer, request.lane)))
           return result
         })
         for (let i = 0; i < requests.length; i++) yield* Deferred.succeed(requests[i]!.deferred, ids[i]!)
-        yield* Metric.incrementBy(Metrics.sent, requests.length)
+        yield* Metric.incrementBy(Metrics.sent, messages.length)
         yield* Metric.set(Metrics.pending, yield* totalPending)
       })
     )
 
-  const appender = Effect.forever(
-    Effect.flatMap(TQueue.takeBetween(appendQueue, 1, config.maxBatch), appendBatch)
-  )
+  /** The next requests to store together: the first waiting one, and those after it while `maxBatch` allows. */
+  const takeRequests = STM.gen(function*() {
+    const first = yield* TQueue.take(appendQueue)
+    const batch = [first]
+    let total = first.payloads.length
+    while (total < config.maxBatch) {
+      const next = yield* TQueue.peekOption(appendQueue)
+      if (Option.isNone(next) || total + next.value.payloads.length > config.maxBatch) break
+      batch.push(yield* TQueue.take(appendQueue))
+      total += next.value.payloads.length
+    }
+    return batch
+  })
+
+  const appender = Effect.forever(Effect.flatMap(takeRequests, appendBatch))
 
   // ---------------------------------------------------------------------------------------------------------------
   // Outbox pump
@@ -859,19 +886,18 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         const frames: Array<Uint8Array> = []
         for (const message of messages) {
           if (message.seq < transmission.from || message.seq > transmission.to) continue
-          frames.push(Frame.encode(
-            new Frame.Data({
-              from: self,
-              to: transmission.peer,
-              lane: transmission.lane,
-              incarnation: transmission.incarnation,
-              session: transmission.session,
-              run: message.run,
-              seq: message.seq,
-              floor: transmission.floor,
-              payload: message.payload
-            }, noValidation)
-          ))
+          frames.push(Frame.encode({
+            _tag: "Data",
+            from: self,
+            to: transmission.peer,
+            lane: transmission.lane,
+            incarnation: transmission.incarnation,
+            session: transmission.session,
+            run: message.run,
+            seq: message.seq,
+            floor: transmission.floor,
+            payload: message.payload
+          }))
         }
         return frames
       }),
@@ -958,12 +984,14 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     const acks = yield* takeAll(acksToSend)
     const byPeer = new Map<PeerId, Array<Uint8Array>>()
     for (const ack of acks) {
-      const frame = Frame.encode(
-        new Frame.Ack(
-          { from: self, to: ack.peer, lane: ack.lane, incarnation: ack.incarnation, upTo: ack.upTo },
-          noValidation
-        )
-      )
+      const frame = Frame.encode({
+        _tag: "Ack",
+        from: self,
+        to: ack.peer,
+        lane: ack.lane,
+        incarnation: ack.incarnation,
+        upTo: ack.upTo
+      })
       const list = byPeer.get(ack.peer)
       if (list === undefined) byPeer.set(ack.peer, [frame])
       else list.push(frame)
@@ -1198,29 +1226,34 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   // API
   // ---------------------------------------------------------------------------------------------------------------
 
-  const validate = (to: PeerId, payload: Uint8Array, options: ILM.SendOptions | undefined) => {
+  const validate = (to: PeerId, payloads: ReadonlyArray<Uint8Array>, options: ILM.SendOptions | undefined) => {
     const lane = options?.lane ?? Lane.defaultLane
     if (to === self) return Either.left(new SendToSelfError({ peer: self }))
     if (!Lane.isLane(lane)) return Either.left(new InvalidLaneError({ lane }))
-    if (payload.length > config.maxPayloadBytes) {
-      return Either.left(new PayloadTooLargeError({ size: payload.length, maxPayloadBytes: config.maxPayloadBytes }))
+    for (const payload of payloads) {
+      if (payload.length > config.maxPayloadBytes) {
+        return Either.left(new PayloadTooLargeError({ size: payload.length, maxPayloadBytes: config.maxPayloadBytes }))
+      }
     }
     return Either.right(lane)
   }
 
-  const send = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
+  const sendAll = (to: PeerId, payloads: ReadonlyArray<Uint8Array>, options?: ILM.SendOptions) =>
     Effect.gen(function*() {
-      const lane = yield* validate(to, payload, options)
-      const deferred = yield* Deferred.make<MessageId, ILM.SendError>()
-      const request: SendRequest = { peer: to, lane, payload, deferred }
+      const lane = yield* validate(to, payloads, options)
+      if (payloads.length === 0) return []
+      const deferred = yield* Deferred.make<ReadonlyArray<MessageId>, ILM.SendError>()
+      const request: SendRequest = { peer: to, lane, payloads, deferred }
+      const count = payloads.length
       yield* STM.gen(function*() {
         if (yield* TRef.get(closed)) return yield* STM.fail("closed" as const)
         const pending = Option.getOrElse(yield* TMap.get(pendingByPeer, to), () => 0)
-        if (pending >= config.maxPendingPerPeer) {
-          if (config.whenFull === "fail") return yield* STM.fail("full" as const)
+        if (pending + count > config.maxPendingPerPeer) {
+          // A call larger than the whole outbox could never fit, however long it waited.
+          if (config.whenFull === "fail" || count > config.maxPendingPerPeer) return yield* STM.fail("full" as const)
           return yield* STM.retry
         }
-        yield* TMap.set(pendingByPeer, to, pending + 1)
+        yield* TMap.set(pendingByPeer, to, pending + count)
         yield* TQueue.offer(appendQueue, request)
       }).pipe(
         Effect.catchAll((reason): Effect.Effect<never, OutboxFullError | EngineClosedError> =>
@@ -1230,7 +1263,11 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
         )
       )
       return yield* Deferred.await(deferred)
-    }).pipe(Effect.withSpan("ILM.send", { attributes: { to } }))
+    })
+
+  // No span per message: a span costs more than the rest of a send.
+  const send = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
+    Effect.map(sendAll(to, [payload], options), (ids) => ids[0]!)
 
   const sendAndAwait = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
     Effect.gen(function*() {
@@ -1308,6 +1345,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   return {
     localPeer: self,
     send,
+    sendAll,
     sendAndAwait,
     drain,
     peers: linkedPeers,

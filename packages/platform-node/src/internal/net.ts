@@ -340,20 +340,24 @@ export const make = <A>(options: {
 
     /** Reads frames until the connection ends; never succeeds. */
     const read = (link: NetLink.Link, peer: PeerId): Effect.Effect<never, ConnectionError> =>
-      Effect.forever(Effect.flatMap(link.next, (frame) => {
-        switch (frame.type) {
-          case Frame.FrameType.Data:
-            return Queue.offer(inbound, { from: peer, frame: frame.body })
-          case Frame.FrameType.Ping:
-            return Effect.void
-          default:
-            return Effect.fail(
-              new ConnectionError({
-                reason: "Malformed",
-                detail: `unexpected frame type ${frame.type} after the handshake`
-              })
+      Effect.forever(Effect.flatMap(link.nextBatch, (frames) => {
+        // Every frame of a read goes on in one offer, so the engine takes them as one batch.
+        const data: Array<Inbound> = []
+        for (const frame of frames) {
+          if (frame.type === Frame.FrameType.Data) data.push({ from: peer, frame: frame.body })
+          else if (frame.type !== Frame.FrameType.Ping) {
+            return Effect.zipRight(
+              Queue.offerAll(inbound, data),
+              Effect.fail(
+                new ConnectionError({
+                  reason: "Malformed",
+                  detail: `unexpected frame type ${frame.type} after the handshake`
+                })
+              )
             )
+          }
         }
+        return Queue.offerAll(inbound, data)
       }))
 
     /**

@@ -59,6 +59,11 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
 export interface Link {
   /** The next frame; fails with `Closed` at the end of the stream. */
   readonly next: Effect.Effect<Frame, ConnectionError>
+  /**
+   * The next frame and every other frame already received whole, so a reader hands them on together. A malformed
+   * frame fails the call, as `next` would, once the frames before it have been taken.
+   */
+  readonly nextBatch: Effect.Effect<ReadonlyArray<Frame>, ConnectionError>
   /** Bytes received so far: a watchdog sees from it whether anything arrived. */
   readonly received: () => number
   /**
@@ -143,8 +148,19 @@ export const make = (socket: Socket.Socket, limit: number): Effect.Effect<Link, 
       )
     })
 
+    const nextBatch = Effect.map(next, (first) => {
+      const batch = [first]
+      while (true) {
+        const decoded = decoder.next()
+        // The error stays in the decoder: the next call meets it at once.
+        if (decoded === undefined || decoded instanceof FrameError) return batch
+        batch.push(decoded)
+      }
+    })
+
     return {
       next,
+      nextBatch,
       received: () => received,
       write: (bytes) => guarded(Effect.mapError(rawWrite(bytes), ioError("the write failed"))),
       abort: (reason) =>

@@ -1,0 +1,48 @@
+/**
+ * One sender streaming to one or more receivers: the throughput cases (scenarios 1–4, 8 and 9).
+ */
+import * as Effect from "effect/Effect"
+import * as HashSet from "effect/HashSet"
+import * as Stream from "effect/Stream"
+import { payload, indexOf, resultOf, type Result, Tally } from "../Result.js"
+import { sendMany, type SendOptions } from "./send.js"
+import { cluster, peerIds, type Transport } from "./peers.js"
+
+export interface Options {
+  readonly transport: Transport
+  /** Messages to each receiver. */
+  readonly messages: number
+  readonly payloadBytes: number
+  readonly receivers?: number | undefined
+  readonly window?: number | undefined
+  readonly send?: SendOptions | undefined
+}
+
+export const run = (options: Options): Promise<Result> =>
+  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const receivers = options.receivers ?? 1
+    const [senderId, ...receiverIds] = peerIds(receivers + 1, "peer-")
+    const config = options.window === undefined ? {} : { window: options.window }
+    const peers = yield* cluster(options.transport, [senderId!, ...receiverIds])
+    const tallies = receiverIds.map(() => new Tally(options.messages))
+    for (let r = 0; r < receivers; r++) {
+      const tally = tallies[r]!
+      yield* peers.start(receiverIds[r]!, (message) => tally.record(indexOf(message.payload)), config)
+    }
+    const sender = yield* peers.start(senderId!, () => {}, config)
+    // Wait until the sender is linked to every receiver, so the clock measures messaging, not connecting.
+    yield* Stream.runDrain(Stream.takeUntil(sender.peers.changes, (linked) => HashSet.size(linked) === receivers))
+    const start = performance.now()
+    const total = options.messages * receivers
+    yield* sendMany(
+      sender,
+      total,
+      (i) => receiverIds[i % receivers]!,
+      (i) => payload(Math.floor(i / receivers), options.payloadBytes),
+      options.send
+    )
+    yield* Effect.promise(() => Promise.all(tallies.map((tally) => tally.whenComplete())))
+    yield* sender.drain("10 minutes")
+    const seconds = (performance.now() - start) / 1000
+    return resultOf(total, tallies, seconds)
+  })))
