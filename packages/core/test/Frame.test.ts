@@ -511,6 +511,30 @@ describe("Frame", () => {
       }
     })
 
+    it("Data and Ack are accepted exactly when their schemas accept them (the hot path checks by hand)", () => {
+      const text = FastCheck.constantFrom("", "a", "x".repeat(255), "x".repeat(256), "é".repeat(255), "😀".repeat(128))
+      const uint = FastCheck.constantFrom(0, 1, 2, 3, MAX)
+      const validates = Schema.decodeUnknownEither(Frame.Frame)
+      FastCheck.assert(
+        FastCheck.property(text, text, text, uint, uint, uint, uint, uint, (from, to, lane, a, b, c, d, e) => {
+          const data = { from, to, lane, incarnation: a, session: b, run: c, seq: d, floor: e, payload: new Uint8Array(2) }
+          const ack = { from, to, lane, incarnation: a, upTo: b }
+          for (
+            const [fields, bytes] of [
+              [{ _tag: "Data", ...data }, rawData(data)],
+              [{ _tag: "Ack", ...ack }, rawAck(ack)]
+            ] as const
+          ) {
+            const expected = validates(fields)._tag === "Right" ? "Frame" : "Rejected"
+            const decoded = decodeSafely(bytes, limit)
+            assert.strictEqual(decoded._tag, expected, `${JSON.stringify({ ...fields, payload: undefined })}`)
+            if (decoded._tag === "Rejected") assert.strictEqual(decoded.rejection.reason, "invalid")
+          }
+        }),
+        runs(2000)
+      )
+    })
+
     it("fields out of range are invalid", () => {
       const id256 = "x".repeat(256)
       const wide256 = "é".repeat(256)
