@@ -63,7 +63,7 @@ export class Tally {
     this.delivered++
     if (index < this.highest) this.reordered++
     else this.highest = index
-    if (this.delivered === this.expected) for (const wake of this.waiters.splice(0)) wake()
+    if (this.delivered === this.expected) { for (const wake of this.waiters.splice(0)) wake() }
   }
 
   get complete(): boolean {

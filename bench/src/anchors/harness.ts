@@ -3,7 +3,7 @@
  * when a run is over — complete, or given up on because it stalled — so that an anchor which loses messages
  * reports the loss instead of hanging.
  */
-import { ageMicros, percentile, peakRssMiB, resultOf, type Result, type Tally } from "../Result.js"
+import { ageMicros, peakRssMiB, percentile, type Result, resultOf, type Tally } from "../Result.js"
 
 export interface WatchOptions {
   /** Give up when nothing was delivered or acknowledged for this long. */

@@ -5,9 +5,9 @@
  * The broker is the local mosquitto on 127.0.0.1:1883 or an in-process aedes.
  */
 import { Aedes } from "aedes"
+import { connectAsync, type IClientOptions, type MqttClient } from "mqtt"
 import { execFile } from "node:child_process"
 import * as Net from "node:net"
-import { connectAsync, type IClientOptions, type MqttClient } from "mqtt"
 import { indexOf, payload, type Result, Tally } from "../Result.js"
 import { skipped, Watch, windowed } from "./harness.js"
 
@@ -43,8 +43,7 @@ export const ensureMosquitto = async (): Promise<string | undefined> => {
           : "code" in error && error.code === "ENOENT"
           ? "mosquitto is not installed and nothing listens on 127.0.0.1:1883"
           : `mosquitto failed to start: ${error.message}`
-      )
-    )
+      ))
   )
   if (started !== undefined) return started
   for (let waited = 0; waited < 5_000; waited += 250) {
@@ -91,19 +90,23 @@ export const run = async (options: Options): Promise<Result> => {
   const topic = `bench/${id}`
   const clientOptions = (role: string): IClientOptions => ({ clientId: `${id}-${role}`, clean: false })
   const tally = new Tally(messages)
-  let watch: Watch | undefined
+  // Set once the run starts; frames before that are the set-up's.
+  const running: { watch?: Watch } = {}
 
   const subscriber = await connectAsync(broker.url, clientOptions("sub"))
-  subscriber.on("message", (_topic, bytes) => watch?.delivered(indexOf(bytes), bytes))
+  subscriber.on("message", (_topic, bytes) => running.watch?.delivered(indexOf(bytes), bytes))
   await subscriber.subscribeAsync(topic, { qos })
   const publisher = await connectAsync(broker.url, clientOptions("pub"))
 
   const current = new Watch(tally, messages)
-  watch = current
+  running.watch = current
   windowed(messages, window, (index, done) => {
     const bytes = payload(index, payloadBytes)
-    publisher.publish(topic, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), { qos }, (error) =>
-      done(error === undefined || error === null)
+    publisher.publish(
+      topic,
+      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+      { qos },
+      (error) => done(error === undefined || error === null)
     )
   }, current)
   await current.finished

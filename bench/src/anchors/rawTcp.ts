@@ -134,14 +134,15 @@ export const run = async (options: Options): Promise<Result> => {
   const acked = mode === "acked"
   const tally = new Tally(messages)
   // Set once the client connects; the clock starts at the first send, after connecting.
-  let watch: Watch | undefined
+  // Set once the run starts; frames before that are the set-up's.
+  const running: { watch?: Watch } = {}
 
   const server = Net.createServer((socket) => {
     socket.setNoDelay(true)
     const acks = new Batcher(socket)
     const reader = new Reader(true, 0, (body) => {
       const index = indexOf(body)
-      watch?.delivered(index, body)
+      running.watch?.delivered(index, body)
       if (acked) acks.uint32(index)
     })
     // Acks for everything in one chunk leave in one write.
@@ -159,7 +160,7 @@ export const run = async (options: Options): Promise<Result> => {
 
   const out = new Batcher(client)
   const current = new Watch(tally, acked ? messages : 0)
-  watch = current
+  running.watch = current
   let next = 0
 
   if (acked) {

@@ -22,14 +22,15 @@ export const run = async (options: Options): Promise<Result> => {
   const { messages, payloadBytes } = options
   const window = options.window ?? 64
   const tally = new Tally(messages)
-  let watch: Watch | undefined
+  // Set once the run starts; frames before that are the set-up's.
+  const running: { watch?: Watch } = {}
 
   const http = Http.createServer()
   // maxHttpBufferSize: the default (1 MB) would cut off large payloads.
   const server = new Server(http, { transports: ["websocket"], maxHttpBufferSize: Math.max(1e6, 2 * payloadBytes) })
   server.on("connection", (socket) => {
     socket.on("m", (bytes: Buffer, ack: () => void) => {
-      watch?.delivered(indexOf(bytes), bytes)
+      running.watch?.delivered(indexOf(bytes), bytes)
       ack()
     })
   })
@@ -41,7 +42,7 @@ export const run = async (options: Options): Promise<Result> => {
   await new Promise<void>((resolve, reject) => client.once("connect", resolve).once("connect_error", reject))
 
   const current = new Watch(tally, messages)
-  watch = current
+  running.watch = current
   windowed(messages, window, (index, done) => {
     client.timeout(ackTimeoutMillis).emitWithAck("m", payload(index, payloadBytes)).then(
       () => done(true),

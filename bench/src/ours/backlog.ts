@@ -5,7 +5,7 @@
  * steady-state rate.
  */
 import * as Effect from "effect/Effect"
-import { indexOf, payload, resultOf, type Result, Tally } from "../Result.js"
+import { indexOf, payload, type Result, resultOf, Tally } from "../Result.js"
 import { cluster, peerIds } from "./peers.js"
 import { sendMany } from "./send.js"
 
@@ -32,6 +32,8 @@ export const run = (options: Options): Promise<Result> =>
     yield* Effect.promise(() => tally.whenComplete())
     yield* sender.drain("10 minutes")
     const seconds = (performance.now() - start) / 1000
-    process.stderr.write(`backlog: stored ${messages} in ${storeSeconds.toFixed(2)} s, drained in ${seconds.toFixed(2)} s\n`)
+    process.stderr.write(
+      `backlog: stored ${messages} in ${storeSeconds.toFixed(2)} s, drained in ${seconds.toFixed(2)} s\n`
+    )
     return resultOf(messages, [tally], seconds)
   })))

@@ -6,7 +6,7 @@
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"
 import * as Stream from "effect/Stream"
-import { ageMicros, indexOf, payload, percentile, resultOf, type Result, Tally } from "../Result.js"
+import { ageMicros, indexOf, payload, percentile, type Result, resultOf, Tally } from "../Result.js"
 import { cluster, peerIds } from "./peers.js"
 import { sendMany } from "./send.js"
 

@@ -2,14 +2,14 @@
  * Two or more @intersession peers in one process, on the in-memory network or on TCP with SQLite, for the cases.
  */
 import * as Delivery from "@intersession/core/Delivery"
-import type { Message } from "@intersession/core/Message"
 import * as ILM from "@intersession/core/ILM"
 import type * as IlmConfig from "@intersession/core/IlmConfig"
+import type { Message } from "@intersession/core/Message"
 import * as PeerId from "@intersession/core/PeerId"
-import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
-import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
 import * as SqliteBackend from "@intersession/platform-node/SqliteBackend"
 import * as TcpNetwork from "@intersession/platform-node/TcpNetwork"
+import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -52,7 +52,10 @@ export const cluster = (
   Effect.gen(function*() {
     const scope = yield* Effect.scope
     const deliveryOf = (deliver: (message: Message) => void) =>
-      Layer.succeed(Delivery.Delivery, Delivery.Delivery.of({ deliver: (message) => Effect.sync(() => deliver(message)) }))
+      Layer.succeed(
+        Delivery.Delivery,
+        Delivery.Delivery.of({ deliver: (message) => Effect.sync(() => deliver(message)) })
+      )
     const build = <E>(layer: Layer.Layer<ILM.ILM, E>) =>
       Effect.map(Layer.buildWithScope(layer, scope), (context) => Context.get(context, ILM.ILM))
 

@@ -4,9 +4,9 @@
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"
 import * as Stream from "effect/Stream"
-import { payload, indexOf, resultOf, type Result, Tally } from "../Result.js"
-import { sendMany, type SendOptions } from "./send.js"
+import { indexOf, payload, type Result, resultOf, Tally } from "../Result.js"
 import { cluster, peerIds, type Transport } from "./peers.js"
+import { sendMany, type SendOptions } from "./send.js"
 
 export interface Options {
   readonly transport: Transport

@@ -199,7 +199,7 @@ const maxStringBytes = 3 * maxLength
  * @category codec
  */
 export const encode = (frame: Frame): Uint8Array => {
-  const writer = new internal.Writer(frame._tag === "Data" ? frame.payload.length + 64 : 64)
+  const writer = new internal.Writer(sizeOf(frame))
   writer.byte(ProtocolVersion)
   writer.byte(tags[frame._tag])
   writer.string(frame.from)
@@ -241,6 +241,22 @@ export const encode = (frame: Frame): Uint8Array => {
     }
   }
   return writer.finish()
+}
+
+/** The exact size of a `Data` or `Ack` with ASCII ids (a frame with others grows its buffer); a guess for `Hello`. */
+const sizeOf = (frame: Frame): number => {
+  const head = 2 + internal.stringSize(frame.from) + internal.stringSize(frame.to)
+  switch (frame._tag) {
+    case "Data":
+      return head + internal.stringSize(frame.lane) + internal.uintFieldSize(frame.incarnation) +
+        internal.uintFieldSize(frame.session) + internal.uintFieldSize(frame.run) + internal.uintFieldSize(frame.seq) +
+        internal.uintFieldSize(frame.floor) + internal.uintFieldSize(frame.payload.length) + frame.payload.length
+    case "Ack":
+      return head + internal.stringSize(frame.lane) + internal.uintFieldSize(frame.incarnation) +
+        internal.uintFieldSize(frame.upTo)
+    case "Hello":
+      return head + 64
+  }
 }
 
 const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.ReadError => {
@@ -337,7 +353,21 @@ const validate = Schema.decodeUnknownEither(Frame)
  * @since 0.1.0
  * @category codec
  */
-export const decode = (bytes: Uint8Array, maxPayloadBytes: number): Either.Either<Frame, Rejection> => {
+export const decode = (bytes: Uint8Array, maxPayloadBytes: number): Either.Either<Frame, Rejection> =>
+  Either.map(decodeRecord(bytes, maxPayloadBytes), (frame) =>
+    frame._tag === "Data"
+      ? new Data(frame, noValidation)
+      : frame._tag === "Ack"
+      ? new Ack(frame, noValidation)
+      : frame)
+
+/**
+ * {@link decode} with the same checks, giving `Data` and `Ack` as plain records rather than class instances: they
+ * carry every message and acknowledgement, and building a class instance costs more than decoding the frame.
+ *
+ * @internal
+ */
+export const decodeRecord = (bytes: Uint8Array, maxPayloadBytes: number): Either.Either<Frame, Rejection> => {
   const reader = new internal.Reader(bytes)
   const fields = readFields(reader)
   if (fields instanceof UnsupportedVersion) {
@@ -364,11 +394,8 @@ export const decode = (bytes: Uint8Array, maxPayloadBytes: number): Either.Eithe
   // decodes strings as strict UTF-8, which cannot hold a lone surrogate.
   const invalid = invalidHotFrame(fields)
   if (invalid !== undefined) return Either.left({ reason: "invalid", detail: invalid })
-  return Either.right(
-    fields._tag === "Data"
-      ? new Data(fields as typeof Data.Type, noValidation)
-      : new Ack(fields as typeof Ack.Type, noValidation)
-  )
+  // Checked above: the fields are what the schema's type says.
+  return Either.right(fields as typeof Data.Type | typeof Ack.Type)
 }
 
 const noValidation = { disableValidation: true } as const

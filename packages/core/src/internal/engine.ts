@@ -359,76 +359,96 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       )
       : STM.void
 
-  const receiveData = (data: Frame.Data, report: Report) =>
-    STM.gen(function*() {
-      const sender = yield* TMap.get(peers, data.from)
-      if (Option.isNone(sender) || data.session !== sender.value.theirNonce) {
-        report.unknownSessions.add(data.from)
-        return reject(report, data.from, "stale-session", `Data of session ${data.session}`)
+  /**
+   * Takes one `Data` into a stream's state (`undefined`: none yet). Returns the new state, or `undefined` when the
+   * frame is refused, and whether the sender should hear the current acknowledgement again.
+   */
+  const acceptData = (
+    current: InState | undefined,
+    data: Frame.Data,
+    report: Report
+  ): { readonly state: InState; readonly repeatAck: boolean } | undefined => {
+    let state: InState
+    if (current === undefined) {
+      state = {
+        peer: data.from,
+        lane: data.lane,
+        incarnation: data.incarnation,
+        delivered: data.floor - 1,
+        runs: [],
+        buffer: HashMap.empty(),
+        busy: false
       }
-      const key = streamKey(data.from, data.lane)
-      const current = yield* TMap.get(ins, key)
-      let state: InState
-      if (Option.isNone(current)) {
-        state = {
-          peer: data.from,
-          lane: data.lane,
-          incarnation: data.incarnation,
-          delivered: data.floor - 1,
-          runs: [],
-          buffer: HashMap.empty(),
-          busy: false
-        }
-        if (data.floor > 1) {
-          report.events.push(IlmEvent.Resynchronised({
-            peer: data.from,
-            lane: data.lane,
-            reason: "receiver-behind",
-            detail: `no record of this stream; adopted it at the sender's floor, seq ${data.floor}`
-          }))
-        }
-      } else if (data.incarnation < current.value.incarnation) {
-        return reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
-      } else if (data.incarnation > current.value.incarnation) {
-        state = {
-          ...current.value,
-          incarnation: data.incarnation,
-          delivered: data.floor - 1,
-          runs: [],
-          buffer: HashMap.empty()
-        }
-        report.events.push(IlmEvent.Resynchronised({
-          peer: data.from,
-          lane: data.lane,
-          reason: "peer-new-incarnation",
-          detail:
-            `incarnation ${current.value.incarnation} replaced by ${data.incarnation}, adopted at seq ${data.floor}`
-        }))
-      } else if (data.floor - 1 > current.value.delivered && !current.value.busy) {
-        state = {
-          ...current.value,
-          delivered: data.floor - 1,
-          runs: [],
-          buffer: HashMap.filter(current.value.buffer, (_, seq) => seq >= data.floor)
-        }
+      if (data.floor > 1) {
         report.events.push(IlmEvent.Resynchronised({
           peer: data.from,
           lane: data.lane,
           reason: "receiver-behind",
-          detail: `delivered ${current.value.delivered}, sender acknowledged up to ${data.floor - 1}`
+          detail: `no record of this stream; adopted it at the sender's floor, seq ${data.floor}`
         }))
-      } else {
-        state = current.value
       }
-      if (data.seq <= state.delivered || HashMap.has(state.buffer, data.seq)) {
-        report.duplicates++
-        yield* queueAck(key, state)
-      } else if (data.seq <= state.delivered + window) {
-        state = { ...state, buffer: HashMap.set(state.buffer, data.seq, data) }
-        // Past a gap: repeat the last acknowledgement so the sender can resend the gap at once.
-        if (data.seq > state.delivered + 1) yield* queueAck(key, state)
+    } else if (data.incarnation < current.incarnation) {
+      reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
+      return undefined
+    } else if (data.incarnation > current.incarnation) {
+      state = { ...current, incarnation: data.incarnation, delivered: data.floor - 1, runs: [], buffer: HashMap.empty() }
+      report.events.push(IlmEvent.Resynchronised({
+        peer: data.from,
+        lane: data.lane,
+        reason: "peer-new-incarnation",
+        detail: `incarnation ${current.incarnation} replaced by ${data.incarnation}, adopted at seq ${data.floor}`
+      }))
+    } else if (data.floor - 1 > current.delivered && !current.busy) {
+      state = {
+        ...current,
+        delivered: data.floor - 1,
+        runs: [],
+        buffer: HashMap.filter(current.buffer, (_, seq) => seq >= data.floor)
       }
-      yield* TMap.set(ins, key, state)
+      report.events.push(IlmEvent.Resynchronised({
+        peer: data.from,
+        lane: data.lane,
+        reason: "receiver-behind",
+        detail: `delivered ${current.delivered}, sender acknowledged up to ${data.floor - 1}`
+      }))
+    } else {
+      state = current
+    }
+    if (data.seq <= state.delivered || HashMap.has(state.buffer, data.seq)) {
+      report.duplicates++
+      return { state, repeatAck: true }
+    }
+    if (data.seq > state.delivered + window) return { state, repeatAck: false }
+    // Past a gap: repeat the last acknowledgement so the sender can resend the gap at once.
+    return {
+      state: { ...state, buffer: HashMap.set(state.buffer, data.seq, data) },
+      repeatAck: data.seq > state.delivered + 1
+    }
+  }
+
+  /** Takes `Data` frames of one stream, in arrival order, reading and writing the stream's state once. */
+  const receiveData = (frames: ReadonlyArray<Frame.Data>, report: Report) =>
+    STM.gen(function*() {
+      const first = frames[0]!
+      const sender = yield* TMap.get(peers, first.from)
+      const key = streamKey(first.from, first.lane)
+      const stored = Option.getOrUndefined(yield* TMap.get(ins, key))
+      let state = stored
+      let repeatAck = false
+      for (const data of frames) {
+        if (Option.isNone(sender) || data.session !== sender.value.theirNonce) {
+          report.unknownSessions.add(data.from)
+          reject(report, data.from, "stale-session", `Data of session ${data.session}`)
+          continue
+        }
+        const accepted = acceptData(state, data, report)
+        if (accepted === undefined) continue
+        state = accepted.state
+        repeatAck ||= accepted.repeatAck
+      }
+      if (state === undefined) return
+      if (state !== stored) yield* TMap.set(ins, key, state)
+      if (repeatAck) yield* queueAck(key, state)
       if (!state.busy && HashMap.has(state.buffer, state.delivered + 1)) {
         yield* TRef.update(inReady, HashSet.add(key))
       }
@@ -633,10 +653,23 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const applyBatch = (batch: ReadonlyArray<Frame.Data | Frame.Ack>, now: number) =>
     STM.gen(function*() {
       const report = emptyReport()
+      // Consecutive frames of one stream go in together.
+      let run: Array<Frame.Data> = []
       for (const frame of batch) {
-        if (frame._tag === "Data") yield* receiveData(frame, report)
-        else yield* receiveAck(frame, now, report)
+        if (frame._tag === "Data") {
+          const last = run[run.length - 1]
+          if (last !== undefined && (last.from !== frame.from || last.lane !== frame.lane)) {
+            yield* receiveData(run, report)
+            run = []
+          }
+          run.push(frame)
+        } else {
+          if (run.length > 0) yield* receiveData(run, report)
+          run = []
+          yield* receiveAck(frame, now, report)
+        }
       }
+      if (run.length > 0) yield* receiveData(run, report)
       return report
     })
 
@@ -653,7 +686,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       const batch: Array<Frame.Data | Frame.Ack> = []
       const report = emptyReport()
       for (const inbound of chunk) {
-        const decoded = Frame.decode(inbound.frame, config.maxPayloadBytes)
+        const decoded = Frame.decodeRecord(inbound.frame, config.maxPayloadBytes)
         if (Either.isLeft(decoded)) {
           reject(report, inbound.from, decoded.left.reason, decoded.left.detail)
           continue

@@ -8,15 +8,21 @@
 const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
+/** Bytes a varint of `value` takes. */
+const uintSize = (value: number): number => {
+  let size = 1
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) size++
+  return size
+}
+
 /** @internal */
 export class Writer {
   private buffer: Uint8Array
-  private view: DataView
   offset = 0
 
+  /** `initialSize` is a hint: a frame of known size is written with no copy at all. */
   constructor(initialSize = 128) {
     this.buffer = new Uint8Array(initialSize)
-    this.view = new DataView(this.buffer.buffer)
   }
 
   private ensure(extra: number): void {
@@ -27,12 +33,11 @@ export class Writer {
     const next = new Uint8Array(size)
     next.set(this.buffer.subarray(0, this.offset))
     this.buffer = next
-    this.view = new DataView(next.buffer)
   }
 
   byte(value: number): void {
     this.ensure(1)
-    this.view.setUint8(this.offset++, value)
+    this.buffer[this.offset++] = value
   }
 
   uint(value: number): void {
@@ -72,9 +77,15 @@ export class Writer {
   }
 
   finish(): Uint8Array {
-    return this.buffer.slice(0, this.offset)
+    return this.offset === this.buffer.length ? this.buffer : this.buffer.slice(0, this.offset)
   }
 }
+
+/** The size of a string field holding `value` if it is ASCII (the usual case), a lower bound otherwise. */
+export const stringSize = (value: string): number => uintSize(value.length) + value.length
+
+/** The size of an integer field. */
+export const uintFieldSize = uintSize
 
 /** @internal */
 export class ReadError {
@@ -129,18 +140,55 @@ export class Reader {
     const bytes = this.bytes()
     if (bytes instanceof ReadError) return bytes
     if (bytes.length > maxBytes) return new ReadError(`a string field of ${bytes.length} bytes exceeds ${maxBytes}`)
-    let ascii = ""
-    for (let i = 0; i < bytes.length; i++) {
-      const byte = bytes[i]!
-      if (byte >= 0x80) {
-        try {
-          return decoder.decode(bytes)
-        } catch {
-          return new ReadError("a string is not valid UTF-8")
-        }
-      }
-      ascii += String.fromCharCode(byte)
-    }
-    return ascii
+    return recentStrings.get(bytes) ?? recentStrings.remember(bytes, decodeString(bytes))
   }
+}
+
+/**
+ * The few strings seen last, by their bytes. Every frame repeats the same peer ids and lanes: comparing a few bytes
+ * is much cheaper than building the string again.
+ */
+class RecentStrings {
+  private readonly entries: Array<{ readonly bytes: Uint8Array; readonly value: string }> = []
+
+  constructor(private readonly capacity: number) {}
+
+  get(bytes: Uint8Array): string | undefined {
+    for (const entry of this.entries) {
+      if (sameBytes(entry.bytes, bytes)) return entry.value
+    }
+    return undefined
+  }
+
+  remember(bytes: Uint8Array, value: string | ReadError): string | ReadError {
+    if (value instanceof ReadError || bytes.length > 64) return value
+    if (this.entries.length === this.capacity) this.entries.pop()
+    // A copy: the frame's bytes belong to a buffer that will be reused.
+    this.entries.unshift({ bytes: bytes.slice(), value })
+    return value
+  }
+}
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+const recentStrings = new RecentStrings(8)
+
+const decodeString = (bytes: Uint8Array): string | ReadError => {
+  let ascii = ""
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i]!
+    if (byte >= 0x80) {
+      try {
+        return decoder.decode(bytes)
+      } catch {
+        return new ReadError("a string is not valid UTF-8")
+      }
+    }
+    ascii += String.fromCharCode(byte)
+  }
+  return ascii
 }

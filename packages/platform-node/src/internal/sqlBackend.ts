@@ -1,5 +1,6 @@
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlConnection from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import { Backend, BackendError, StoreLockedError } from "@intersession/core/Backend"
 import type * as BackendTypes from "@intersession/core/Backend"
@@ -638,6 +639,39 @@ export const make = (
      * and a caller that compares errors must get back the very value its effect failed with.
      */
     const withTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
+      Effect.flatMap(
+        Effect.serviceOption(SqlClient.TransactionConnection),
+        (open) => Option.isSome(open) ? savepoint(open.value[0], effect) : transaction(effect)
+      )
+
+    /**
+     * A nested transaction: a savepoint on the open transaction's connection. @effect/sql's own nested transaction
+     * prepares its statement and opens a span every time, and the engine opens one per delivered message.
+     */
+    const savepoint = <A, E, R>(
+      connection: SqlConnection.Connection,
+      effect: Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E | BackendError, R> =>
+      Effect.uninterruptibleMask((restore) => {
+        const run = (statement: string) =>
+          Effect.mapError(
+            connection.execute(statement, [], undefined),
+            (cause) => new BackendError({ operation: "withTransaction", cause })
+          )
+        return Effect.zipRight(
+          run("SAVEPOINT intersession"),
+          Effect.flatMap(Effect.exit(restore(effect)), (exit) =>
+            Exit.isSuccess(exit)
+              ? Effect.zipRight(run("RELEASE SAVEPOINT intersession"), exit)
+              : Effect.zipRight(
+                Effect.zipRight(run("ROLLBACK TO SAVEPOINT intersession"), run("RELEASE SAVEPOINT intersession")),
+                // A failure made inside the outer transaction's span carries it; the caller gets its own value.
+                Effect.failCause(Cause.map(exit.cause, Cause.originalError))
+              ))
+        )
+      })
+
+    const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
       sql.withTransaction(Effect.mapErrorCause(effect, Cause.map((error) => new EffectFailure(error)))).pipe(
         Effect.mapErrorCause(Cause.map((error): E | BackendError =>
           error instanceof EffectFailure
