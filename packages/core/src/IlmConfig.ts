@@ -44,7 +44,7 @@ export interface IlmConfig {
 }
 
 /**
- * The defaults: a window of 64, acknowledgements sent as soon as the receiver is idle, a retransmission timeout
+ * The defaults: a window of 256, acknowledgements sent as soon as the receiver is idle, a retransmission timeout
  * of 1 s until measured, kept between 200 ms and 60 s and doubled per retransmission; `Hello` every 1 s up to 30 s;
  * delivery retried after 100 ms up to every 30 s; payloads up to 1 MiB; up to 1,000,000 pending messages per peer,
  * after which `send` waits; batches of up to 1,024.
@@ -53,7 +53,7 @@ export interface IlmConfig {
  * @category constants
  */
 export const defaults: IlmConfig = {
-  window: 64,
+  window: 256,
   ackDelay: Duration.zero,
   retransmitInitial: Duration.seconds(1),
   retransmitMin: Duration.millis(200),
