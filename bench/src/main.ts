@@ -59,11 +59,24 @@ const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
 }
 
 /** Runs one case in a fresh process; a crash, a bad exit or a timeout becomes the run's error. */
-const runChild = (id: string, quick: boolean, timeoutSeconds: number): Promise<{ result?: Result; error?: string }> =>
+const runChild = (
+  c: Case,
+  quick: boolean,
+  timeoutSeconds: number
+): Promise<{ result?: Result; error?: string }> =>
   new Promise((resolve) => {
+    const id = c.id
     const child = spawn(
       process.execPath,
-      ["--expose-gc", "--import", "tsx", join("src", "child.ts"), id, ...(quick ? ["--quick"] : [])],
+      [
+        "--expose-gc",
+        ...(c.nodeArgs ?? []),
+        "--import",
+        "tsx",
+        join("src", "child.ts"),
+        id,
+        ...(quick ? ["--quick"] : [])
+      ],
       { cwd: benchDir, stdio: ["ignore", "pipe", "pipe"] }
     )
     let stdout = ""
@@ -134,7 +147,7 @@ const main = async (): Promise<number> => {
       const prefix = `[round ${round + 1}/${args.repeat}, ${index + 1}/${runnable.length}] ${c.id}`
       process.stdout.write(`${prefix} … `)
       const started = performance.now()
-      const { result, error } = await runChild(c.id, args.quick, args.timeoutSeconds)
+      const { result, error } = await runChild(c, args.quick, args.timeoutSeconds)
       runs.get(c.id)!.push({ round, result, error })
       console.log(`${progressOf(result, error)} (${((performance.now() - started) / 1000).toFixed(1)} s wall)`)
     }

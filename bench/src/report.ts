@@ -33,6 +33,7 @@ export interface Summary {
   readonly latencyP50Millis?: Spread | undefined
   readonly latencyP99Millis?: Spread | undefined
   readonly peakRssMiB?: Spread | undefined
+  readonly rssBeforeMiB?: Spread | undefined
   /** Totals over all runs. */
   readonly lost: number
   readonly duplicated: number
@@ -68,6 +69,7 @@ export const summarize = (entry: Entry): Summary => {
     latencyP50Millis: spread(results.map((result) => result.latencyP50Millis)),
     latencyP99Millis: spread(results.map((result) => result.latencyP99Millis)),
     peakRssMiB: spread(results.map((result) => result.peakRssMiB)),
+    rssBeforeMiB: spread(results.map((result) => result.rssBeforeMiB)),
     lost: sum("lost"),
     duplicated: sum("duplicated"),
     reordered: sum("reordered"),
@@ -236,7 +238,11 @@ export const table = (entries: ReadonlyArray<Entry>): string =>
           : `p50 ${spreadText(summary.latencyP50Millis, (v) => fixed(v))} ms, p99 ${
             spreadText(summary.latencyP99Millis, (v) => fixed(v))
           } ms`,
-        entry.case.id === "ours.s7.memory" ? `peak RSS ${spreadText(summary.peakRssMiB, (v) => fixed(v, 0))} MiB` : "",
+        entry.case.id === "ours.s7.memory"
+          ? `peak RSS ${spreadText(summary.peakRssMiB, (v) => fixed(v, 0))} MiB, ${
+            spreadText(summary.rssBeforeMiB, (v) => fixed(v, 0))
+          } MiB of it before the first send`
+          : "",
         summary.failed > 0
           ? `${summary.failed} run(s) failed: ${entry.runs.find((run) => run.error)?.error ?? ""}`
           : "",

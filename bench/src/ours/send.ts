@@ -26,7 +26,7 @@ export const sendMany = (
   const batch = options?.batch ?? defaults.batch
   const concurrency = options?.concurrency ?? defaults.concurrency
   if (batch === 1) {
-    return Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => ilm.send(to(i), make(i)), {
+    return Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => Effect.asVoid(ilm.send(to(i), make(i))), {
       concurrency,
       discard: true
     })
@@ -45,7 +45,8 @@ export const sendMany = (
     }
   }
   for (const [destination, indices] of open) calls.push({ to: destination, indices })
-  return Effect.forEach(calls, (call) => ilm.sendAll(call.to, call.indices.map(make)), {
+  // asVoid: a concurrent forEach keeps every call's result until the last call ends, even with `discard`.
+  return Effect.forEach(calls, (call) => Effect.asVoid(ilm.sendAll(call.to, call.indices.map(make))), {
     concurrency,
     discard: true
   })
