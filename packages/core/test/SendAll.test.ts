@@ -48,6 +48,21 @@ describe("sendAll", () => {
       }
     }))
 
+  it.scoped("a buffer reused by the sender once its send resolved does not change what is delivered", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make()
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a)
+      const buffer = text("first")
+      yield* ra.ilm.sendAll(B, [buffer])
+      buffer.set(text("XXXXX"))
+      yield* ra.ilm.send(B, buffer)
+      yield* TestPeer.start(hub, b)
+      yield* awaitReceived(b, 2)
+      assert.deepStrictEqual(texts(yield* b.recorder.messages), ["first", "XXXXX"])
+    }))
+
   it.scoped("an empty call stores nothing", () =>
     Effect.gen(function*() {
       const hub = yield* InMemoryNetwork.make()

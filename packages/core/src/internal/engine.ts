@@ -52,6 +52,7 @@ import { Message, MessageId } from "../Message.js"
 import { type Inbound, Network } from "../Network.js"
 import type { PeerId } from "../PeerId.js"
 import * as Runs from "./runs.js"
+import { Unsent } from "./unsent.js"
 
 interface PeerState {
   readonly peer: PeerId
@@ -144,6 +145,9 @@ const streamKey = (peer: string, lane: string): string => `${peer.length}:${peer
 
 const noValidation = { disableValidation: true } as const
 
+/** The pause between two deletions of acknowledged messages. */
+const deletionPause = Duration.millis(10)
+
 /** @internal */
 export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const network = yield* Network
@@ -173,6 +177,8 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const appendQueue = yield* TQueue.unbounded<SendRequest>()
   const linkedPeers = yield* SubscriptionRef.make(HashSet.empty<PeerId>())
   const events = yield* PubSub.sliding<IlmEvent>(4096)
+  /** Fresh messages for the pump, so it need not read back what was just stored: a window per stream, 8 MiB. */
+  const unsent = new Unsent(window, 8 * 1024 * 1024)
   /** One delivery worker per inbound stream that has messages to deliver, keyed by stream. */
   const workers = yield* FiberMap.make<string, void>()
 
@@ -796,6 +802,9 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           return
         }
         const seqs = exit.value
+        messages.forEach((message, i) => {
+          unsent.add(streamKey(message.peer, message.lane), [{ ...message, seq: seqs[i]!, run }])
+        })
         const ids = yield* STM.gen(function*() {
           const result: Array<Array<MessageId>> = []
           let offset = 0
@@ -913,8 +922,15 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       return transmissions
     })
 
+  /** The messages of a transmission: fresh ones as they were stored, others read back from the store. */
+  const messagesOf = (transmission: Transmission) => {
+    const { from, lane, peer, to } = transmission
+    const fresh = unsent.take(streamKey(peer, lane), from, to)
+    return fresh !== undefined ? Effect.succeed(fresh) : backend.read(peer, lane, from, to - from + 1)
+  }
+
   const transmit = (transmission: Transmission) =>
-    backend.read(transmission.peer, transmission.lane, transmission.from, transmission.to - transmission.from + 1).pipe(
+    messagesOf(transmission).pipe(
       Effect.map((messages) => {
         const frames: Array<Uint8Array> = []
         for (const message of messages) {
@@ -1043,11 +1059,16 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     )
 
   // Acknowledgements that arrive meanwhile accumulate in `deletions` and go in the next call.
+  // An acknowledged message is in no hurry to leave the store (after a crash the peer's Hello acknowledges it
+  // again), so deletions pause between batches: at a low rate each message would otherwise cost a transaction.
   const ackHandler = Effect.forever(
-    Effect.flatMap(
-      takeAll(deletions),
-      (acks) => retryBackend("delete acknowledged messages", backend.acknowledge(acks))
-    )
+    Effect.flatMap(takeAll(deletions), (acks) => {
+      for (const ack of acks) unsent.drop(streamKey(ack.peer, ack.lane), ack.upTo)
+      return Effect.zipRight(
+        retryBackend("delete acknowledged messages", backend.acknowledge(acks)),
+        Effect.sleep(deletionPause)
+      )
+    })
   )
 
   // ---------------------------------------------------------------------------------------------------------------

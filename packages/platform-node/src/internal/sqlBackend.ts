@@ -107,6 +107,32 @@ const plainBytes = (payload: Uint8Array): Uint8Array =>
 const failWith = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, BackendError, R> =>
   Effect.mapError(effect, (cause) => new BackendError({ operation, cause }))
 
+/**
+ * Runs `effect` in a savepoint on the open transaction's connection, so its writes commit or roll back with the
+ * transaction and a failure undoes only its own. @effect/sql's nested transaction prepares its statement and opens a
+ * span every time, and the engine opens one per delivered message. Errors of the savepoint's own statements become
+ * `statementError`; the effect's pass through unchanged.
+ */
+const inSavepoint = <A, E, R, E2>(
+  connection: SqlConnection.Connection,
+  effect: Effect.Effect<A, E, R>,
+  statementError: (cause: SqlError) => E2
+): Effect.Effect<A, E | E2, R> =>
+  Effect.uninterruptibleMask((restore) => {
+    const run = (statement: string) => Effect.mapError(connection.execute(statement, [], undefined), statementError)
+    return Effect.zipRight(
+      run("SAVEPOINT intersession"),
+      Effect.flatMap(Effect.exit(restore(effect)), (exit) =>
+        Exit.isSuccess(exit)
+          ? Effect.zipRight(run("RELEASE SAVEPOINT intersession"), exit)
+          : Effect.zipRight(
+            Effect.zipRight(run("ROLLBACK TO SAVEPOINT intersession"), run("RELEASE SAVEPOINT intersession")),
+            // A failure made inside the outer transaction's span carries it; the caller gets its own value.
+            Effect.failCause(Cause.map(exit.cause, Cause.originalError))
+          ))
+    )
+  })
+
 /** A failure of the effect given to `withTransaction`, kept apart from the transaction's own errors. */
 class EffectFailure<E> {
   constructor(readonly error: E) {}
@@ -361,7 +387,13 @@ const makeGroupCommit = (sql: SqlClient.SqlClient) =>
 
     return <A>(operation: string, statements: Effect.Effect<A, unknown>): Effect.Effect<A, BackendError> =>
       Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
-        if (Option.isSome(transaction)) return statements.pipe(sql.withTransaction, failWith(operation))
+        if (Option.isSome(transaction)) {
+          return inSavepoint(
+            transaction.value[0],
+            failWith(operation)(statements),
+            (cause) => new BackendError({ operation, cause })
+          )
+        }
         return Effect.flatMap(Deferred.make<A, BackendError>(), (deferred) => {
           const write: Write = {
             operation,
@@ -641,35 +673,11 @@ export const make = (
     const withTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
       Effect.flatMap(
         Effect.serviceOption(SqlClient.TransactionConnection),
-        (open) => Option.isSome(open) ? savepoint(open.value[0], effect) : transaction(effect)
+        (open) =>
+          Option.isSome(open)
+            ? inSavepoint(open.value[0], effect, (cause) => new BackendError({ operation: "withTransaction", cause }))
+            : transaction(effect)
       )
-
-    /**
-     * A nested transaction: a savepoint on the open transaction's connection. @effect/sql's own nested transaction
-     * prepares its statement and opens a span every time, and the engine opens one per delivered message.
-     */
-    const savepoint = <A, E, R>(
-      connection: SqlConnection.Connection,
-      effect: Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E | BackendError, R> =>
-      Effect.uninterruptibleMask((restore) => {
-        const run = (statement: string) =>
-          Effect.mapError(
-            connection.execute(statement, [], undefined),
-            (cause) => new BackendError({ operation: "withTransaction", cause })
-          )
-        return Effect.zipRight(
-          run("SAVEPOINT intersession"),
-          Effect.flatMap(Effect.exit(restore(effect)), (exit) =>
-            Exit.isSuccess(exit)
-              ? Effect.zipRight(run("RELEASE SAVEPOINT intersession"), exit)
-              : Effect.zipRight(
-                Effect.zipRight(run("ROLLBACK TO SAVEPOINT intersession"), run("RELEASE SAVEPOINT intersession")),
-                // A failure made inside the outer transaction's span carries it; the caller gets its own value.
-                Effect.failCause(Cause.map(exit.cause, Cause.originalError))
-              ))
-        )
-      })
 
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
       sql.withTransaction(Effect.mapErrorCause(effect, Cause.map((error) => new EffectFailure(error)))).pipe(
