@@ -517,7 +517,17 @@ describe("Frame", () => {
       const validates = Schema.decodeUnknownEither(Frame.Frame)
       FastCheck.assert(
         FastCheck.property(text, text, text, uint, uint, uint, uint, uint, (from, to, lane, a, b, c, d, e) => {
-          const data = { from, to, lane, incarnation: a, session: b, run: c, seq: d, floor: e, payload: new Uint8Array(2) }
+          const data = {
+            from,
+            to,
+            lane,
+            incarnation: a,
+            session: b,
+            run: c,
+            seq: d,
+            floor: e,
+            payload: new Uint8Array(2)
+          }
           const ack = { from, to, lane, incarnation: a, upTo: b }
           for (
             const [fields, bytes] of [

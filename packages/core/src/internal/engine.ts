@@ -397,7 +397,13 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
       return undefined
     } else if (data.incarnation > current.incarnation) {
-      state = { ...current, incarnation: data.incarnation, delivered: data.floor - 1, runs: [], buffer: HashMap.empty() }
+      state = {
+        ...current,
+        incarnation: data.incarnation,
+        delivered: data.floor - 1,
+        runs: [],
+        buffer: HashMap.empty()
+      }
       report.events.push(IlmEvent.Resynchronised({
         peer: data.from,
         lane: data.lane,
