@@ -36,7 +36,8 @@ describe("sendAll", () => {
       const labels = Array.from({ length: 20 }, (_, i) => `call${i}`)
       yield* Effect.forEach(
         labels,
-        (label, i) => i % 2 === 0 ? ra.ilm.sendAll(B, batch(label, 50)) : ra.ilm.send(B, text(`${label} 1`)),
+        (label, i) =>
+          Effect.asVoid(i % 2 === 0 ? ra.ilm.sendAll(B, batch(label, 50)) : ra.ilm.send(B, text(`${label} 1`))),
         { concurrency: "unbounded", discard: true }
       )
       yield* awaitReceived(b, 10 * 50 + 10)

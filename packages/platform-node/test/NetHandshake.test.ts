@@ -31,6 +31,7 @@ const link = (
   })
   return {
     next,
+    nextBatch: Effect.map(next, (frame) => [frame]),
     received: () => 0,
     write: (bytes) => Effect.asVoid(Queue.offer(outgoing, tamper(bytes))),
     abort: () => Effect.void,
