@@ -37,7 +37,9 @@ describe("sendAll", () => {
       yield* Effect.forEach(
         labels,
         (label, i) =>
-          Effect.asVoid(i % 2 === 0 ? ra.ilm.sendAll(B, batch(label, 50)) : ra.ilm.send(B, text(`${label} 1`))),
+          i % 2 === 0
+            ? Effect.asVoid(ra.ilm.sendAll(B, batch(label, 50)))
+            : Effect.asVoid(ra.ilm.send(B, text(`${label} 1`))),
         { concurrency: "unbounded", discard: true }
       )
       yield* awaitReceived(b, 10 * 50 + 10)
