@@ -808,9 +808,11 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           return
         }
         const seqs = exit.value
-        messages.forEach((message, i) => {
-          unsent.add(streamKey(message.peer, message.lane), [{ ...message, seq: seqs[i]!, run }])
-        })
+        let stored = 0
+        for (const request of requests) {
+          const key = streamKey(request.peer, request.lane)
+          for (const _ of request.payloads) unsent.add(key, messages[stored]!, seqs[stored++]!, run)
+        }
         const ids = yield* STM.gen(function*() {
           const result: Array<Array<MessageId>> = []
           let offset = 0

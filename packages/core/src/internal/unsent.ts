@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import type { StoredMessage } from "../Backend.js"
+import type { OutboundMessage, StoredMessage } from "../Backend.js"
 
 export class Unsent {
   private readonly streams = new Map<string, Map<number, StoredMessage>>()
@@ -13,15 +13,13 @@ export class Unsent {
 
   constructor(private readonly perStream: number, private readonly maxBytes: number) {}
 
-  /** Keeps copies of just-stored messages (the caller may reuse its buffers) while there is room. */
-  add(key: string, messages: ReadonlyArray<StoredMessage>): void {
+  /** Keeps a copy of a just-stored message (the sender may reuse its buffer) if there is room. */
+  add(key: string, message: OutboundMessage, seq: number, run: number): void {
     let stream = this.streams.get(key)
-    for (const message of messages) {
-      if ((stream?.size ?? 0) >= this.perStream || this.bytes + message.payload.length > this.maxBytes) return
-      if (stream === undefined) this.streams.set(key, stream = new Map())
-      stream.set(message.seq, { ...message, payload: message.payload.slice() })
-      this.bytes += message.payload.length
-    }
+    if ((stream?.size ?? 0) >= this.perStream || this.bytes + message.payload.length > this.maxBytes) return
+    if (stream === undefined) this.streams.set(key, stream = new Map())
+    stream.set(seq, { peer: message.peer, lane: message.lane, seq, run, payload: message.payload.slice() })
+    this.bytes += message.payload.length
   }
 
   /** Removes seqs `from … to` of a stream; returns them in order if every one was here. */

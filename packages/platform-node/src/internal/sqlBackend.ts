@@ -16,6 +16,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 
 /** @internal */
 export const defaultTablePrefix = "intersession_"
@@ -108,30 +109,97 @@ const failWith = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E, R>
   Effect.mapError(effect, (cause) => new BackendError({ operation, cause }))
 
 /**
- * Runs `effect` in a savepoint on the open transaction's connection, so its writes commit or roll back with the
- * transaction and a failure undoes only its own. @effect/sql's nested transaction prepares its statement and opens a
- * span every time, and the engine opens one per delivered message. Errors of the savepoint's own statements become
- * `statementError`; the effect's pass through unchanged.
+ * The connection of a transaction this backend opened. Nested transactions on it are savepoints opened only just
+ * before their first statement: the engine runs each delivered message in one, and a delivery that writes nothing
+ * needs none. (@effect/sql's own nested transaction would also prepare its statement and open a span each time.)
  */
+class LazySavepoints implements SqlConnection.Connection {
+  /** The nested transactions running now, outermost first; `open` once their savepoint exists. */
+  private readonly nesting: Array<{ open: boolean }> = []
+
+  constructor(private readonly connection: SqlConnection.Connection) {}
+
+  /** Opens the savepoints of the nested transactions that have none yet, outermost first. */
+  private readonly opening: Effect.Effect<void, SqlError> = Effect.suspend(() => {
+    const closed = this.nesting.filter((level) => !level.open)
+    if (closed.length === 0) return Effect.void
+    return Effect.forEach(
+      closed,
+      (level) =>
+        Effect.map(this.connection.execute("SAVEPOINT intersession", [], undefined), () => {
+          level.open = true
+        }),
+      { discard: true }
+    )
+  })
+
+  readonly execute: SqlConnection.Connection["execute"] = (sql, params, transform) =>
+    Effect.zipRight(this.opening, this.connection.execute(sql, params, transform))
+  readonly executeRaw: SqlConnection.Connection["executeRaw"] = (sql, params) =>
+    Effect.zipRight(this.opening, this.connection.executeRaw(sql, params))
+  readonly executeStream: SqlConnection.Connection["executeStream"] = (sql, params, transform) =>
+    Stream.unwrap(Effect.as(this.opening, this.connection.executeStream(sql, params, transform)))
+  readonly executeValues: SqlConnection.Connection["executeValues"] = (sql, params) =>
+    Effect.zipRight(this.opening, this.connection.executeValues(sql, params))
+  readonly executeUnprepared: SqlConnection.Connection["executeUnprepared"] = (sql, params, transform) =>
+    Effect.zipRight(this.opening, this.connection.executeUnprepared(sql, params, transform))
+
+  /** Runs `effect` as a nested transaction. */
+  nested<A, E, R, E2>(
+    effect: Effect.Effect<A, E, R>,
+    statementError: (cause: SqlError) => E2
+  ): Effect.Effect<A, E | E2, R> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const level = { open: false }
+        this.nesting.push(level)
+        return Effect.flatMap(Effect.exit(restore(effect)), (exit) => {
+          this.nesting.pop()
+          return level.open ? closeSavepoint(this.connection, exit, statementError) : exit
+        })
+      })
+    )
+  }
+}
+
+/** Runs `effect` in a savepoint opened at once: on the connection of a transaction this backend did not open. */
 const inSavepoint = <A, E, R, E2>(
   connection: SqlConnection.Connection,
   effect: Effect.Effect<A, E, R>,
   statementError: (cause: SqlError) => E2
 ): Effect.Effect<A, E | E2, R> =>
-  Effect.uninterruptibleMask((restore) => {
-    const run = (statement: string) => Effect.mapError(connection.execute(statement, [], undefined), statementError)
-    return Effect.zipRight(
-      run("SAVEPOINT intersession"),
-      Effect.flatMap(Effect.exit(restore(effect)), (exit) =>
-        Exit.isSuccess(exit)
-          ? Effect.zipRight(run("RELEASE SAVEPOINT intersession"), exit)
-          : Effect.zipRight(
-            Effect.zipRight(run("ROLLBACK TO SAVEPOINT intersession"), run("RELEASE SAVEPOINT intersession")),
-            // A failure made inside the outer transaction's span carries it; the caller gets its own value.
-            Effect.failCause(Cause.map(exit.cause, Cause.originalError))
-          ))
+  Effect.uninterruptibleMask((restore) =>
+    Effect.zipRight(
+      Effect.mapError(connection.execute("SAVEPOINT intersession", [], undefined), statementError),
+      Effect.flatMap(Effect.exit(restore(effect)), (exit) => closeSavepoint(connection, exit, statementError))
     )
-  })
+  )
+
+/** Releases a savepoint after its effect succeeded, or rolls back to it first; then ends as the effect did. */
+const closeSavepoint = <A, E, E2>(
+  connection: SqlConnection.Connection,
+  exit: Exit.Exit<A, E>,
+  statementError: (cause: SqlError) => E2
+): Effect.Effect<A, E | E2> => {
+  const run = (statement: string) => Effect.mapError(connection.execute(statement, [], undefined), statementError)
+  return Exit.isSuccess(exit)
+    ? Effect.zipRight(run("RELEASE SAVEPOINT intersession"), exit)
+    : Effect.zipRight(
+      Effect.zipRight(run("ROLLBACK TO SAVEPOINT intersession"), run("RELEASE SAVEPOINT intersession")),
+      // A failure made inside the outer transaction's span carries it; the caller gets its own value.
+      Effect.failCause(Cause.map(exit.cause, Cause.originalError))
+    )
+}
+
+/** A nested transaction on the open transaction's connection: lazily where this backend opened it. */
+const nestedTransaction = <A, E, R, E2>(
+  connection: SqlConnection.Connection,
+  effect: Effect.Effect<A, E, R>,
+  statementError: (cause: SqlError) => E2
+): Effect.Effect<A, E | E2, R> =>
+  connection instanceof LazySavepoints
+    ? connection.nested(effect, statementError)
+    : inSavepoint(connection, effect, statementError)
 
 /** A failure of the effect given to `withTransaction`, kept apart from the transaction's own errors. */
 class EffectFailure<E> {
@@ -388,7 +456,7 @@ const makeGroupCommit = (sql: SqlClient.SqlClient) =>
     return <A>(operation: string, statements: Effect.Effect<A, unknown>): Effect.Effect<A, BackendError> =>
       Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
         if (Option.isSome(transaction)) {
-          return inSavepoint(
+          return nestedTransaction(
             transaction.value[0],
             failWith(operation)(statements),
             (cause) => new BackendError({ operation, cause })
@@ -675,12 +743,27 @@ export const make = (
         Effect.serviceOption(SqlClient.TransactionConnection),
         (open) =>
           Option.isSome(open)
-            ? inSavepoint(open.value[0], effect, (cause) => new BackendError({ operation: "withTransaction", cause }))
+            ? nestedTransaction(
+              open.value[0],
+              effect,
+              (cause) => new BackendError({ operation: "withTransaction", cause })
+            )
             : transaction(effect)
       )
 
+    /** An outer transaction, whose connection opens the savepoints of nested ones lazily. */
     const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
-      sql.withTransaction(Effect.mapErrorCause(effect, Cause.map((error) => new EffectFailure(error)))).pipe(
+      sql.withTransaction(
+        Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
+          const inner = Effect.mapErrorCause(effect, Cause.map((error) => new EffectFailure(error)))
+          return Option.isSome(open)
+            ? Effect.provideService(inner, SqlClient.TransactionConnection, [
+              new LazySavepoints(open.value[0]),
+              open.value[1]
+            ])
+            : inner
+        })
+      ).pipe(
         Effect.mapErrorCause(Cause.map((error): E | BackendError =>
           error instanceof EffectFailure
             ? Cause.originalError(error.error)
