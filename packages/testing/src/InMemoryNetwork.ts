@@ -119,16 +119,18 @@ export const make = (options?: { readonly seed?: number | undefined }): Effect.E
       )
     }, { discard: true })
 
-    const deliverNow = (from: PeerId, to: PeerId, frame: Uint8Array) =>
+    const deliverAllNow = (from: PeerId, to: PeerId, frames: ReadonlyArray<Uint8Array>) =>
       Effect.suspend(() => {
         const target = registered.get(to)
         if (target === undefined || !reachable(from, to)) {
-          stats.dropped++
+          stats.dropped += frames.length
           return Effect.void
         }
-        stats.delivered++
-        return Effect.asVoid(Queue.offer(target.inbound, { from, frame }))
+        stats.delivered += frames.length
+        return Effect.asVoid(Queue.offerAll(target.inbound, frames.map((frame) => ({ from, frame }))))
       })
+
+    const deliverNow = (from: PeerId, to: PeerId, frame: Uint8Array) => deliverAllNow(from, to, [frame])
 
     /** Held-back frames, each on its own timer, so later frames overtake them. */
     const deliverAfter = (from: PeerId, to: PeerId, frame: Uint8Array, delay: number) =>
@@ -147,13 +149,19 @@ export const make = (options?: { readonly seed?: number | undefined }): Effect.E
           const created = yield* Queue.unbounded<{ readonly due: number; readonly frame: Uint8Array }>()
           delayedLinks.set(key, created)
           queue = created
+          // Frames wait here in sending order; every frame due by now goes in one offer, as a socket read would.
+          const waiting: Array<{ readonly due: number; readonly frame: Uint8Array }> = []
           yield* FiberSet.run(
             fibers,
             Effect.forever(Effect.gen(function*() {
-              const next = yield* Queue.take(created)
+              if (waiting.length === 0) waiting.push(yield* Queue.take(created))
+              for (const next of yield* Queue.takeAll(created)) waiting.push(next)
               const now = yield* Clock.currentTimeMillis
-              if (next.due > now) yield* Effect.sleep(Duration.millis(next.due - now))
-              yield* deliverNow(from, to, next.frame)
+              const first = waiting[0]!
+              if (first.due > now) return yield* Effect.sleep(Duration.millis(first.due - now))
+              let due = 0
+              while (due < waiting.length && waiting[due]!.due <= now) due++
+              yield* deliverAllNow(from, to, waiting.splice(0, due).map((next) => next.frame))
             }))
           )
         }
@@ -218,10 +226,8 @@ export const make = (options?: { readonly seed?: number | undefined }): Effect.E
                 const faults = linkFaults.get(linkKey(peer, to)) ?? defaultFaults
                 // A link without faults hands the frames over together, as one read of a socket would.
                 if (isClean(faults)) {
-                  const target = registered.get(to)!
                   stats.sent += frames.length
-                  stats.delivered += frames.length
-                  return Effect.asVoid(Queue.offerAll(target.inbound, frames.map((frame) => ({ from: peer, frame }))))
+                  return deliverAllNow(peer, to, frames)
                 }
                 return Effect.forEach(frames, (frame) => route(peer, to, frame), { discard: true })
               }),
