@@ -41,8 +41,11 @@ const allocate = (size: number): Uint8Array => {
   return slab.subarray(slabUsed - size, slabUsed)
 }
 
-/** Microseconds on a clock that wraps every 71 minutes, far longer than a case. */
-const nowMicros = (): number => Math.floor(performance.now() * 1000) >>> 0
+/**
+ * Microseconds of wall-clock time, which every process of the machine shares, on a clock that wraps every 71
+ * minutes, far longer than a case.
+ */
+const nowMicros = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000) >>> 0
 
 /** A payload of `size` bytes (at least 8) carrying the message's index and the sender's clock in microseconds. */
 export const payload = (index: number, size: number): Uint8Array => {
@@ -106,10 +109,17 @@ export const percentile = (samples: ReadonlyArray<number>, p: number): number =>
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!
 }
 
+/** What a tally counted, wherever it ran. */
+export interface Counts {
+  readonly delivered: number
+  readonly duplicated: number
+  readonly reordered: number
+}
+
 /** Builds the result of a case from its tallies and time. */
 export const resultOf = (
   messages: number,
-  tallies: ReadonlyArray<Tally>,
+  tallies: ReadonlyArray<Counts>,
   seconds: number,
   extra?: Partial<Result>
 ): Result => {

@@ -14,11 +14,12 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import { mkdtempSync, rmSync } from "node:fs"
 import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import * as Remote from "./remote.js"
 
 export type Transport =
   | { readonly _tag: "memory"; readonly rttMillis?: number | undefined }
@@ -31,7 +32,40 @@ export interface Cluster {
     deliver: (message: Message) => void,
     config?: IlmConfig.Options
   ) => Effect.Effect<ILM.ILM["Type"], unknown>
+  /**
+   * Starts peer `id` in a process of its own (TCP only), as a real deployment runs it, counting what it receives;
+   * it stops with the cluster's scope.
+   */
+  readonly startProcess: (id: PeerId.PeerId, options: Remote.Options) => Effect.Effect<Remote.Receiver, Error>
 }
+
+/** Where the peers of a TCP cluster listen and keep their stores. */
+export interface TcpSetup {
+  readonly addresses: ReadonlyArray<readonly [PeerId.PeerId, TcpNetwork.Address]>
+  readonly dir: string
+  readonly synchronous: "NORMAL" | "FULL"
+}
+
+/** The layer of one peer of a TCP cluster. */
+export const tcpPeer = (
+  setup: TcpSetup,
+  id: PeerId.PeerId,
+  deliver: (message: Message) => void,
+  config?: IlmConfig.Options
+) => {
+  const addresses = new Map(setup.addresses)
+  return ILM.layer(config).pipe(
+    Layer.provide(deliveryOf(deliver)),
+    Layer.provide(TcpNetwork.layer({ peer: id, listen: addresses.get(id)!, peers: addresses, key })),
+    Layer.provide(SqliteBackend.layer({ filename: join(setup.dir, `${id}.db`), synchronous: setup.synchronous }))
+  )
+}
+
+const deliveryOf = (deliver: (message: Message) => void) =>
+  Layer.succeed(
+    Delivery.Delivery,
+    Delivery.Delivery.of({ deliver: (message) => Effect.sync(() => deliver(message)) })
+  )
 
 const freePort = Effect.async<number>((resume) => {
   const server = Net.createServer()
@@ -51,11 +85,6 @@ export const cluster = (
 ): Effect.Effect<Cluster, never, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
-    const deliveryOf = (deliver: (message: Message) => void) =>
-      Layer.succeed(
-        Delivery.Delivery,
-        Delivery.Delivery.of({ deliver: (message) => Effect.sync(() => deliver(message)) })
-      )
     const build = <E>(layer: Layer.Layer<ILM.ILM, E>) =>
       Effect.map(Layer.buildWithScope(layer, scope), (context) => Context.get(context, ILM.ILM))
 
@@ -70,26 +99,20 @@ export const cluster = (
               Layer.provide(hub.layer(id)),
               Layer.provide(InMemoryBackend.layerFresh)
             )
-          )
+          ),
+        startProcess: () => Effect.fail(new Error("a peer of the in-memory network cannot run in another process"))
       }
     }
     const dir = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "intersession-bench-"))),
       (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
     )
-    const addresses = new Map<PeerId.PeerId, TcpNetwork.Address>()
-    for (const id of ids) addresses.set(id, { host: "127.0.0.1", port: yield* freePort })
+    const addresses: Array<readonly [PeerId.PeerId, TcpNetwork.Address]> = []
+    for (const id of ids) addresses.push([id, { host: "127.0.0.1", port: yield* freePort }])
+    const setup: TcpSetup = { addresses, dir, synchronous: transport.synchronous }
     return {
-      start: (id, deliver, config) =>
-        build(
-          ILM.layer(config).pipe(
-            Layer.provide(deliveryOf(deliver)),
-            Layer.provide(TcpNetwork.layer({ peer: id, listen: addresses.get(id)!, peers: addresses, key })),
-            Layer.provide(
-              SqliteBackend.layer({ filename: join(dir, `${id}.db`), synchronous: transport.synchronous })
-            )
-          )
-        )
+      start: (id, deliver, config) => build(tcpPeer(setup, id, deliver, config)),
+      startProcess: (id, options) => Effect.provideService(Remote.start(setup, id, options), Scope.Scope, scope)
     }
   })
 

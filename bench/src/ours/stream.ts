@@ -4,8 +4,9 @@
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"
 import * as Stream from "effect/Stream"
-import { indexOf, payload, type Result, resultOf, Tally } from "../Result.js"
+import { type Counts, indexOf, payload, type Result, resultOf, Tally } from "../Result.js"
 import { cluster, peerIds, type Transport } from "./peers.js"
+import type * as Remote from "./remote.js"
 import { sendMany, type SendOptions } from "./send.js"
 
 export interface Options {
@@ -16,6 +17,8 @@ export interface Options {
   readonly receivers?: number | undefined
   readonly window?: number | undefined
   readonly send?: SendOptions | undefined
+  /** Each receiver in a process of its own (TCP only), as deployed: the sender and the receivers share no CPU. */
+  readonly receiverProcesses?: boolean | undefined
 }
 
 export const run = (options: Options): Promise<Result> =>
@@ -25,9 +28,14 @@ export const run = (options: Options): Promise<Result> =>
     const config = options.window === undefined ? {} : { window: options.window }
     const peers = yield* cluster(options.transport, [senderId!, ...receiverIds])
     const tallies = receiverIds.map(() => new Tally(options.messages))
+    const remotes: Array<Remote.Receiver> = []
     for (let r = 0; r < receivers; r++) {
       const tally = tallies[r]!
-      yield* peers.start(receiverIds[r]!, (message) => tally.record(indexOf(message.payload)), config)
+      if (options.receiverProcesses === true) {
+        remotes.push(yield* peers.startProcess(receiverIds[r]!, { expected: options.messages, config }))
+      } else {
+        yield* peers.start(receiverIds[r]!, (message) => tally.record(indexOf(message.payload)), config)
+      }
     }
     const sender = yield* peers.start(senderId!, () => {}, config)
     // Wait until the sender is linked to every receiver, so the clock measures messaging, not connecting.
@@ -41,8 +49,10 @@ export const run = (options: Options): Promise<Result> =>
       (i) => payload(Math.floor(i / receivers), options.payloadBytes),
       options.send
     )
-    yield* Effect.promise(() => Promise.all(tallies.map((tally) => tally.whenComplete())))
+    const counts: ReadonlyArray<Counts> = remotes.length > 0
+      ? yield* Effect.forEach(remotes, (remote) => remote.done)
+      : yield* Effect.as(Effect.promise(() => Promise.all(tallies.map((tally) => tally.whenComplete()))), tallies)
     yield* sender.drain("10 minutes")
     const seconds = (performance.now() - start) / 1000
-    return resultOf(total, tallies, seconds)
+    return resultOf(total, counts, seconds)
   })))

@@ -31,7 +31,31 @@ const watchUntil = (
     { step: "5 millis" }
   )
 
+/** The seq of a `Data` frame, else undefined. */
+const dataSeq = (frame: Uint8Array) => {
+  const decoded = Frame.decode(frame, Number.MAX_SAFE_INTEGER)
+  return Either.isRight(decoded) && decoded.right._tag === "Data" ? decoded.right.seq : undefined
+}
+
 describe("flow", () => {
+  it.scoped("one lost frame is resent after three repeated acknowledgements, long before the retransmission timeout", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make()
+      let dropped = 0
+      // The first transmission of seq 5 is lost; later frames arrive past the gap.
+      yield* hub.setFaults({ dropWhen: (frame) => dataSeq(frame) === 5 && dropped++ === 0 }, { from: A, to: B })
+      const config = { window: 16, retransmitInitial: "1 minute", retransmitMin: "1 minute" } as const
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a, config)
+      yield* TestPeer.start(hub, b, config)
+      yield* sendNumbered(ra, B, "m", 1, 12)
+      yield* awaitAcknowledged(a, "1 second")
+      assert.strictEqual(dropped, 2)
+      assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("m", 1, 12))
+      assert.isAbove((yield* ra.ilm.stats).outbound[0]!.retransmitted, 0)
+    }))
+
   // Virtual time: a lossy link fires thousands of retransmission timers, which `TestClock.adjust` makes slow.
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) {
     it.live(`window 16 under drops, duplicates, reordering and delay keeps every message once, in order (seed ${seed})`, () =>

@@ -431,10 +431,11 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       return { state, repeatAck: true }
     }
     if (data.seq > state.delivered + window) return { state, repeatAck: false }
-    // Past a gap: repeat the last acknowledgement so the sender can resend the gap at once.
+    // Past a gap (the next seq to deliver is missing): repeat the last acknowledgement so the sender can resend the
+    // gap at once. Frames queued behind a next seq that is here, waiting for its delivery, are no sign of loss.
     return {
       state: { ...state, buffer: HashMap.set(state.buffer, data.seq, data) },
-      repeatAck: data.seq > state.delivered + 1
+      repeatAck: data.seq > state.delivered + 1 && !HashMap.has(state.buffer, state.delivered + 1)
     }
   }
 
