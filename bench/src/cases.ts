@@ -40,6 +40,7 @@ const stream = (
     payloadBytes?: number
     receivers?: number
     window?: number
+    receiverProcesses?: boolean
   },
   short?: string
 ): Case => ({
@@ -55,7 +56,8 @@ const stream = (
       messages: quick ? options.quick ?? quickMessages : options.messages,
       payloadBytes: options.payloadBytes ?? 128,
       receivers: options.receivers,
-      window: options.window
+      window: options.window,
+      receiverProcesses: options.receiverProcesses
     })
 })
 
@@ -127,15 +129,15 @@ export const cases: ReadonlyArray<Case> = [
   stream(
     "ours.s2.tcp-sqlite-normal",
     "2",
-    "TCP + SQLite NORMAL, 100k",
-    { transport: normal, messages: 100_000 },
+    "TCP + SQLite NORMAL, 100k, receiver in its own process",
+    { transport: normal, messages: 100_000, receiverProcesses: true },
     "ours: TCP + SQLite NORMAL"
   ),
   stream(
     "ours.s3.tcp-sqlite-full",
     "3",
-    "TCP + SQLite FULL, 100k",
-    { transport: full, messages: 100_000 },
+    "TCP + SQLite FULL, 100k, receiver in its own process",
+    { transport: full, messages: 100_000, receiverProcesses: true },
     "ours: TCP + SQLite FULL"
   ),
   ...windows.map(([window, messages, quick]) =>
@@ -197,7 +199,8 @@ export const cases: ReadonlyArray<Case> = [
     stream(`ours.s9.payload-${name}`, "9", `${name} payloads, TCP + SQLite NORMAL, ${messages.toLocaleString("en")}`, {
       transport: normal,
       messages,
-      payloadBytes: bytes
+      payloadBytes: bytes,
+      receiverProcesses: true
     })
   ),
   rawTcp("anchor.rawTcp.pipelined", "raw TCP pipelined, no acks", "pipelined", 128, true),
