@@ -1,5 +1,6 @@
 /**
- * Two or more @intersession peers in one process, on the in-memory network or on TCP with SQLite, for the cases.
+ * The @intersession peers of a case: in this process, on the in-memory network or on TCP with SQLite, or a TCP
+ * receiver in a process of its own (`remote.ts`).
  */
 import * as Delivery from "@intersession/core/Delivery"
 import * as ILM from "@intersession/core/ILM"
