@@ -6,7 +6,6 @@ import * as HashSet from "effect/HashSet"
 import * as Stream from "effect/Stream"
 import { type Counts, indexOf, payload, type Result, resultOf, Tally } from "../Result.js"
 import { cluster, peerIds, type Transport } from "./peers.js"
-import type * as Remote from "./remote.js"
 import { sendMany, type SendOptions } from "./send.js"
 
 export interface Options {
@@ -27,14 +26,15 @@ export const run = (options: Options): Promise<Result> =>
     const [senderId, ...receiverIds] = peerIds(receivers + 1, "peer-")
     const config = options.window === undefined ? {} : { window: options.window }
     const peers = yield* cluster(options.transport, [senderId!, ...receiverIds])
-    const tallies = receiverIds.map(() => new Tally(options.messages))
-    const remotes: Array<Remote.Receiver> = []
-    for (let r = 0; r < receivers; r++) {
-      const tally = tallies[r]!
+    // Each receiver, here or in a process of its own, with what it counted once it has every message.
+    const receiving: Array<Effect.Effect<Counts>> = []
+    for (const id of receiverIds) {
       if (options.receiverProcesses === true) {
-        remotes.push(yield* peers.startProcess(receiverIds[r]!, { expected: options.messages, config }))
+        receiving.push((yield* peers.startProcess(id, { expected: options.messages, config })).done)
       } else {
-        yield* peers.start(receiverIds[r]!, (message) => tally.record(indexOf(message.payload)), config)
+        const tally = new Tally(options.messages)
+        yield* peers.start(id, (message) => tally.record(indexOf(message.payload)), config)
+        receiving.push(Effect.as(Effect.promise(() => tally.whenComplete()), tally))
       }
     }
     const sender = yield* peers.start(senderId!, () => {}, config)
@@ -49,9 +49,7 @@ export const run = (options: Options): Promise<Result> =>
       (i) => payload(Math.floor(i / receivers), options.payloadBytes),
       options.send
     )
-    const counts: ReadonlyArray<Counts> = remotes.length > 0
-      ? yield* Effect.forEach(remotes, (remote) => remote.done)
-      : yield* Effect.as(Effect.promise(() => Promise.all(tallies.map((tally) => tally.whenComplete()))), tallies)
+    const counts = yield* Effect.all(receiving)
     yield* sender.drain("10 minutes")
     const seconds = (performance.now() - start) / 1000
     return resultOf(total, counts, seconds)

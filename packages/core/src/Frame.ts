@@ -248,12 +248,12 @@ const sizeOf = (frame: Frame): number => {
   const head = 2 + internal.stringSize(frame.from) + internal.stringSize(frame.to)
   switch (frame._tag) {
     case "Data":
-      return head + internal.stringSize(frame.lane) + internal.uintFieldSize(frame.incarnation) +
-        internal.uintFieldSize(frame.session) + internal.uintFieldSize(frame.run) + internal.uintFieldSize(frame.seq) +
-        internal.uintFieldSize(frame.floor) + internal.uintFieldSize(frame.payload.length) + frame.payload.length
+      return head + internal.stringSize(frame.lane) + internal.uintSize(frame.incarnation) +
+        internal.uintSize(frame.session) + internal.uintSize(frame.run) + internal.uintSize(frame.seq) +
+        internal.uintSize(frame.floor) + internal.uintSize(frame.payload.length) + frame.payload.length
     case "Ack":
-      return head + internal.stringSize(frame.lane) + internal.uintFieldSize(frame.incarnation) +
-        internal.uintFieldSize(frame.upTo)
+      return head + internal.stringSize(frame.lane) + internal.uintSize(frame.incarnation) +
+        internal.uintSize(frame.upTo)
     case "Hello":
       return head + 64
   }

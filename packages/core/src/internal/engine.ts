@@ -791,8 +791,14 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         const messages: Array<BackendTypes.OutboundMessage> = []
+        /** Each message's stream key, one string per request. */
+        const keys: Array<string> = []
         for (const request of requests) {
-          for (const payload of request.payloads) messages.push({ peer: request.peer, lane: request.lane, payload })
+          const key = streamKey(request.peer, request.lane)
+          for (const payload of request.payloads) {
+            messages.push({ peer: request.peer, lane: request.lane, payload })
+            keys.push(key)
+          }
         }
         const exit = yield* Effect.exit(restore(backend.append(messages, run)))
         if (Exit.isFailure(exit)) {
@@ -809,11 +815,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
           return
         }
         const seqs = exit.value
-        let stored = 0
-        for (const request of requests) {
-          const key = streamKey(request.peer, request.lane)
-          for (const _ of request.payloads) unsent.add(key, messages[stored]!, seqs[stored++]!, run)
-        }
+        messages.forEach((message, i) => unsent.add(keys[i]!, message, seqs[i]!, run))
         const ids = yield* STM.gen(function*() {
           const result: Array<Array<MessageId>> = []
           let offset = 0

@@ -8,8 +8,8 @@
 const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
-/** Bytes a varint of `value` takes. */
-const uintSize = (value: number): number => {
+/** The size of an integer field: the bytes its varint takes. */
+export const uintSize = (value: number): number => {
   let size = 1
   for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) size++
   return size
@@ -83,9 +83,6 @@ export class Writer {
 
 /** The size of a string field holding `value` if it is ASCII (the usual case), a lower bound otherwise. */
 export const stringSize = (value: string): number => uintSize(value.length) + value.length
-
-/** The size of an integer field. */
-export const uintFieldSize = uintSize
 
 /** @internal */
 export class ReadError {
