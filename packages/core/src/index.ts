@@ -3,6 +3,10 @@
  */
 export * as Backend from "./Backend.js"
 /**
+ * @since 0.2.0
+ */
+export * as Binary from "./Binary.js"
+/**
  * @since 0.1.0
  */
 export * as Delivery from "./Delivery.js"
@@ -50,3 +54,7 @@ export * as Network from "./Network.js"
  * @since 0.1.0
  */
 export * as PeerId from "./PeerId.js"
+/**
+ * @since 0.2.0
+ */
+export * as StreamKey from "./StreamKey.js"

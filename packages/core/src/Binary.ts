@@ -1,21 +1,32 @@
 /**
- * The byte layout of protocol version 1. Integers are unsigned LEB128 varints up to 2^53; strings and byte
- * strings are a varint length followed by their bytes (strings in UTF-8).
+ * The binary layout every byte format of the library uses: the wire frames, and a transport's handshake.
+ * Integers are unsigned LEB128 varints up to 2^53; strings and byte strings are a varint length followed by their
+ * bytes (strings in UTF-8).
  *
- * @internal
+ * @since 0.2.0
  */
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
 
-/** The size of an integer field: the bytes its varint takes. */
+/**
+ * The size of an integer field: the bytes its varint takes.
+ *
+ * @since 0.2.0
+ * @category sizes
+ */
 export const uintSize = (value: number): number => {
   let size = 1
   for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) size++
   return size
 }
 
-/** @internal */
+/**
+ * Writes fields in order into one growing buffer.
+ *
+ * @since 0.2.0
+ * @category writing
+ */
 export class Writer {
   private buffer: Uint8Array
   offset = 0
@@ -52,6 +63,11 @@ export class Writer {
 
   bytes(value: Uint8Array): void {
     this.uint(value.length)
+    this.raw(value)
+  }
+
+  /** Bytes of a size both sides know (a nonce, a MAC), with no length before them. */
+  raw(value: Uint8Array): void {
     this.ensure(value.length)
     this.buffer.set(value, this.offset)
     this.offset += value.length
@@ -81,10 +97,20 @@ export class Writer {
   }
 }
 
-/** The size of a string field holding `value` if it is ASCII (the usual case), a lower bound otherwise. */
+/**
+ * The size of a string field holding `value` if it is ASCII (the usual case), a lower bound otherwise.
+ *
+ * @since 0.2.0
+ * @category sizes
+ */
 export const stringSize = (value: string): number => uintSize(value.length) + value.length
 
-/** @internal */
+/**
+ * Why bytes could not be read: returned, never thrown.
+ *
+ * @since 0.2.0
+ * @category reading
+ */
 export class ReadError {
   constructor(readonly detail: string) {}
 }
@@ -93,7 +119,8 @@ export class ReadError {
  * Reads fields in order; every method returns a `ReadError` instead of throwing when the input ends early or a
  * field is out of range, so hostile bytes never become a defect.
  *
- * @internal
+ * @since 0.2.0
+ * @category reading
  */
 export class Reader {
   offset = 0
@@ -126,9 +153,14 @@ export class Reader {
   bytes(): Uint8Array | ReadError {
     const length = this.uint()
     if (length instanceof ReadError) return length
-    if (length > this.remaining) return new ReadError(`a field of ${length} bytes exceeds the frame`)
-    const value = this.input.subarray(this.offset, this.offset + length)
-    this.offset += length
+    return this.raw(length)
+  }
+
+  /** `size` bytes with no length before them, as a view on the input. */
+  raw(size: number): Uint8Array | ReadError {
+    if (size > this.remaining) return new ReadError(`a field of ${size} bytes exceeds the frame`)
+    const value = this.input.subarray(this.offset, this.offset + size)
+    this.offset += size
     return value
   }
 
