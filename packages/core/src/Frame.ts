@@ -7,8 +7,8 @@
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import { Incarnation } from "./Incarnation.js"
 import * as internal from "./Binary.js"
+import { Incarnation } from "./Incarnation.js"
 import { Lane } from "./Lane.js"
 import { maxLength, PeerId } from "./PeerId.js"
 

@@ -26,7 +26,7 @@ import type {
 } from "./IlmError.js"
 import type { IlmEvent } from "./IlmEvent.js"
 import type { Incarnation } from "./Incarnation.js"
-import * as internal from "./internal/engine.js"
+import * as internal from "./internal/engine/engine.js"
 import type { MessageId } from "./Message.js"
 import type { Network } from "./Network.js"
 import type { PeerId } from "./PeerId.js"
@@ -133,6 +133,10 @@ export interface Stats {
  *   pending; nothing is lost either way.
  * - `peers` holds the peers messages flow to now (connected and greeted), with its changes.
  * - `stats` is a snapshot per peer and stream; `events` streams what happens from the moment it is run.
+ * - `closed` waits until the engine stops: it succeeds when the engine's scope closed, and fails with
+ *   `EngineClosedError` (its `reason` and `cause` say why) when one of the engine's fibers ended, failed or died,
+ *   which stops the whole engine. Then every call fails with that error, and `events` and `peers.changes` end with
+ *   it; after an ordinary close they simply end.
  *
  * @since 0.1.0
  * @category tags
@@ -151,15 +155,17 @@ export class ILM extends Context.Tag("@intersession/core/ILM")<ILM, {
     options?: SendOptions
   ) => Effect.Effect<MessageId, SendError>
   readonly drain: (timeout: Duration.DurationInput) => Effect.Effect<void, DrainTimeoutError | EngineClosedError>
-  readonly peers: Subscribable.Subscribable<HashSet.HashSet<PeerId>>
+  readonly peers: Subscribable.Subscribable<HashSet.HashSet<PeerId>, EngineClosedError>
   readonly stats: Effect.Effect<Stats>
-  readonly events: Stream.Stream<IlmEvent>
+  readonly events: Stream.Stream<IlmEvent, EngineClosedError>
+  readonly closed: Effect.Effect<void, EngineClosedError>
 }>() {}
 
 /**
  * Starts an engine in the current scope: loads the store's state, then forks the frame reader, peer watcher,
  * appender, outbox pump, ack handler, ack sender, inbox reorderer and retransmission timer. They are supervised
- * together: if one dies, all stop and the API fails with `EngineClosedError`. Closing the scope stops them all.
+ * together: if one ends, fails or dies, all stop and the API fails with `EngineClosedError`. Closing the scope
+ * stops them all.
  *
  * @since 0.1.0
  * @category constructors

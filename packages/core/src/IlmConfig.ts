@@ -15,6 +15,16 @@ import * as Either from "effect/Either"
 export interface IlmConfig {
   /** Unacknowledged messages in flight per stream. 1 is the original crate's stop-and-wait. */
   readonly window: number
+  /**
+   * Payload bytes in flight per stream. A message larger than this still goes, alone. A receiver buffers at most
+   * this much out of order per stream.
+   */
+  readonly windowBytes: number
+  /**
+   * Payload bytes of outbound messages kept in memory, over all streams, so that they are sent and resent without
+   * being read back from the store. Messages beyond it (a backlog for an absent peer) wait in the store only.
+   */
+  readonly sendBufferBytes: number
   /** How long the receiver may hold an acknowledgement to coalesce it with later ones. */
   readonly ackDelay: Duration.Duration
   /** Retransmission timeout before a round trip has been measured. */
@@ -44,16 +54,19 @@ export interface IlmConfig {
 }
 
 /**
- * The defaults: a window of 256, acknowledgements sent as soon as the receiver is idle, a retransmission timeout
- * of 1 s until measured, kept between 200 ms and 60 s and doubled per retransmission; `Hello` every 1 s up to 30 s;
- * delivery retried after 100 ms up to every 30 s; payloads up to 1 MiB; up to 1,000,000 pending messages per peer,
- * after which `send` waits; batches of up to 1,024.
+ * The defaults: a window of 2,048 messages and 4 MiB per stream (two batches in flight while the receiver commits
+ * one), 16 MiB of outbound messages kept in memory, acknowledgements sent as soon as the receiver is idle, a
+ * retransmission timeout of 1 s until measured, kept between 200 ms and 60 s and doubled per retransmission;
+ * `Hello` every 1 s up to 30 s; delivery retried after 100 ms up to every 30 s; payloads up to 1 MiB; up to
+ * 1,000,000 pending messages per peer, after which `send` waits; batches of up to 1,024.
  *
  * @since 0.1.0
  * @category constants
  */
 export const defaults: IlmConfig = {
-  window: 256,
+  window: 2048,
+  windowBytes: 4 * 1024 * 1024,
+  sendBufferBytes: 16 * 1024 * 1024,
   ackDelay: Duration.zero,
   retransmitInitial: Duration.seconds(1),
   retransmitMin: Duration.millis(200),
@@ -127,17 +140,24 @@ export const make = (options: Options = {}): Either.Either<IlmConfig, InvalidCon
     ...defaults,
     ...durations,
     window: options.window ?? defaults.window,
+    windowBytes: options.windowBytes ?? defaults.windowBytes,
+    sendBufferBytes: options.sendBufferBytes ?? defaults.sendBufferBytes,
     retransmitBackoff: options.retransmitBackoff ?? defaults.retransmitBackoff,
     maxPayloadBytes: options.maxPayloadBytes ?? defaults.maxPayloadBytes,
     maxPendingPerPeer: options.maxPendingPerPeer ?? defaults.maxPendingPerPeer,
     whenFull: options.whenFull ?? defaults.whenFull,
     maxBatch: options.maxBatch ?? defaults.maxBatch
   }
-  const integer = (key: "window" | "maxPayloadBytes" | "maxPendingPerPeer" | "maxBatch", min: number) => {
+  const integer = (
+    key: "window" | "windowBytes" | "sendBufferBytes" | "maxPayloadBytes" | "maxPendingPerPeer" | "maxBatch",
+    min: number
+  ) => {
     const value = config[key]
     if (!Number.isSafeInteger(value) || value < min) problems.push(`${key} must be an integer >= ${min}, got ${value}`)
   }
   integer("window", 1)
+  integer("windowBytes", 1)
+  integer("sendBufferBytes", 0)
   integer("maxPayloadBytes", 0)
   integer("maxPendingPerPeer", 1)
   integer("maxBatch", 1)
@@ -161,7 +181,7 @@ export const make = (options: Options = {}): Either.Either<IlmConfig, InvalidCon
 
 /**
  * Reads the settings from the `ConfigProvider` (environment variables by default), each optional with the
- * default above: `window`, `ackDelay`, `retransmitInitial`, `retransmitMin`, `retransmitMax`,
+ * default above: `window`, `windowBytes`, `sendBufferBytes`, `ackDelay`, `retransmitInitial`, `retransmitMin`, `retransmitMax`,
  * `retransmitBackoff`, `helloInitial`, `helloMax`, `deliveryRetryInitial`, `deliveryRetryMax`, `maxPayloadBytes`,
  * `maxPendingPerPeer`, `whenFull` and `maxBatch`. Nest it (`Config.nested(config, "ILM")`) to add a prefix.
  *
@@ -172,6 +192,14 @@ export const config: Config.Config<IlmConfig> = Config.all({
   window: Config.integer("window").pipe(
     Config.withDefault(defaults.window),
     Config.withDescription("Unacknowledged messages in flight per stream")
+  ),
+  windowBytes: Config.integer("windowBytes").pipe(
+    Config.withDefault(defaults.windowBytes),
+    Config.withDescription("Payload bytes in flight per stream")
+  ),
+  sendBufferBytes: Config.integer("sendBufferBytes").pipe(
+    Config.withDefault(defaults.sendBufferBytes),
+    Config.withDescription("Payload bytes of outbound messages kept in memory over all streams")
   ),
   ackDelay: Config.duration("ackDelay").pipe(
     Config.withDefault(defaults.ackDelay),

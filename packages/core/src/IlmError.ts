@@ -67,20 +67,23 @@ export class OutboxFullError extends Data.TaggedError("OutboxFullError")<{
 }
 
 /**
- * The engine's scope has closed; it accepts nothing more.
+ * The engine has stopped and accepts nothing more: its scope closed, or one of its fibers ended, failed or died,
+ * which stops the whole engine. Then `reason` says which fiber and how, and `cause` holds its `Cause`.
  *
  * @since 0.1.0
  * @category errors
  */
 export class EngineClosedError extends Data.TaggedError("EngineClosedError")<{
   readonly peer: PeerId
-  /** Why the engine stopped, when it stopped because one of its fibers failed. */
+  /** Why the engine stopped, when it did not stop by closing its scope. */
+  readonly reason?: string | undefined
+  /** The `Cause` of the fiber that stopped the engine, when it failed or died. */
   readonly cause?: unknown
 }> {
   override get message(): string {
-    return this.cause === undefined
+    return this.reason === undefined
       ? `The engine of peer ${this.peer} has stopped; start a new one on the same backend to continue`
-      : `The engine of peer ${this.peer} stopped after an internal failure (see cause); start a new one`
+      : `The engine of peer ${this.peer} stopped: ${this.reason}; start a new one on the same backend to continue`
   }
 }
 

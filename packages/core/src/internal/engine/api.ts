@@ -1,0 +1,169 @@
+/**
+ * The engine's API over its state: `send`, `sendAll`, `sendAndAwait`, `drain`, `stats`, `peers`, `events` and
+ * `closed`.
+ *
+ * @internal
+ */
+import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as STM from "effect/STM"
+import * as Stream from "effect/Stream"
+import * as Subscribable from "effect/Subscribable"
+import * as TMap from "effect/TMap"
+import * as TRef from "effect/TRef"
+import type * as ILM from "../../ILM.js"
+import {
+  DrainTimeoutError,
+  type EngineClosedError,
+  InvalidLaneError,
+  OutboxFullError,
+  PayloadTooLargeError,
+  SendToSelfError
+} from "../../IlmError.js"
+import * as Lane from "../../Lane.js"
+import type { MessageId } from "../../Message.js"
+import type { PeerId } from "../../PeerId.js"
+import * as StreamKey from "../../StreamKey.js"
+import type { Appender } from "./appender.js"
+import type { Env } from "./env.js"
+import * as Outbound from "./outbound.js"
+import * as State from "./state.js"
+import type { Supervisor } from "./supervisor.js"
+
+export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.ILM["Type"] => {
+  const { config, state } = env
+  const closedError = Effect.flatMap(supervisor.closedError, Effect.fail)
+
+  const validate = (to: PeerId, payloads: ReadonlyArray<Uint8Array>, options: ILM.SendOptions | undefined) => {
+    const lane = options?.lane ?? Lane.defaultLane
+    if (to === env.self) return Either.left(new SendToSelfError({ peer: env.self }))
+    if (!Lane.isLane(lane)) return Either.left(new InvalidLaneError({ lane }))
+    for (const payload of payloads) {
+      if (payload.length > config.maxPayloadBytes) {
+        return Either.left(new PayloadTooLargeError({ size: payload.length, maxPayloadBytes: config.maxPayloadBytes }))
+      }
+    }
+    return Either.right(lane)
+  }
+
+  /** Reserves outbox room for `count` messages to `to`: waits for it, or fails, by `whenFull`. */
+  const reserve = (to: PeerId, count: number) =>
+    STM.gen(function*() {
+      if (yield* TRef.get(state.closed)) return yield* STM.fail("closed" as const)
+      const pending = Option.getOrElse(yield* TMap.get(state.pendingByPeer, to), () => 0)
+      if (pending + count > config.maxPendingPerPeer) {
+        // A call larger than the whole outbox could never fit, however long it waited.
+        if (config.whenFull === "fail" || count > config.maxPendingPerPeer) return yield* STM.fail("full" as const)
+        return yield* STM.retry
+      }
+      yield* TMap.set(state.pendingByPeer, to, pending + count)
+    }).pipe(
+      STM.commit,
+      Effect.catchAll((reason): Effect.Effect<never, OutboxFullError | EngineClosedError> =>
+        reason === "full"
+          ? Effect.fail(new OutboxFullError({ peer: to, maxPendingPerPeer: config.maxPendingPerPeer }))
+          : closedError
+      )
+    )
+
+  const sendAll = (to: PeerId, payloads: ReadonlyArray<Uint8Array>, options?: ILM.SendOptions) =>
+    Effect.gen(function*() {
+      const lane = yield* validate(to, payloads, options)
+      if (payloads.length === 0) return []
+      yield* reserve(to, payloads.length)
+      return yield* appender.submit({ peer: to, lane, key: StreamKey.make(to, lane), payloads })
+    })
+
+  // No span per message: a span costs more than the rest of a send.
+  const send = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
+    Effect.map(sendAll(to, [payload], options), (ids) => ids[0]!)
+
+  const acknowledged = (id: MessageId) =>
+    STM.gen(function*() {
+      if (yield* TRef.get(state.closed)) return false
+      const stream = yield* State.getOrUndefined(state.outs, StreamKey.make(id.destination, id.lane))
+      if (stream !== undefined && stream.acked >= id.seq) return true
+      return yield* STM.retry
+    })
+
+  const sendAndAwait = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
+    Effect.gen(function*() {
+      const id = yield* send(to, payload, options)
+      if (!(yield* acknowledged(id))) return yield* closedError
+      return id
+    }).pipe(Effect.withSpan("ILM.sendAndAwait", { attributes: { to } }))
+
+  const pendingStreams = STM.map(
+    TMap.values(state.outs),
+    (all) =>
+      all.filter((stream) => Outbound.pending(stream) > 0).map((stream) => ({
+        peer: stream.peer,
+        lane: stream.lane,
+        pending: Outbound.pending(stream)
+      }))
+  )
+
+  const drained = STM.gen(function*() {
+    if (yield* TRef.get(state.closed)) return false
+    if ((yield* State.totalPending(state)) > 0) return yield* STM.retry
+    return true
+  })
+
+  const drain = (timeout: Duration.DurationInput) =>
+    Effect.gen(function*() {
+      const result = yield* Effect.timeout(drained, timeout).pipe(Effect.option)
+      if (Option.isNone(result)) {
+        return yield* Effect.fail(new DrainTimeoutError({ pending: yield* pendingStreams }))
+      }
+      if (!result.value) return yield* closedError
+    }).pipe(Effect.withSpan("ILM.drain"))
+
+  const stats = STM.gen(function*() {
+    const peerList = yield* TMap.values(state.peers)
+    const incarnations = new Map(peerList.map((peer) => [peer.peer, peer.incarnation]))
+    return {
+      peers: peerList.map((peer): ILM.PeerStats => ({
+        peer: peer.peer,
+        connected: peer.connected,
+        linked: peer.linked,
+        incarnation: peer.incarnation,
+        retransmitTimeoutMillis: peer.rtt.rto,
+        smoothedRoundTripMillis: peer.rtt.srtt
+      })),
+      outbound: (yield* TMap.values(state.outs)).map((stream): ILM.OutboundStats => ({
+        peer: stream.peer,
+        lane: stream.lane,
+        incarnation: incarnations.get(stream.peer) ?? env.backend.incarnation,
+        pending: Outbound.pending(stream),
+        inFlight: Outbound.inFlight(stream),
+        ackedUpTo: stream.acked,
+        lastSeq: stream.allocated,
+        retransmitted: stream.retransmitted
+      })),
+      inbound: (yield* TMap.values(state.ins)).map((stream): ILM.InboundStats => ({
+        peer: stream.peer,
+        lane: stream.lane,
+        incarnation: stream.incarnation,
+        delivered: stream.delivered,
+        buffered: stream.buffer.length
+      }))
+    } satisfies ILM.Stats
+  }).pipe(STM.commit)
+
+  const untilClosed = <A, E>(stream: Stream.Stream<A, E>) => Stream.interruptWhenDeferred(stream, supervisor.closed)
+
+  return {
+    localPeer: env.self,
+    send,
+    sendAll,
+    sendAndAwait,
+    drain,
+    peers: Subscribable.make({ get: env.linkedPeers.get, changes: untilClosed(env.linkedPeers.changes) }),
+    stats,
+    events: untilClosed(Stream.fromPubSub(env.events)),
+    closed: Deferred.await(supervisor.closed)
+  }
+}

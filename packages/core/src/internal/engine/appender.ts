@@ -1,0 +1,201 @@
+/**
+ * The appender: stores what `send` and `sendAll` are given, in batches, and makes it known to the pump.
+ *
+ * Group commit without a hand-off when it is idle: a call that finds the appender idle stores its own messages on
+ * its own fiber, at once — one awaited `send` costs one store commit and little else. Calls that arrive while a
+ * batch is being stored queue up, and the appender's fiber stores them together in the next batch, in arrival
+ * order. A batch is stored and recorded uninterruptibly, so a message the store has is always one the engine knows.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as STM from "effect/STM"
+import * as TMap from "effect/TMap"
+import type { OutboundMessage } from "../../Backend.js"
+import type { SendError } from "../../ILM.js"
+import { EngineClosedError } from "../../IlmError.js"
+import * as Metrics from "../../IlmMetrics.js"
+import type { Incarnation } from "../../Incarnation.js"
+import type { Lane } from "../../Lane.js"
+import { MessageId } from "../../Message.js"
+import type { PeerId } from "../../PeerId.js"
+import type { StreamKey } from "../../StreamKey.js"
+import type { Env } from "./env.js"
+import { yieldToEventLoop } from "./fairness.js"
+import * as Outbound from "./outbound.js"
+import { pack, payloadAt } from "./sendBuffer.js"
+import * as State from "./state.js"
+
+/** One call of `send` or `sendAll`: its messages are stored together, with consecutive seqs. */
+export interface Request {
+  readonly peer: PeerId
+  readonly lane: Lane
+  readonly key: StreamKey
+  readonly payloads: ReadonlyArray<Uint8Array>
+}
+
+type Result = Exit.Exit<ReadonlyArray<MessageId>, SendError>
+
+interface Queued {
+  readonly request: Request
+  readonly resume: (result: Result) => void
+}
+
+export interface Appender {
+  /** Stores a request's messages; the outbox room for them is already reserved. */
+  readonly submit: (request: Request) => Effect.Effect<ReadonlyArray<MessageId>, SendError>
+  /** The appender's fiber: stores what queued up while a batch was being stored. */
+  readonly run: Effect.Effect<never>
+  /** Fails every queued request: the engine has closed. */
+  readonly close: (error: EngineClosedError) => Effect.Effect<void>
+}
+
+const noValidation = { disableValidation: true } as const
+
+export const make = (env: Env): Appender => {
+  const { backend, config, state } = env
+  const queue: Array<Queued> = []
+  /** A batch is being stored, by a caller or by the appender's fiber. */
+  let busy = false
+  /** Resumes the appender's fiber when it waits for work. */
+  let wake: (() => void) | undefined
+  let closed: EngineClosedError | undefined
+
+  /** Stores a batch and records it; gives each request its result. Runs uninterruptibly. */
+  const store = (requests: ReadonlyArray<Request>): Effect.Effect<Array<Result>> =>
+    Effect.gen(function*() {
+      const packed = requests.map((request) => pack(request.payloads))
+      const messages: Array<OutboundMessage> = []
+      requests.forEach((request, i) => {
+        for (let j = 0; j < request.payloads.length; j++) {
+          messages.push({ peer: request.peer, lane: request.lane, payload: payloadAt(packed[i]!, j) })
+        }
+      })
+      const stored = yield* Effect.exit(backend.append(messages, env.run))
+      if (Exit.isFailure(stored)) {
+        const error = Option.getOrElse(
+          Cause.failureOption(stored.cause),
+          () => new EngineClosedError({ peer: env.self })
+        )
+        yield* STM.forEach(requests, (request) => State.addPending(state, request.peer, -request.payloads.length), {
+          discard: true
+        })
+        return requests.map(() => Exit.fail(error))
+      }
+      const seqs = stored.value
+      // A stream's seqs come in the order given, so one request's are consecutive.
+      const firsts: Array<number> = []
+      let offset = 0
+      for (const request of requests) {
+        firsts.push(seqs[offset]!)
+        offset += request.payloads.length
+      }
+      requests.forEach((request, i) => env.sendBuffer.add(request.key, firsts[i]!, env.run, packed[i]!))
+      const incarnations = yield* STM.gen(function*() {
+        const result: Array<Incarnation> = []
+        for (let i = 0; i < requests.length; i++) {
+          const request = requests[i]!
+          const current = yield* State.getOrUndefined(state.outs, request.key)
+          const stream = current ?? Outbound.make(request.key, request.peer, request.lane)
+          const last = firsts[i]! + request.payloads.length - 1
+          yield* TMap.set(state.outs, request.key, Outbound.allocate(stream, env.run, firsts[i]!, last))
+          const peer = yield* env.peerLink(request.peer)
+          if (!(yield* TMap.has(state.peers, request.peer))) yield* TMap.set(state.peers, request.peer, peer)
+          result.push(peer.incarnation)
+        }
+        yield* State.addAll(state.outReady, requests.map((request) => request.key))
+        return result
+      })
+      yield* Metric.incrementBy(Metrics.sent, messages.length)
+      yield* Metric.set(Metrics.pending, yield* STM.commit(State.totalPending(state)))
+      return requests.map((request, i) => {
+        const ids: Array<MessageId> = []
+        for (let j = 0; j < request.payloads.length; j++) {
+          ids.push(
+            new MessageId({
+              destination: request.peer,
+              lane: request.lane,
+              incarnation: incarnations[i]!,
+              seq: firsts[i]! + j
+            }, noValidation)
+          )
+        }
+        return Exit.succeed(ids)
+      })
+    }).pipe(Effect.uninterruptible)
+
+  /** The next requests to store together: the first queued one, and those after it while `maxBatch` allows. */
+  const takeBatch = (): Array<Queued> => {
+    let count = queue[0]!.request.payloads.length
+    let end = 1
+    while (end < queue.length && count + queue[end]!.request.payloads.length <= config.maxBatch) {
+      count += queue[end++]!.request.payloads.length
+    }
+    return queue.splice(0, end)
+  }
+
+  /** Hands queued requests to the appender's fiber once nobody is storing. */
+  const kick = () => {
+    if (busy || queue.length === 0 || wake === undefined) return
+    const resume = wake
+    wake = undefined
+    resume()
+  }
+
+  const submit = (request: Request): Effect.Effect<ReadonlyArray<MessageId>, SendError> =>
+    Effect.suspend(() => {
+      if (closed !== undefined) return Effect.fail(closed)
+      if (!busy && queue.length === 0) {
+        busy = true
+        return store([request]).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            busy = false
+            kick()
+          })),
+          Effect.zipLeft(yieldToEventLoop),
+          Effect.flatMap((results) => results[0]!)
+        )
+      }
+      return Effect.async<ReadonlyArray<MessageId>, SendError>((resume) => {
+        const queued: Queued = { request, resume }
+        queue.push(queued)
+        kick()
+        // A caller that stops waiting before its batch is taken withdraws its request: nothing is stored for it.
+        return Effect.sync(() => {
+          const at = queue.indexOf(queued)
+          if (at >= 0) queue.splice(at, 1)
+        })
+      })
+    })
+
+  const awaitWork = Effect.async<void>((resume) => {
+    wake = () => resume(Effect.void)
+    kick()
+  })
+
+  const run: Effect.Effect<never> = Effect.forever(Effect.gen(function*() {
+    yield* awaitWork
+    // A caller may have started storing, or withdrawn the queued request, since the wake-up.
+    if (busy || queue.length === 0) return
+    busy = true
+    while (queue.length > 0) {
+      const batch = takeBatch()
+      const results = yield* store(batch.map((queued) => queued.request))
+      batch.forEach((queued, i) => queued.resume(results[i]!))
+      yield* yieldToEventLoop
+    }
+    busy = false
+  }))
+
+  const close = (error: EngineClosedError) =>
+    Effect.sync(() => {
+      closed = error
+      for (const queued of queue.splice(0)) queued.resume(Exit.fail(error))
+    })
+
+  return { submit, run, close }
+}

@@ -1,0 +1,168 @@
+/**
+ * A delivery worker: hands one inbound stream's deliverable messages to the application, a batch at a time, and
+ * records what it delivered.
+ *
+ * A batch runs in one store transaction that also commits the stream's receive state, and each delivery in it runs
+ * in a nested transaction (a savepoint where the store opens one only if the delivery writes): so a failing
+ * delivery undoes only its own writes, the ones before it commit, and the application never sees a message twice.
+ * A batch is never replayed: replaying would run the `Delivery` again for messages whose effects may lie outside
+ * the store (a queue, a request), delivering them twice. Only a delivery itself can be interrupted; the commit and
+ * the in-memory record of what was delivered always happen together.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as PubSub from "effect/PubSub"
+import * as STM from "effect/STM"
+import * as TMap from "effect/TMap"
+import type { RunStart } from "../../Backend.js"
+import * as Frame from "../../Frame.js"
+import { IlmEvent } from "../../IlmEvent.js"
+import * as Metrics from "../../IlmMetrics.js"
+import type { Incarnation } from "../../Incarnation.js"
+import { Message } from "../../Message.js"
+import type { StreamKey } from "../../StreamKey.js"
+import * as Runs from "../runs.js"
+import type { Env } from "./env.js"
+import { yieldToEventLoop } from "./fairness.js"
+import * as Inbound from "./inbound.js"
+import * as Receive from "./receive.js"
+import { retryBackend } from "./retryBackend.js"
+import * as State from "./state.js"
+
+interface Batch {
+  readonly stream: Inbound.InStream
+  readonly frames: ReadonlyArray<Frame.Data>
+}
+
+interface Outcome {
+  /** The last seq delivered and committed; `first - 1` when none. */
+  readonly lastOk: number
+  readonly runs: ReadonlyArray<RunStart>
+  readonly failure: Cause.Cause<unknown> | undefined
+}
+
+const noValidation = { disableValidation: true } as const
+
+export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
+  const { backend, config, state } = env
+
+  /** The next deliverable messages; none left ends the worker's turn. */
+  const takeBatch = STM.gen(function*() {
+    const stream = yield* State.getOrUndefined(state.ins, key)
+    if (stream === undefined) return undefined
+    const frames = Inbound.deliverable(stream, config.maxBatch)
+    if (frames.length > 0) return { stream, frames } satisfies Batch
+    yield* TMap.set(state.ins, key, { ...stream, busy: false })
+    return undefined
+  })
+
+  /** Moves the stream's delivered seq once the store has it, and queues the acknowledgement. */
+  const record = (incarnation: Incarnation, lastOk: number, runs: ReadonlyArray<RunStart>) =>
+    STM.gen(function*() {
+      const stream = yield* State.getOrUndefined(state.ins, key)
+      const next = stream === undefined ? undefined : Inbound.delivered(stream, incarnation, lastOk, runs)
+      if (next === undefined) return
+      yield* TMap.set(state.ins, key, next)
+      const effects = Receive.emptyEffects()
+      Receive.queueAck(effects, next)
+      yield* Receive.flush(env, effects)
+    })
+
+  const deliver = ({ frames, stream }: Batch) =>
+    Effect.uninterruptibleMask((restore) => {
+      const first = frames[0]!.seq
+      return backend.withTransaction(Effect.gen(function*() {
+        let lastOk = first - 1
+        let runs = stream.runs
+        let failure: Cause.Cause<unknown> | undefined
+        for (const data of frames) {
+          const message = new Message({
+            source: stream.peer,
+            destination: env.self,
+            lane: stream.lane,
+            incarnation: stream.incarnation,
+            seq: data.seq,
+            payload: data.payload
+          }, noValidation)
+          const exit = yield* Effect.exit(restore(backend.withTransaction(env.delivery.deliver(message))))
+          if (Exit.isFailure(exit)) {
+            failure = exit.cause
+            break
+          }
+          lastOk = data.seq
+          runs = Runs.extend(runs, data.run, data.seq, Frame.maxRuns)
+        }
+        if (lastOk >= first) {
+          const commit = backend.commitReceived([{
+            peer: stream.peer,
+            lane: stream.lane,
+            incarnation: stream.incarnation,
+            delivered: lastOk,
+            runs
+          }])
+          // A transactional store rolls the deliveries back with a failed commit: fail, and deliver them again.
+          // Elsewhere the deliveries stand, so only the commit is retried: delivering again would duplicate them.
+          if (backend.transactional) yield* commit
+          else yield* retryBackend("record a delivery", commit)
+        }
+        return { lastOk, runs, failure } satisfies Outcome
+      })).pipe(
+        Effect.tap(({ lastOk, runs }) =>
+          lastOk >= first
+            ? Effect.zipRight(
+              record(stream.incarnation, lastOk, runs),
+              Metric.incrementBy(Metrics.delivered, lastOk - first + 1)
+            )
+            : Effect.void
+        )
+      )
+    })
+
+  const reportFailure = (batch: Batch, outcome: Outcome, failure: Cause.Cause<unknown>, attempt: number) =>
+    Effect.gen(function*() {
+      const delay = Duration.min(
+        Duration.times(config.deliveryRetryInitial, 2 ** Math.min(attempt - 1, 30)),
+        config.deliveryRetryMax
+      )
+      const seq = outcome.lastOk + 1
+      yield* PubSub.publish(
+        env.events,
+        IlmEvent.DeliveryFailed({
+          peer: batch.stream.peer,
+          lane: batch.stream.lane,
+          seq,
+          attempt,
+          retryInMillis: Duration.toMillis(delay),
+          error: Cause.squash(failure)
+        })
+      )
+      yield* Effect.logWarning(
+        `Delivery of ${batch.stream.peer}/${batch.stream.lane} seq ${seq} failed; retrying`,
+        failure
+      )
+      yield* Effect.sleep(delay)
+    })
+
+  return Effect.gen(function*() {
+    let attempt = 0
+    while (true) {
+      const batch = yield* takeBatch
+      if (batch === undefined) return
+      const exit = yield* Effect.exit(deliver(batch))
+      const outcome: Outcome = Exit.isSuccess(exit)
+        ? exit.value
+        : { lastOk: batch.frames[0]!.seq - 1, runs: batch.stream.runs, failure: exit.cause }
+      if (outcome.failure === undefined) {
+        attempt = 0
+        yield* yieldToEventLoop
+        continue
+      }
+      yield* reportFailure(batch, outcome, outcome.failure, ++attempt)
+    }
+  })
+}

@@ -1,0 +1,121 @@
+/**
+ * What every fiber of one engine shares: its services, settings, state, send buffer and reporting.
+ *
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as HashSet from "effect/HashSet"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
+import * as STM from "effect/STM"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as TMap from "effect/TMap"
+import { Backend } from "../../Backend.js"
+import { Delivery } from "../../Delivery.js"
+import type { IlmConfig } from "../../IlmConfig.js"
+import type { IlmEvent } from "../../IlmEvent.js"
+import type { Incarnation } from "../../Incarnation.js"
+import { Network } from "../../Network.js"
+import type { PeerId } from "../../PeerId.js"
+import * as StreamKey from "../../StreamKey.js"
+import * as Inbound from "./inbound.js"
+import * as Outbound from "./outbound.js"
+import * as Report from "./report.js"
+import * as Rtt from "./rtt.js"
+import { SendBuffer } from "./sendBuffer.js"
+import * as State from "./state.js"
+
+export interface Env {
+  readonly self: PeerId
+  readonly config: IlmConfig
+  readonly network: Network["Type"]
+  readonly backend: Backend["Type"]
+  readonly delivery: Delivery["Type"]
+  readonly state: State.State
+  readonly sendBuffer: SendBuffer
+  /** This run's id, stored with every seq it allocates. */
+  readonly run: number
+  readonly rttBounds: Rtt.RttBounds
+  readonly events: PubSub.PubSub<IlmEvent>
+  /** The peers messages flow to now. */
+  readonly linkedPeers: SubscriptionRef.SubscriptionRef<HashSet.HashSet<PeerId>>
+  /** A nonce no connection of this run used before. */
+  readonly nextNonce: () => number
+  /** The link record of a peer, or a fresh one. */
+  readonly peerLink: (peer: PeerId) => STM.STM<State.PeerLink>
+  readonly publish: (report: Report.Report) => Effect.Effect<void>
+  /** Hands frames to the network; a failure is a lost frame, which the protocol recovers from. */
+  readonly sendFrames: (peer: PeerId, frames: ReadonlyArray<Uint8Array>) => Effect.Effect<void>
+}
+
+/** Builds the environment and loads what the store holds. */
+export const make = Effect.fnUntraced(function*(config: IlmConfig) {
+  const network = yield* Network
+  const backend = yield* Backend
+  const delivery = yield* Delivery
+  const state = yield* State.make
+  const storedOutbound = yield* backend.outbound
+  const storedReceived = yield* backend.received
+  const storedIncarnations = new Map(storedOutbound.incarnations.map((entry) => [entry.peer, entry.incarnation]))
+  const run = yield* Random.nextIntBetween(1, 2 ** 48)
+  // Nonces only need to differ between connections and runs: a random start and a counter do.
+  let lastNonce = yield* Random.nextIntBetween(1, 2 ** 48)
+  const nextNonce = () => ++lastNonce
+  const rttBounds: Rtt.RttBounds = {
+    initial: Duration.toMillis(config.retransmitInitial),
+    min: Duration.toMillis(config.retransmitMin),
+    max: Duration.toMillis(config.retransmitMax),
+    backoff: config.retransmitBackoff
+  }
+  const newPeer = (peer: PeerId, incarnation: Incarnation): State.PeerLink => ({
+    peer,
+    incarnation,
+    connected: false,
+    // A nonce is given at each connection: a peer never connected has none.
+    nonce: 0,
+    theirNonce: 0,
+    linked: false,
+    verified: false,
+    rtt: Rtt.initial(rttBounds)
+  })
+  const peerLink = (peer: PeerId) =>
+    STM.map(
+      TMap.get(state.peers, peer),
+      Option.getOrElse(() => newPeer(peer, storedIncarnations.get(peer) ?? backend.incarnation))
+    )
+
+  yield* STM.gen(function*() {
+    for (const stream of storedOutbound.streams) {
+      const key = StreamKey.make(stream.peer, stream.lane)
+      yield* TMap.set(state.outs, key, Outbound.restore(key, stream, stream.runs))
+      yield* State.addPending(state, stream.peer, stream.nextSeq - stream.firstPending)
+      yield* TMap.set(state.peers, stream.peer, yield* peerLink(stream.peer))
+    }
+    for (const received of storedReceived) {
+      const key = StreamKey.make(received.peer, received.lane)
+      yield* TMap.set(state.ins, key, Inbound.restore(key, received))
+    }
+  })
+
+  const events = yield* PubSub.sliding<IlmEvent>(4096)
+  const pending = STM.commit(State.totalPending(state))
+  return {
+    self: network.localPeer,
+    config,
+    network,
+    backend,
+    delivery,
+    state,
+    sendBuffer: new SendBuffer(config.sendBufferBytes),
+    run,
+    rttBounds,
+    events,
+    linkedPeers: yield* SubscriptionRef.make(HashSet.empty<PeerId>()),
+    nextNonce,
+    peerLink,
+    publish: (report) => Report.publish(report, events, pending),
+    sendFrames: (peer, frames) => frames.length === 0 ? Effect.void : Effect.ignore(network.send(peer, frames))
+  } satisfies Env
+})

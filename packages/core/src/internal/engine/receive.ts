@@ -1,0 +1,174 @@
+/**
+ * The transaction that takes a batch of `Data` and `Ack` frames: consecutive `Data` frames of one stream go into
+ * its reorder buffer together, and each `Ack` moves its outbound stream's window. One transaction per batch; it
+ * returns what the caller must do once it has committed.
+ *
+ * @internal
+ */
+import * as STM from "effect/STM"
+import * as TMap from "effect/TMap"
+import type { Acknowledgement } from "../../Backend.js"
+import type * as Frame from "../../Frame.js"
+import * as StreamKey from "../../StreamKey.js"
+import type { Env } from "./env.js"
+import * as Inbound from "./inbound.js"
+import * as Outbound from "./outbound.js"
+import * as Report from "./report.js"
+import * as Rtt from "./rtt.js"
+import * as State from "./state.js"
+
+/** Writes to the shared cells a batch collects, to make once at its end. */
+export interface Effects {
+  readonly outReady: Array<StreamKey.StreamKey>
+  readonly inReady: Array<StreamKey.StreamKey>
+  readonly acks: Array<readonly [StreamKey.StreamKey, State.AckToSend]>
+  readonly deletions: Array<readonly [StreamKey.StreamKey, Acknowledgement]>
+  /** Outbound streams acknowledged up to a seq: the send buffer may forget them once committed. */
+  readonly released: Array<{ readonly key: StreamKey.StreamKey; readonly upTo: number }>
+}
+
+export const emptyEffects = (): Effects => ({ outReady: [], inReady: [], acks: [], deletions: [], released: [] })
+
+/** Makes a batch's collected writes. */
+export const flush = (env: Env, effects: Effects): STM.STM<void> =>
+  STM.gen(function*() {
+    const { state } = env
+    if (effects.outReady.length > 0) yield* State.addAll(state.outReady, effects.outReady)
+    if (effects.inReady.length > 0) yield* State.addAll(state.inReady, effects.inReady)
+    if (effects.acks.length > 0) yield* State.setAll(state.acksToSend, effects.acks)
+    if (effects.deletions.length > 0) yield* State.setAll(state.deletions, effects.deletions)
+  })
+
+/** Queues the acknowledgement of what a stream delivered. */
+export const queueAck = (effects: Effects, stream: Inbound.InStream) => {
+  if (stream.delivered === 0) return
+  effects.acks.push([stream.key, {
+    peer: stream.peer,
+    lane: stream.lane,
+    incarnation: stream.incarnation,
+    upTo: stream.delivered
+  }])
+}
+
+/**
+ * Moves an outbound stream's acknowledged seq to `upTo`: the window, the round-trip estimate, the retransmission
+ * deadline and the count of pending messages.
+ */
+export const applyAck = (
+  env: Env,
+  stream: Outbound.OutStream,
+  upTo: number,
+  now: number,
+  report: Report.Report,
+  effects: Effects
+) =>
+  STM.gen(function*() {
+    const { state } = env
+    const outcome = Outbound.acknowledge(stream, upTo, now)
+    if (outcome._tag === "stale") return
+    yield* TMap.set(state.outs, stream.key, outcome.stream)
+    if (outcome._tag === "duplicate") {
+      if (outcome.rewound) effects.outReady.push(stream.key)
+      return
+    }
+    const peer = yield* env.peerLink(stream.peer)
+    const rtt = outcome.sample === undefined
+      ? Rtt.progress(peer.rtt, env.rttBounds)
+      : Rtt.sample(peer.rtt, outcome.sample, env.rttBounds)
+    if (rtt !== peer.rtt) yield* TMap.set(state.peers, peer.peer, { ...peer, rtt })
+    yield* State.addPending(state, stream.peer, -outcome.count)
+    if (Outbound.inFlight(outcome.stream) > 0) yield* TMap.set(state.deadlines, stream.key, now + rtt.rto)
+    else yield* TMap.remove(state.deadlines, stream.key)
+    effects.deletions.push([stream.key, { peer: stream.peer, lane: stream.lane, upTo }])
+    effects.released.push({ key: stream.key, upTo })
+    effects.outReady.push(stream.key)
+    report.acked += outcome.count
+  })
+
+const receiveAck = (env: Env, ack: Frame.Ack, now: number, report: Report.Report, effects: Effects) =>
+  STM.gen(function*() {
+    const peer = yield* State.getOrUndefined(env.state.peers, ack.from)
+    if (peer === undefined || !peer.verified) {
+      return Report.reject(report, ack.from, "before-handshake", "an Ack before this run's Hello exchange")
+    }
+    const stream = yield* State.getOrUndefined(env.state.outs, StreamKey.make(ack.from, ack.lane))
+    if (stream === undefined) return Report.reject(report, ack.from, "unknown-stream", `no stream in lane ${ack.lane}`)
+    if (ack.incarnation !== peer.incarnation) {
+      return Report.reject(report, ack.from, "stale-incarnation", `an Ack for incarnation ${ack.incarnation}`)
+    }
+    if (ack.upTo > stream.allocated) {
+      return Report.reject(
+        report,
+        ack.from,
+        "ack-beyond-sent",
+        `Ack up to ${ack.upTo}, highest seq ${stream.allocated}`
+      )
+    }
+    yield* applyAck(env, stream, ack.upTo, now, report, effects)
+  })
+
+/** Takes `Data` frames of one stream, in arrival order, reading and writing the stream's state once. */
+const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report.Report, effects: Effects) =>
+  STM.gen(function*() {
+    const first = frames[0]!
+    const sender = yield* State.getOrUndefined(env.state.peers, first.from)
+    const current = sender === undefined ? [] : frames.filter((data) => data.session === sender.theirNonce)
+    if (current.length < frames.length) {
+      report.unknownSessions.add(first.from)
+      for (const data of frames) {
+        if (sender === undefined || data.session !== sender.theirNonce) {
+          Report.reject(report, data.from, "stale-session", `Data of session ${data.session}`)
+        }
+      }
+    }
+    if (current.length === 0) return
+    const key = StreamKey.make(first.from, first.lane)
+    const stored = yield* State.getOrUndefined(env.state.ins, key)
+    const accepted = Inbound.accept(key, stored, current, env.config)
+    report.duplicates += accepted.duplicates
+    Report.jumped(report, first.from, first.lane, accepted.jumps)
+    for (const data of accepted.stale) {
+      Report.reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
+    }
+    const stream = accepted.stream
+    if (stream === undefined) return
+    if (stream !== stored) yield* TMap.set(env.state.ins, key, stream)
+    if (accepted.repeatAck) queueAck(effects, stream)
+    if (!stream.busy && stream.buffer[0]?.seq === stream.delivered + 1) effects.inReady.push(key)
+  })
+
+/** Takes a batch of frames, checked to come from and go to the right peers, in one transaction. */
+export const apply = (
+  env: Env,
+  batch: ReadonlyArray<Frame.Data | Frame.Ack>,
+  now: number,
+  report: Report.Report
+): STM.STM<Effects> =>
+  STM.gen(function*() {
+    const effects = emptyEffects()
+    let start = 0
+    while (start < batch.length) {
+      const frame = batch[start]!
+      if (frame._tag === "Ack") {
+        yield* receiveAck(env, frame, now, report, effects)
+        start++
+        continue
+      }
+      // Consecutive frames of one stream go in together.
+      const run: Array<Frame.Data> = [frame]
+      for (
+        let next = batch[start + 1];
+        next !== undefined && sameStream(frame, next);
+        next = batch[start + run.length]
+      ) {
+        run.push(next)
+      }
+      yield* receiveData(env, run, report, effects)
+      start += run.length
+    }
+    yield* flush(env, effects)
+    return effects
+  })
+
+const sameStream = (data: Frame.Data, next: Frame.Data | Frame.Ack): next is Frame.Data =>
+  next._tag === "Data" && next.from === data.from && next.lane === data.lane
