@@ -34,9 +34,9 @@ export const make = (env: Env): Effect.Effect<never> => {
         incarnation: ack.incarnation,
         upTo: ack.upTo
       })
-      const frames = byPeer.get(ack.peer)
-      if (frames === undefined) byPeer.set(ack.peer, [frame])
-      else frames.push(frame)
+      let frames = byPeer.get(ack.peer)
+      if (frames === undefined) byPeer.set(ack.peer, frames = [])
+      for (let copy = 0; copy < ack.copies; copy++) frames.push(frame)
     }
     for (const [peer, frames] of byPeer) yield* env.sendFrames(peer, frames)
     yield* yieldToEventLoop

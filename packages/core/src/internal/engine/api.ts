@@ -51,22 +51,12 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
 
   /** Reserves outbox room for `count` messages to `to`: waits for it, or fails, by `whenFull`. */
   const reserve = (to: PeerId, count: number) =>
-    STM.gen(function*() {
-      if (yield* TRef.get(state.closed)) return yield* STM.fail("closed" as const)
-      const pending = Option.getOrElse(yield* TMap.get(state.pendingByPeer, to), () => 0)
-      if (pending + count > config.maxPendingPerPeer) {
-        // A call larger than the whole outbox could never fit, however long it waited.
-        if (config.whenFull === "fail" || count > config.maxPendingPerPeer) return yield* STM.fail("full" as const)
-        return yield* STM.retry
-      }
-      yield* TMap.set(state.pendingByPeer, to, pending + count)
-    }).pipe(
-      STM.commit,
-      Effect.catchAll((reason): Effect.Effect<never, OutboxFullError | EngineClosedError> =>
-        reason === "full"
+    Effect.catchAll(
+      env.outbox.reserve(to, count),
+      (refusal): Effect.Effect<never, OutboxFullError | EngineClosedError> =>
+        refusal === "full"
           ? Effect.fail(new OutboxFullError({ peer: to, maxPendingPerPeer: config.maxPendingPerPeer }))
           : closedError
-      )
     )
 
   const sendAll = (to: PeerId, payloads: ReadonlyArray<Uint8Array>, options?: ILM.SendOptions) =>

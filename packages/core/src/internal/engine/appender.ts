@@ -81,9 +81,7 @@ export const make = (env: Env): Appender => {
           Cause.failureOption(stored.cause),
           () => new EngineClosedError({ peer: env.self })
         )
-        yield* STM.forEach(requests, (request) => State.addPending(state, request.peer, -request.payloads.length), {
-          discard: true
-        })
+        for (const request of requests) yield* env.outbox.release(request.peer, request.payloads.length)
         return requests.map(() => Exit.fail(error))
       }
       const seqs = stored.value
@@ -104,14 +102,15 @@ export const make = (env: Env): Appender => {
           const last = firsts[i]! + request.payloads.length - 1
           yield* TMap.set(state.outs, request.key, Outbound.allocate(stream, env.run, firsts[i]!, last))
           const peer = yield* env.peerLink(request.peer)
-          if (!(yield* TMap.has(state.peers, request.peer))) yield* TMap.set(state.peers, request.peer, peer)
+          if (current === undefined) yield* TMap.set(state.peers, request.peer, peer)
+          yield* State.addPending(state, request.peer, request.payloads.length)
           result.push(peer.incarnation)
         }
         yield* State.addAll(state.outReady, requests.map((request) => request.key))
         return result
       })
       yield* Metric.incrementBy(Metrics.sent, messages.length)
-      yield* Metric.set(Metrics.pending, yield* STM.commit(State.totalPending(state)))
+      yield* Metric.set(Metrics.pending, env.outbox.total())
       return requests.map((request, i) => {
         const ids: Array<MessageId> = []
         for (let j = 0; j < request.payloads.length; j++) {
@@ -165,9 +164,11 @@ export const make = (env: Env): Appender => {
         queue.push(queued)
         kick()
         // A caller that stops waiting before its batch is taken withdraws its request: nothing is stored for it.
-        return Effect.sync(() => {
+        return Effect.suspend(() => {
           const at = queue.indexOf(queued)
-          if (at >= 0) queue.splice(at, 1)
+          if (at < 0) return Effect.void
+          queue.splice(at, 1)
+          return env.outbox.release(request.peer, request.payloads.length)
         })
       })
     })

@@ -41,7 +41,9 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const supervisor = yield* Supervisor.make(
     env,
     (error) =>
-      Effect.all([appender.close(error), FiberMap.clear(workers), FiberMap.clear(helloLoops)], { discard: true })
+      Effect.all([env.outbox.close, appender.close(error), FiberMap.clear(workers), FiberMap.clear(helloLoops)], {
+        discard: true
+      })
   )
   const greeting = Greeting.make(env, workers, helloLoops)
 

@@ -22,6 +22,7 @@ import type { PeerId } from "../../PeerId.js"
 import * as StreamKey from "../../StreamKey.js"
 import * as Inbound from "./inbound.js"
 import * as Outbound from "./outbound.js"
+import * as Outbox from "./outbox.js"
 import * as Report from "./report.js"
 import * as Rtt from "./rtt.js"
 import { SendBuffer } from "./sendBuffer.js"
@@ -35,6 +36,7 @@ export interface Env {
   readonly delivery: Delivery["Type"]
   readonly state: State.State
   readonly sendBuffer: SendBuffer
+  readonly outbox: Outbox.Outbox
   /** This run's id, stored with every seq it allocates. */
   readonly run: number
   readonly rttBounds: Rtt.RttBounds
@@ -86,11 +88,14 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
       Option.getOrElse(() => newPeer(peer, storedIncarnations.get(peer) ?? backend.incarnation))
     )
 
+  const outbox = yield* Outbox.make({ max: config.maxPendingPerPeer, wait: config.whenFull === "wait" })
+  const reserved: Array<readonly [PeerId, number]> = []
   yield* STM.gen(function*() {
     for (const stream of storedOutbound.streams) {
       const key = StreamKey.make(stream.peer, stream.lane)
       yield* TMap.set(state.outs, key, Outbound.restore(key, stream, stream.runs))
       yield* State.addPending(state, stream.peer, stream.nextSeq - stream.firstPending)
+      reserved.push([stream.peer, stream.nextSeq - stream.firstPending])
       yield* TMap.set(state.peers, stream.peer, yield* peerLink(stream.peer))
     }
     for (const received of storedReceived) {
@@ -99,8 +104,10 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     }
   })
 
+  // What the store holds counts against the outbox, however far above its bound a store from a larger one is.
+  for (const [peer, count] of reserved) outbox.restore(peer, count)
   const events = yield* PubSub.sliding<IlmEvent>(4096)
-  const pending = STM.commit(State.totalPending(state))
+  const pending = Effect.sync(outbox.total)
   return {
     self: network.localPeer,
     config,
@@ -109,6 +116,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     delivery,
     state,
     sendBuffer: new SendBuffer(config.sendBufferBytes),
+    outbox,
     run,
     rttBounds,
     events,

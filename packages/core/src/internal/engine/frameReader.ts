@@ -25,7 +25,7 @@ export const make = (env: Env, greeting: Greeting): Effect.Effect<void> => {
       const now = yield* Clock.currentTimeMillis
       const report = Report.make()
       const effects = yield* STM.commit(Receive.apply(env, batch.splice(0), now, report))
-      for (const { key, upTo } of effects.released) env.sendBuffer.release(key, upTo)
+      yield* Receive.release(env, effects)
       yield* env.publish(report)
       for (const peer of report.unknownSessions) yield* greeting.ask(peer)
     })

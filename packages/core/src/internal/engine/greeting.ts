@@ -170,7 +170,7 @@ export const make = (
           Effect.flatMap((incarnation) => link(hello.from, plan, incarnation, newSession, now)),
           Effect.tap(({ connected, effects, report }) =>
             Effect.gen(function*() {
-              for (const { key, upTo } of effects.released) env.sendBuffer.release(key, upTo)
+              yield* Receive.release(env, effects)
               if (connected) yield* setLinked(hello.from, true)
               yield* env.publish(report)
             })

@@ -43,12 +43,14 @@ export interface Jump {
 
 /**
  * What taking frames did: the stream (`undefined` only when it is new and no frame was taken), how many frames
- * were duplicates, and whether the sender should hear the acknowledgement again.
+ * were duplicates, and how many times the sender should hear the acknowledgement again: once for duplicates, and
+ * once per frame that arrived past a gap (the next seq to deliver is missing), as each would have made its own
+ * acknowledgement had it arrived alone — the sender resends the gap at once after three.
  */
 export interface Accepted {
   readonly stream: InStream | undefined
   readonly duplicates: number
-  readonly repeatAck: boolean
+  readonly repeatAck: number
   readonly jumps: ReadonlyArray<Jump>
   /** Frames of an older incarnation than the stream's: refused. */
   readonly stale: ReadonlyArray<Frame.Data>
@@ -85,7 +87,7 @@ export const accept = (
   const jumps: Array<Jump> = []
   const stale: Array<Frame.Data> = []
   let duplicates = 0
-  let repeatAck = false
+  let repeatAck = 0
   let stream = current
   // The buffer is copied once, on the first frame that changes it.
   let buffer: Array<Frame.Data> | undefined
@@ -125,7 +127,7 @@ export const accept = (
     const at = insertionPoint(list, data.seq)
     if (data.seq <= stream.delivered || list[at]?.seq === data.seq) {
       duplicates++
-      repeatAck = true
+      repeatAck ||= 1
       continue
     }
     const next = stream.delivered + 1
@@ -133,7 +135,7 @@ export const accept = (
     if (data.seq !== next && bufferedBytes + data.payload.length > limits.windowBytes) continue
     // Past a gap (the next seq to deliver is missing): repeat the last acknowledgement so the sender can resend the
     // gap at once. Frames queued behind a next seq that is here, waiting for its delivery, are no sign of loss.
-    if (data.seq > next && list[0]?.seq !== next) repeatAck = true
+    if (data.seq > next && list[0]?.seq !== next) repeatAck++
     const target = base()
     if (at === target.length) target.push(data)
     else target.splice(at, 0, data)

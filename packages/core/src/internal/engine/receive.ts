@@ -5,10 +5,12 @@
  *
  * @internal
  */
+import * as Effect from "effect/Effect"
 import * as STM from "effect/STM"
 import * as TMap from "effect/TMap"
 import type { Acknowledgement } from "../../Backend.js"
 import type * as Frame from "../../Frame.js"
+import type { PeerId } from "../../PeerId.js"
 import * as StreamKey from "../../StreamKey.js"
 import type { Env } from "./env.js"
 import * as Inbound from "./inbound.js"
@@ -25,9 +27,25 @@ export interface Effects {
   readonly deletions: Array<readonly [StreamKey.StreamKey, Acknowledgement]>
   /** Outbound streams acknowledged up to a seq: the send buffer may forget them once committed. */
   readonly released: Array<{ readonly key: StreamKey.StreamKey; readonly upTo: number }>
+  /** Messages acknowledged per peer: room in the outbox once committed. */
+  readonly freed: Array<readonly [PeerId, number]>
 }
 
-export const emptyEffects = (): Effects => ({ outReady: [], inReady: [], acks: [], deletions: [], released: [] })
+export const emptyEffects = (): Effects => ({
+  outReady: [],
+  inReady: [],
+  acks: [],
+  deletions: [],
+  released: [],
+  freed: []
+})
+
+/** What a committed batch's acknowledgements free: the send buffer's copies and the outbox's room. */
+export const release = (env: Env, effects: Effects): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    for (const { key, upTo } of effects.released) env.sendBuffer.release(key, upTo)
+    return Effect.forEach(effects.freed, ([peer, count]) => env.outbox.release(peer, count), { discard: true })
+  })
 
 /** Makes a batch's collected writes. */
 export const flush = (env: Env, effects: Effects): STM.STM<void> =>
@@ -35,18 +53,19 @@ export const flush = (env: Env, effects: Effects): STM.STM<void> =>
     const { state } = env
     if (effects.outReady.length > 0) yield* State.addAll(state.outReady, effects.outReady)
     if (effects.inReady.length > 0) yield* State.addAll(state.inReady, effects.inReady)
-    if (effects.acks.length > 0) yield* State.setAll(state.acksToSend, effects.acks)
+    if (effects.acks.length > 0) yield* State.queueAcks(state, effects.acks)
     if (effects.deletions.length > 0) yield* State.setAll(state.deletions, effects.deletions)
   })
 
-/** Queues the acknowledgement of what a stream delivered. */
-export const queueAck = (effects: Effects, stream: Inbound.InStream) => {
+/** Queues the acknowledgement of what a stream delivered, `copies` times. */
+export const queueAck = (effects: Effects, stream: Inbound.InStream, copies = 1) => {
   if (stream.delivered === 0) return
   effects.acks.push([stream.key, {
     peer: stream.peer,
     lane: stream.lane,
     incarnation: stream.incarnation,
-    upTo: stream.delivered
+    upTo: stream.delivered,
+    copies
   }])
 }
 
@@ -81,6 +100,7 @@ export const applyAck = (
     else yield* TMap.remove(state.deadlines, stream.key)
     effects.deletions.push([stream.key, { peer: stream.peer, lane: stream.lane, upTo }])
     effects.released.push({ key: stream.key, upTo })
+    effects.freed.push([stream.peer, outcome.count])
     effects.outReady.push(stream.key)
     report.acked += outcome.count
   })
@@ -133,7 +153,7 @@ const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report
     const stream = accepted.stream
     if (stream === undefined) return
     if (stream !== stored) yield* TMap.set(env.state.ins, key, stream)
-    if (accepted.repeatAck) queueAck(effects, stream)
+    if (accepted.repeatAck > 0) queueAck(effects, stream, accepted.repeatAck)
     if (!stream.busy && stream.buffer[0]?.seq === stream.delivered + 1) effects.inReady.push(key)
   })
 

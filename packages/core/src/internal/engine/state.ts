@@ -40,13 +40,32 @@ export interface PeerLink {
   readonly rtt: Rtt
 }
 
-/** An acknowledgement this peer owes a sender. */
+/**
+ * An acknowledgement this peer owes a sender, and how many times to send it: more than once when frames arrived
+ * past a gap, so the sender sees repeated acknowledgements as it would had they arrived one by one.
+ */
 export interface AckToSend {
   readonly peer: PeerId
   readonly lane: Lane
   readonly incarnation: Incarnation
   readonly upTo: number
+  readonly copies: number
 }
+
+/** The most copies of one acknowledgement sent together: three repeats make the sender resend a gap. */
+export const maxCopies = 3
+
+/** Queues acknowledgements; copies of one still queued add up when they acknowledge the same seq. */
+export const queueAcks = (state: State, acks: ReadonlyArray<readonly [StreamKey, AckToSend]>): STM.STM<void> =>
+  TRef.update(state.acksToSend, (queued) => {
+    const next = new Map(queued)
+    for (const [key, ack] of acks) {
+      const earlier = next.get(key)
+      const copies = earlier !== undefined && earlier.upTo === ack.upTo ? earlier.copies + ack.copies : ack.copies
+      next.set(key, { ...ack, copies: Math.min(maxCopies, copies) })
+    }
+    return next
+  })
 
 export interface State {
   readonly peers: TMap.TMap<PeerId, PeerLink>
