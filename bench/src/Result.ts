@@ -19,6 +19,10 @@ export interface Result {
   readonly peakRssMiB?: number | undefined
   /** The process's RSS before its first message: the runtime and the loaded modules. */
   readonly rssBeforeMiB?: number | undefined
+  /** From the first send to the first delivery, on the wall clock (the receiver may run in another process). */
+  readonly firstDeliveryMillis?: number | undefined
+  /** From the first send until the loop that sends returned: every message stored. */
+  readonly sendLoopMillis?: number | undefined
   /** Set when the case could not run here; the reason is printed. */
   readonly skipped?: string | undefined
 }
@@ -41,11 +45,11 @@ const allocate = (size: number): Uint8Array => {
   return slab.subarray(slabUsed - size, slabUsed)
 }
 
-/**
- * Microseconds of wall-clock time, which every process of the machine shares, on a clock that wraps every 71
- * minutes, far longer than a case.
- */
-const nowMicros = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000) >>> 0
+/** Milliseconds of wall-clock time, which every process of the machine shares (with sub-millisecond precision). */
+export const wallClockMillis = (): number => performance.timeOrigin + performance.now()
+
+/** Microseconds of wall-clock time, on a clock that wraps every 71 minutes, far longer than a case. */
+const nowMicros = (): number => Math.floor(wallClockMillis() * 1000) >>> 0
 
 /** A payload of `size` bytes (at least 8) carrying the message's index and the sender's clock in microseconds. */
 export const payload = (index: number, size: number): Uint8Array => {
@@ -73,6 +77,8 @@ export class Tally {
   delivered = 0
   duplicated = 0
   reordered = 0
+  /** When the first message arrived, on the wall clock. */
+  firstDeliveryAt: number | undefined = undefined
   private readonly waiters: Array<() => void> = []
 
   constructor(readonly expected: number) {
@@ -86,7 +92,7 @@ export class Tally {
       return
     }
     this.seen[index] = 1
-    this.delivered++
+    if (this.delivered++ === 0) this.firstDeliveryAt = wallClockMillis()
     if (index < this.highest) this.reordered++
     else this.highest = index
     if (this.delivered === this.expected) { for (const wake of this.waiters.splice(0)) wake() }
@@ -114,6 +120,8 @@ export interface Counts {
   readonly delivered: number
   readonly duplicated: number
   readonly reordered: number
+  /** When the first message arrived, on the wall clock. */
+  readonly firstDeliveryAt?: number | undefined
 }
 
 /** Builds the result of a case from its tallies and time. */

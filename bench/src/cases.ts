@@ -14,8 +14,12 @@ export interface Case {
   /** A shorter label for the chart, where the row has less room. */
   readonly short?: string
   readonly stack: "ours" | "anchor"
-  /** A one-way stream of 128-byte messages between two peers: charted and compared across stacks. */
-  readonly headline: boolean
+  /**
+   * Set on a one-way stream of 128-byte messages between two peers: charted, and compared with the other stack's
+   * cases of the same kind. A "stream" keeps many messages in flight; "awaited" sends one at a time, each awaited
+   * before the next.
+   */
+  readonly compared?: Comparison | undefined
   /** The anchor needs mosquitto on 127.0.0.1:1883: `main` checks once instead of every child. */
   readonly needsMosquitto?: boolean
   /** Node flags the case's child process runs with. */
@@ -23,12 +27,21 @@ export interface Case {
   readonly run: (quick: boolean) => Promise<Result>
 }
 
+export type Comparison = "stream" | "awaited"
+
 const normal: Transport = { _tag: "tcp-sqlite", synchronous: "NORMAL" }
 const full: Transport = { _tag: "tcp-sqlite", synchronous: "FULL" }
 /** Messages a throughput case moves in quick mode: enough to exercise it, not to measure it. */
 const quickMessages = 2_000
+/** Messages of the cases that send one at a time (scenario 10 and its anchor). */
+const awaitedMessages = 20_000
+const awaitedCount = `${awaitedMessages / 1_000}k`
 
-/** One of ours' streams; `short` is given to the 128-byte two-peer streams, charted and compared under it. */
+/**
+ * One of ours' streams; `short` is given to the 128-byte two-peer streams, charted and compared under it.
+ * `oneAtATime` sends with one `send` call at a time, each awaited before the next, instead of `sendAll` calls, and
+ * reports when the first message was delivered.
+ */
 const stream = (
   id: string,
   scenario: string,
@@ -41,15 +54,15 @@ const stream = (
     receivers?: number
     window?: number
     receiverProcesses?: boolean
+    oneAtATime?: boolean
   },
   short?: string
 ): Case => ({
   id,
   scenario,
   label,
-  ...(short === undefined ? {} : { short }),
+  ...(short === undefined ? {} : { short, compared: options.oneAtATime === true ? "awaited" : "stream" }),
   stack: "ours",
-  headline: short !== undefined,
   run: async (quick) =>
     (await import("./ours/stream.js")).run({
       transport: options.transport,
@@ -57,7 +70,8 @@ const stream = (
       payloadBytes: options.payloadBytes ?? 128,
       receivers: options.receivers,
       window: options.window,
-      receiverProcesses: options.receiverProcesses
+      receiverProcesses: options.receiverProcesses,
+      ...(options.oneAtATime === true ? { send: { batch: 1, concurrency: 1 }, timeFirstDelivery: true } : {})
     })
 })
 
@@ -85,13 +99,13 @@ const rawTcp = (
   label: string,
   mode: "pipelined" | "acked",
   payloadBytes: number,
-  headline: boolean
+  compared?: Comparison
 ): Case => ({
   id,
   scenario: "anchor",
   label,
   stack: "anchor",
-  headline,
+  compared,
   run: async (quick) =>
     (await import("./anchors/rawTcp.js")).run({
       mode,
@@ -104,20 +118,24 @@ const rawTcp = (
 /** MQTT's window: the anchor's author found 256 publishes in flight to be MQTT.js's best. */
 const mqttWindow = 256
 
-const mqtt = (broker: "mosquitto" | "aedes", qos: 1 | 2): Case => ({
-  id: `anchor.mqtt.${broker}-qos${qos}`,
+/** An MQTT anchor: `mqttWindow` publishes in flight, or (`awaited`) one `publishAsync` at a time, each awaited. */
+const mqtt = (broker: "mosquitto" | "aedes", qos: 1 | 2, compared: Comparison = "stream"): Case => ({
+  id: `anchor.mqtt.${broker}-qos${qos}${compared === "awaited" ? "-awaited" : ""}`,
   scenario: "anchor",
-  label: `MQTT.js → ${broker} QoS ${qos}, clean:false, window ${mqttWindow}`,
+  label: `MQTT.js → ${broker} QoS ${qos}, clean:false, ${
+    compared === "awaited" ? `one awaited publishAsync at a time, ${awaitedCount}` : `window ${mqttWindow}`
+  }`,
+  ...(compared === "awaited" ? { short: `MQTT.js → ${broker} QoS ${qos}, one awaited at a time` } : {}),
   stack: "anchor",
-  headline: true,
+  compared,
   needsMosquitto: broker === "mosquitto",
   run: async (quick) =>
     (await import("./anchors/mqtt.js")).run({
       broker,
       qos,
-      messages: quick ? quickMessages : 100_000,
+      messages: quick ? quickMessages : compared === "awaited" ? awaitedMessages : 100_000,
       payloadBytes: 128,
-      window: mqttWindow
+      window: compared === "awaited" ? "awaited" : mqttWindow
     })
 })
 
@@ -154,7 +172,6 @@ export const cases: ReadonlyArray<Case> = [
     label: "latency at 1,000 msg/s for 10 s after 2 s warm-up, TCP + SQLite NORMAL",
     short: "ours: TCP + SQLite NORMAL",
     stack: "ours",
-    headline: false,
     run: async (quick) =>
       (await import("./ours/latency.js")).run({
         seconds: quick ? 1 : 10,
@@ -167,7 +184,6 @@ export const cases: ReadonlyArray<Case> = [
     scenario: "6",
     label: "backlog of 100k for an absent peer, from its start",
     stack: "ours",
-    headline: false,
     run: async (quick) => (await import("./ours/backlog.js")).run({ messages: quick ? quickMessages : 100_000 })
   },
   {
@@ -178,7 +194,6 @@ export const cases: ReadonlyArray<Case> = [
     // V8 grows its heap long before it collects: a cap makes the peak show what the process needs, not what the
     // collector has not yet reclaimed. With a backlog held in memory the process would die here.
     nodeArgs: ["--max-old-space-size=64"],
-    headline: false,
     run: async (quick) => (await import("./ours/memory.js")).run({ messages: quick ? 20_000 : 1_000_000 })
   },
   // Fan-out runs on the in-memory network: 101 peers on TCP dial one another (peers.ts gives each the whole
@@ -203,13 +218,26 @@ export const cases: ReadonlyArray<Case> = [
       receiverProcesses: true
     })
   ),
-  rawTcp("anchor.rawTcp.pipelined", "raw TCP pipelined, no acks", "pipelined", 128, true),
-  rawTcp("anchor.rawTcp.acked", "raw TCP, ack per message, window 64", "acked", 128, true),
+  stream("ours.s10.awaited-memory", "10", `one awaited send at a time, in-memory network + backend, ${awaitedCount}`, {
+    transport: { _tag: "memory" },
+    messages: awaitedMessages,
+    oneAtATime: true
+  }, "ours: in-memory, one awaited send at a time"),
+  stream(
+    "ours.s10.awaited-tcp-sqlite-normal",
+    "10",
+    `one awaited send at a time, TCP + SQLite NORMAL, ${awaitedCount}, receiver in its own process`,
+    { transport: normal, messages: awaitedMessages, receiverProcesses: true, oneAtATime: true },
+    "ours: TCP + SQLite NORMAL, one awaited send at a time"
+  ),
+  rawTcp("anchor.rawTcp.pipelined", "raw TCP pipelined, no acks", "pipelined", 128, "stream"),
+  rawTcp("anchor.rawTcp.acked", "raw TCP, ack per message, window 64", "acked", 128, "stream"),
   ...payloads.map(([name, bytes]) =>
-    rawTcp(`anchor.rawTcp.acked-${name}`, `raw TCP acked, window 64, ${name} payloads`, "acked", bytes, false)
+    rawTcp(`anchor.rawTcp.acked-${name}`, `raw TCP acked, window 64, ${name} payloads`, "acked", bytes)
   ),
   mqtt("mosquitto", 1),
   mqtt("mosquitto", 2),
+  mqtt("mosquitto", 1, "awaited"),
   mqtt("aedes", 1),
   mqtt("aedes", 2),
   {
@@ -217,7 +245,7 @@ export const cases: ReadonlyArray<Case> = [
     scenario: "anchor",
     label: "socket.io emitWithAck, window 64",
     stack: "anchor",
-    headline: true,
+    compared: "stream",
     run: async (quick) =>
       (await import("./anchors/socketIo.js")).run({
         messages: quick ? quickMessages : 100_000,

@@ -1,6 +1,7 @@
 /**
  * Runs one case in this process and prints its result as one line `RESULT <json>` on stdout, for `main.ts`:
- *   node --import tsx src/child.ts <caseId> [--quick]
+ *   node dist/run-<pid>/child.js <caseId> [--quick]     (the bundle `build.ts` writes)
+ *   node --import tsx src/child.ts <caseId> [--quick]   (the sources, with `pnpm bench --tsx`)
  * A fresh process per case keeps one case's heap, sockets and timers from skewing the next.
  */
 import { caseById } from "./cases.js"

@@ -1,8 +1,11 @@
 /**
- * `pnpm bench [--quick] [--repeat N] [--only <substring>] [--timeout <seconds>]`: runs every case (or those whose
- * id contains the substring) `repeat` times, each run in a fresh child process, rounds interleaved; prints the
- * table, the ratios of ours to each anchor and the issue's targets; writes `results/latest.json` and
+ * `pnpm bench [--quick] [--repeat N] [--only <substring>] [--timeout <seconds>] [--tsx]`: runs every case (or those
+ * whose id contains the substring) `repeat` times, each run in a fresh child process, rounds interleaved; prints
+ * the table, the ratios of ours to each anchor and the issue's targets; writes `results/latest.json` and
  * `results/chart.svg` (quick: `results/quick.json` only).
+ *
+ * The children run JavaScript bundled once at the start (`build.ts`) under plain `node`, as users run the library;
+ * `--tsx` runs them from the sources under tsx instead, to compare.
  *
  * Exits non-zero if one of ours failed, timed out, lost or duplicated a message: the only thing CI checks.
  * Anchors' losses are printed, never fatal; speeds are never asserted.
@@ -10,8 +13,8 @@
 import { spawn } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import * as Os from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { join } from "node:path"
+import * as Build from "./build.js"
 import { type Case, cases } from "./cases.js"
 import {
   chart,
@@ -26,24 +29,25 @@ import {
   targetTable
 } from "./report.js"
 import type { Result } from "./Result.js"
-
-const benchDir = join(dirname(fileURLToPath(import.meta.url)), "..")
+import * as Runtime from "./runtime.js"
 
 interface Args {
   readonly quick: boolean
   readonly repeat: number
   readonly only: string | undefined
   readonly timeoutSeconds: number
+  /** What the cases' processes run: the bundle under node, or the sources under tsx (`--tsx`). */
+  readonly runtime: "bundle" | "tsx"
 }
 
-const usage = "usage: pnpm bench [--quick] [--repeat N] [--only <substring of a case id>] [--timeout <seconds>]"
+const usage = "usage: pnpm bench [--quick] [--repeat N] [--only <substring of a case id>] [--timeout <seconds>] [--tsx]"
 
 /** The arguments, or what is wrong with them. */
 const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
   const flags = new Map<string, string | undefined>()
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!
-    if (flag === "--quick") flags.set(flag, undefined)
+    if (flag === "--quick" || flag === "--tsx") flags.set(flag, undefined)
     else if (flag === "--repeat" || flag === "--only" || flag === "--timeout") {
       const value = argv[++i]
       if (value === undefined) return `${flag} needs a value`
@@ -55,29 +59,26 @@ const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
   const timeoutSeconds = Number(flags.get("--timeout") ?? (quick ? 90 : 600))
   if (!Number.isInteger(repeat) || repeat < 1) return "--repeat needs a positive integer"
   if (!(timeoutSeconds > 0)) return "--timeout needs a positive number of seconds"
-  return { quick, repeat, only: flags.get("--only"), timeoutSeconds }
+  return { quick, repeat, only: flags.get("--only"), timeoutSeconds, runtime: flags.has("--tsx") ? "tsx" : "bundle" }
 }
 
-/** Runs one case in a fresh process; a crash, a bad exit or a timeout becomes the run's error. */
-const runChild = (
-  c: Case,
-  quick: boolean,
-  timeoutSeconds: number
-): Promise<{ result?: Result; error?: string }> =>
+/**
+ * Runs one case in a fresh process, from the bundle in `bundle` or (undefined) under tsx; a crash, a bad exit or a
+ * timeout becomes the run's error.
+ */
+const runChild = (c: Case, args: Args, bundle: string | undefined): Promise<{ result?: Result; error?: string }> =>
   new Promise((resolve) => {
-    const id = c.id
+    const { quick, timeoutSeconds } = args
     const child = spawn(
       process.execPath,
       [
         "--expose-gc",
         ...(c.nodeArgs ?? []),
-        "--import",
-        "tsx",
-        join("src", "child.ts"),
-        id,
+        ...Runtime.nodeArgs("child", bundle),
+        c.id,
         ...(quick ? ["--quick"] : [])
       ],
-      { cwd: benchDir, stdio: ["ignore", "pipe", "pipe"] }
+      { cwd: Runtime.benchDir, stdio: ["ignore", "pipe", "pipe"] }
     )
     let stdout = ""
     let stderr = ""
@@ -115,10 +116,15 @@ const progressOf = (result: Result | undefined, error: string | undefined): stri
   if (result === undefined) return "no result"
   if (result.skipped !== undefined) return `skipped: ${result.skipped}`
   const latency = result.latencyP50Millis === undefined ? "" : `, p50 ${result.latencyP50Millis.toFixed(2)} ms`
+  const first = result.firstDeliveryMillis === undefined || result.sendLoopMillis === undefined
+    ? ""
+    : `, first delivery at ${result.firstDeliveryMillis.toFixed(0)} ms, send loop ended at ${
+      result.sendLoopMillis.toFixed(0)
+    } ms`
   const losses = result.lost + result.duplicated > 0 ? `, LOST ${result.lost}, DUP ${result.duplicated}` : ""
   return `${Math.round(result.perSecond).toLocaleString("en")} msg/s in ${
     result.seconds.toFixed(2)
-  } s${latency}${losses}`
+  } s${latency}${first}${losses}`
 }
 
 const main = async (): Promise<number> => {
@@ -140,17 +146,32 @@ const main = async (): Promise<number> => {
   const skippedOf = (c: Pick<Case, "needsMosquitto">) => (c.needsMosquitto === true ? mosquitto : undefined)
   const runnable = selected.filter((c) => skippedOf(c) === undefined)
 
-  const runs = new Map<string, Array<Run>>(selected.map((c) => [c.id, []]))
   const began = performance.now()
-  for (let round = 0; round < args.repeat; round++) {
-    for (const [index, c] of orderOf(runnable, round, args.repeat).entries()) {
-      const prefix = `[round ${round + 1}/${args.repeat}, ${index + 1}/${runnable.length}] ${c.id}`
-      process.stdout.write(`${prefix} … `)
-      const started = performance.now()
-      const { result, error } = await runChild(c, args.quick, args.timeoutSeconds)
-      runs.get(c.id)!.push({ round, result, error })
-      console.log(`${progressOf(result, error)} (${((performance.now() - started) / 1000).toFixed(1)} s wall)`)
+  let bundle: string | undefined
+  if (args.runtime === "bundle") {
+    try {
+      bundle = await Build.build()
+    } catch (error) {
+      console.error(`the cases could not be bundled: ${error instanceof Error ? error.message : String(error)}`)
+      return 1
     }
+    console.log(`bundled the cases in ${((performance.now() - began) / 1000).toFixed(1)} s`)
+  }
+
+  const runs = new Map<string, Array<Run>>(selected.map((c) => [c.id, []]))
+  try {
+    for (let round = 0; round < args.repeat; round++) {
+      for (const [index, c] of orderOf(runnable, round, args.repeat).entries()) {
+        const prefix = `[round ${round + 1}/${args.repeat}, ${index + 1}/${runnable.length}] ${c.id}`
+        process.stdout.write(`${prefix} … `)
+        const started = performance.now()
+        const { result, error } = await runChild(c, args, bundle)
+        runs.get(c.id)!.push({ round, result, error })
+        console.log(`${progressOf(result, error)} (${((performance.now() - started) / 1000).toFixed(1)} s wall)`)
+      }
+    }
+  } finally {
+    if (bundle !== undefined) Build.remove(bundle)
   }
   const totalSeconds = (performance.now() - began) / 1000
 
@@ -165,7 +186,7 @@ const main = async (): Promise<number> => {
   const targetList = targets(entries)
   const mode = args.quick ? "quick (sizes too small for the numbers to mean anything)" : "full"
 
-  console.log(`\n${mode}, ${args.repeat} round(s), ${totalSeconds.toFixed(0)} s\n`)
+  console.log(`\n${mode}, ${args.runtime}, ${args.repeat} round(s), ${totalSeconds.toFixed(0)} s\n`)
   console.log(table(entries))
   if (ratioList.length > 0) {
     console.log(`\nRatios, ours ÷ anchor (msg/s, per round):\n${ratioTable(ratioList, labelOf)}`)
@@ -183,6 +204,8 @@ const main = async (): Promise<number> => {
   const report = {
     date: new Date().toISOString(),
     mode: args.quick ? "quick" : "full",
+    /** What the cases' processes ran: the bundle under node, or the sources under tsx. */
+    runtime: args.runtime,
     repeat: args.repeat,
     totalSeconds,
     machine,
@@ -195,12 +218,12 @@ const main = async (): Promise<number> => {
     ratios: ratioList,
     targets: targetList
   }
-  const resultsDir = join(benchDir, "results")
+  const resultsDir = join(Runtime.benchDir, "results")
   mkdirSync(resultsDir, { recursive: true })
-  // Only a full run of every case replaces the published results.
+  // Only a full run of every case, bundled as users run it, replaces the published results.
   const written = args.quick
     ? ["quick.json"]
-    : args.only !== undefined
+    : args.only !== undefined || args.runtime === "tsx"
     ? ["selection.json"]
     : ["latest.json", "chart.svg"]
   writeFileSync(join(resultsDir, written[0]!), `${JSON.stringify(report, null, 2)}\n`)

@@ -24,6 +24,7 @@ export class Watch {
   private readonly latencies: Array<number> = []
   private readonly timer: NodeJS.Timeout
   private wake: () => void = () => {}
+  private ended = false
   /** Resolves when the run is complete or given up on. */
   readonly finished: Promise<void>
 
@@ -42,6 +43,11 @@ export class Watch {
         this.finish()
       }
     }, 100)
+  }
+
+  /** Whether the run is complete or given up on. */
+  get over(): boolean {
+    return this.ended
   }
 
   private get allAcked(): boolean {
@@ -67,6 +73,7 @@ export class Watch {
   }
 
   private finish(): void {
+    this.ended = true
     clearInterval(this.timer)
     this.wake()
   }
@@ -112,6 +119,20 @@ export const windowed = (
     pump()
   }
   pump()
+}
+
+/**
+ * Sends 0 … messages-1 one at a time: each `send` is awaited (its ack) before the next starts. Stops early once the
+ * watch gave up, so a stalled run does not keep sending into a closed client.
+ */
+export const awaitEach = async (
+  messages: number,
+  watch: Watch,
+  send: (index: number) => Promise<unknown>
+): Promise<void> => {
+  for (let index = 0; index < messages && !watch.over; index++) {
+    watch.ack(await send(index).then(() => true, () => false))
+  }
 }
 
 /** The result of a case that could not run here. */

@@ -1,7 +1,8 @@
 /**
  * Anchor: MQTT through a broker, with MQTT.js (v5) clients in this process. A subscriber and a publisher, both with
  * persistent sessions (`clean: false`), on a topic of their own, at QoS 1 or 2; the publisher keeps at most
- * `window` publishes unacknowledged (PUBACK at QoS 1, PUBCOMP at QoS 2: the broker has taken responsibility).
+ * `window` publishes unacknowledged (PUBACK at QoS 1, PUBCOMP at QoS 2: the broker has taken responsibility), or,
+ * with the window `"awaited"`, awaits each `publishAsync` before the next, as the simplest application would.
  * The broker is the local mosquitto on 127.0.0.1:1883 or an in-process aedes.
  */
 import { Aedes } from "aedes"
@@ -9,14 +10,15 @@ import { connectAsync, type IClientOptions, type MqttClient } from "mqtt"
 import { execFile } from "node:child_process"
 import * as Net from "node:net"
 import { indexOf, payload, type Result, Tally } from "../Result.js"
-import { skipped, Watch, windowed } from "./harness.js"
+import { awaitEach, skipped, Watch, windowed } from "./harness.js"
 
 export interface Options {
   readonly messages: number
   readonly payloadBytes: number
   readonly qos: 1 | 2
   readonly broker: "mosquitto" | "aedes"
-  readonly window?: number
+  /** Publishes unacknowledged at most; `"awaited"`: one `publishAsync` at a time. */
+  readonly window?: number | "awaited"
 }
 
 const mosquittoPort = 1883
@@ -100,15 +102,17 @@ export const run = async (options: Options): Promise<Result> => {
 
   const current = new Watch(tally, messages)
   running.watch = current
-  windowed(messages, window, (index, done) => {
+  const message = (index: number): Buffer => {
     const bytes = payload(index, payloadBytes)
-    publisher.publish(
-      topic,
-      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-      { qos },
-      (error) => done(error === undefined || error === null)
-    )
-  }, current)
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  }
+  if (window === "awaited") {
+    void awaitEach(messages, current, (index) => publisher.publishAsync(topic, message(index), { qos }))
+  } else {
+    windowed(messages, window, (index, done) => {
+      publisher.publish(topic, message(index), { qos }, (error) => done(error === undefined || error === null))
+    }, current)
+  }
   await current.finished
   const result = current.result()
 

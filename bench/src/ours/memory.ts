@@ -22,7 +22,7 @@ export const run = (options: Options): Promise<Result> =>
     const peers = yield* cluster({ _tag: "tcp-sqlite", synchronous: "NORMAL" }, [senderId!, absentId!])
     // Room for the whole backlog: the default limit would make `send` wait for an ack that never comes.
     const sender = yield* peers.start(senderId!, () => {}, { maxPendingPerPeer: messages + 1 })
-    // The baseline (runtime, tsx, Effect, SQLite), to tell what the backlog itself costs.
+    // The baseline (Node, the loaded modules, Effect, SQLite), to tell what the backlog itself costs.
     const rssBeforeMiB = process.memoryUsage().rss / 2 ** 20
     const start = performance.now()
     const stored = yield* sendMany(sender, messages, () => absentId!, (i) => payload(i, payloadBytes)).pipe(

@@ -29,6 +29,7 @@ await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     delivered: tally.delivered,
     duplicated: tally.duplicated,
     reordered: tally.reordered,
+    firstDeliveryAt: tally.firstDeliveryAt,
     latencyP50Micros: percentile(latencies, 0.5),
     latencyP99Micros: percentile(latencies, 0.99)
   }

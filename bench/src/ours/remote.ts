@@ -10,8 +10,8 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { spawn } from "node:child_process"
 import { createInterface } from "node:readline"
-import { fileURLToPath } from "node:url"
 import type { Counts } from "../Result.js"
+import * as Runtime from "../runtime.js"
 import type { TcpSetup } from "./peers.js"
 
 export interface Options {
@@ -40,12 +40,10 @@ export interface Arguments {
   readonly options: Options
 }
 
-const script = fileURLToPath(new URL("./receiver.ts", import.meta.url))
-
 /** Node flags for the receiver from `BENCH_RECEIVER_NODE_ARGS` (`--cpu-prof` profiles it, say). */
 const receiverNodeArgs = process.env.BENCH_RECEIVER_NODE_ARGS?.split(" ").filter((arg) => arg !== "") ?? []
 
-/** Starts the receiver process; the scope closing ends it. */
+/** Starts the receiver process, run as this process runs (its bundle, or tsx); the scope closing ends it. */
 export const start = (
   setup: TcpSetup,
   id: PeerId,
@@ -57,7 +55,11 @@ export const start = (
     const args: Arguments = { setup, id, options }
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn(process.execPath, [...receiverNodeArgs, "--import", "tsx", script, JSON.stringify(args)], {
+        spawn(process.execPath, [
+          ...receiverNodeArgs,
+          ...Runtime.nodeArgs("receiver", Runtime.currentBundle),
+          JSON.stringify(args)
+        ], {
           stdio: ["pipe", "pipe", "inherit"]
         })
       ),

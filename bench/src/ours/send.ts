@@ -1,6 +1,7 @@
 /**
  * How the cases hand messages to the engine: `sendAll` calls of `batch` messages per destination, `concurrency`
- * calls at a time, as a producer streaming messages would.
+ * calls at a time, as a producer streaming messages would; or, with a batch of 1 and a concurrency of 1, the
+ * simplest loop an application writes: one `send` at a time, each awaited before the next.
  */
 import type * as ILM from "@intersession/core/ILM"
 import type { PeerId } from "@intersession/core/PeerId"
@@ -25,6 +26,11 @@ export const sendMany = (
 ): Effect.Effect<void, ILM.SendError> => {
   const batch = options?.batch ?? defaults.batch
   const concurrency = options?.concurrency ?? defaults.concurrency
+  if (batch === 1 && concurrency === 1) {
+    return Effect.gen(function*() {
+      for (let i = 0; i < count; i++) yield* ilm.send(to(i), make(i))
+    })
+  }
   if (batch === 1) {
     return Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => Effect.asVoid(ilm.send(to(i), make(i))), {
       concurrency,

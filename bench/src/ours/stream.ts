@@ -1,5 +1,5 @@
 /**
- * One sender streaming to one or more receivers: the throughput cases (scenarios 1–4, 8 and 9).
+ * One sender streaming to one or more receivers: the throughput cases (scenarios 1–4 and 8–10).
  */
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"
@@ -18,6 +18,8 @@ export interface Options {
   readonly send?: SendOptions | undefined
   /** Each receiver in a process of its own (TCP only), as deployed: the sender and the receivers share no CPU. */
   readonly receiverProcesses?: boolean | undefined
+  /** Report when the first message was delivered and when the send loop returned, from the first send. */
+  readonly timeFirstDelivery?: boolean | undefined
 }
 
 export const run = (options: Options): Promise<Result> =>
@@ -49,8 +51,17 @@ export const run = (options: Options): Promise<Result> =>
       (i) => payload(Math.floor(i / receivers), options.payloadBytes),
       options.send
     )
+    const sendLoopMillis = performance.now() - start
     const counts = yield* Effect.all(receiving)
     yield* sender.drain("10 minutes")
     const seconds = (performance.now() - start) / 1000
-    return resultOf(total, counts, seconds)
+    // Deliveries are stamped on the wall clock (`Result.wallClockMillis`), the one clock a receiver process shares.
+    const firstAt = Math.min(...counts.map((count) => count.firstDeliveryAt ?? Number.NaN))
+    const firstDeliveryMillis = firstAt - (performance.timeOrigin + start)
+    return resultOf(
+      total,
+      counts,
+      seconds,
+      options.timeFirstDelivery === true ? { firstDeliveryMillis, sendLoopMillis } : {}
+    )
   })))

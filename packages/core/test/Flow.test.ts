@@ -7,8 +7,10 @@ import type * as ILM from "@intersession/core/ILM"
 import { Eventually, InMemoryNetwork, TestPeer, VirtualClock } from "@intersession/testing"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
-import { A, awaitAcknowledged, B, numbered, sendNumbered, texts } from "./helpers.js"
+import { A, awaitAcknowledged, awaitReceived, B, C, numbered, sendNumbered, text, texts } from "./helpers.js"
 
 const frameTag = (frame: Uint8Array) => {
   const decoded = Frame.decode(frame, Number.MAX_SAFE_INTEGER)
@@ -200,6 +202,55 @@ describe("flow", () => {
       assert.strictEqual(counts.Data, 1000)
       assert.isBelow(counts.Ack, 100)
       assert.strictEqual((yield* b.recorder.messages).length, 1000)
+    }))
+
+  it.scoped("a send to a full outbox waits, storing nothing, until the peer acknowledges, then resumes", () =>
+    Effect.gen(function*() {
+      const hub = yield* InMemoryNetwork.make()
+      // B receives everything, but its acknowledgements are lost until the test lets them through.
+      let acksLost = true
+      yield* hub.setFaults({ dropWhen: (frame) => acksLost && frameTag(frame) === "Ack" }, { from: B, to: A })
+      const a = yield* TestPeer.make(A)
+      const b = yield* TestPeer.make(B)
+      const ra = yield* TestPeer.start(hub, a, { maxPendingPerPeer: 3, whenFull: "wait" })
+      yield* TestPeer.start(hub, b)
+      yield* sendNumbered(ra, B, "m", 1, 3)
+      const single = yield* Effect.fork(ra.ilm.send(B, text("m 4")))
+      const pair = yield* Effect.fork(ra.ilm.sendAll(B, [text("m 5"), text("m 6")]))
+      yield* awaitReceived(b, 3)
+      yield* TestClock.adjust("10 minutes")
+
+      // Blocked: delivered but unacknowledged messages still fill the outbox, so nothing more is stored or sent.
+      assert.isTrue(Option.isNone(yield* Fiber.poll(single)), "the send did not wait")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(pair)), "the sendAll did not wait")
+      assert.strictEqual(yield* a.store.pendingCount, 3)
+      assert.deepStrictEqual(texts(yield* b.recorder.messages), numbered("m", 1, 3))
+      // The limit is per peer: a send to another peer goes through at once.
+      yield* ra.ilm.send(C, text("to C"))
+      assert.strictEqual(yield* a.store.pendingCount, 4)
+
+      // Room: once B's acknowledgements arrive, both calls resume, are stored, and arrive in order.
+      acksLost = false
+      yield* Eventually.eventually(
+        "the waiting calls resumed",
+        Effect.map(
+          Effect.all([Fiber.poll(single), Fiber.poll(pair)]),
+          ([one, two]) => Option.isSome(one) && Option.isSome(two)
+        )
+      )
+      const singleSeq = (yield* Fiber.join(single)).seq
+      const pairSeqs = (yield* Fiber.join(pair)).map((id) => id.seq)
+      assert.sameMembers([singleSeq, ...pairSeqs], [4, 5, 6])
+      assert.strictEqual(pairSeqs[1], pairSeqs[0]! + 1, "the sendAll's messages stay together")
+      yield* awaitReceived(b, 6)
+      yield* Eventually.eventually(
+        "B's messages are acknowledged",
+        Effect.map(ra.ilm.stats, (stats) => stats.outbound.find((out) => out.peer === B)?.pending === 0)
+      )
+      const received = texts(yield* b.recorder.messages)
+      assert.deepStrictEqual(received.slice(0, 3), numbered("m", 1, 3))
+      assert.sameMembers(received.slice(3), numbered("m", 4, 3))
+      assert.deepStrictEqual((yield* b.recorder.messages).map((m) => m.seq), [1, 2, 3, 4, 5, 6])
     }))
 
   it.scoped(

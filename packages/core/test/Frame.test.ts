@@ -657,9 +657,8 @@ describe("Frame", () => {
       )
     })
 
-    // Known failure (see the report): `internal/wire.ts` builds ASCII strings with
-    // `String.fromCharCode.apply(null, Array.from(bytes))`, which throws RangeError ("Maximum call stack size
-    // exceeded") for a field of more than about 120,000 bytes, so such a frame makes `decode` throw.
+    // A string field of up to a mebibyte, in every string position: `decode` refuses it with a rejection and never
+    // throws (building a long string from its bytes in one call would overflow the stack).
     it("a string field far longer than any id is refused, not thrown", () => {
       for (const size of [1000, 65_536, 300_000, MiB]) {
         const long = "a".repeat(size)
@@ -678,21 +677,44 @@ describe("Frame", () => {
       }
     })
 
-    // Known failure (see the report): `PeerId` accepts a string with an unpaired surrogate, but the codec writes it
-    // with `TextEncoder`, which replaces the surrogate by U+FFFD: the receiver reads another id, and every frame of
-    // such a peer is refused as spoofed. Either the schema should refuse such ids or the codec should keep them.
-    it("a peer id with an unpaired surrogate either is refused by PeerId or round-trips", () => {
-      for (const id of ["x\uD800y", "\uDC00", "a\uD83D"]) {
-        const accepted = Schema.is(PeerId.PeerId)(id)
-        if (!accepted) continue
-        const ack = new Frame.Ack({ from: peer(id), to: peer("B"), lane: "l", incarnation: inc(1), upTo: 1 })
+    // Ids travel as UTF-8, which cannot carry an unpaired surrogate (an encoder would replace it by U+FFFD and the
+    // receiver would read another id): `PeerId` refuses such ids, and every id it accepts survives the wire.
+    it("PeerId refuses every id with an unpaired surrogate, and every id it accepts round-trips", () => {
+      const refuses = (id: string) => {
+        assert.isFalse(PeerId.isWellFormed(id), `${JSON.stringify(id)} is well-formed`)
+        assert.isFalse(Schema.is(PeerId.PeerId)(id), `PeerId accepts ${JSON.stringify(id)}`)
+        assert.throws(() => PeerId.make(id))
+      }
+      const roundTrips = (id: string) => {
+        assert.isTrue(Schema.is(PeerId.PeerId)(id), `PeerId refuses ${JSON.stringify(id)}`)
+        const ack = new Frame.Ack({ from: peer(id), to: peer(id), lane: "l", incarnation: inc(1), upTo: 1 })
         const decoded = decodeSafely(Frame.encode(ack), limit)
-        assert.strictEqual(
-          decoded._tag === "Frame" ? decoded.frame.from : describeDecoded(decoded),
-          id,
-          `the id ${JSON.stringify(id)} is a valid PeerId but does not survive the wire`
+        assert.deepStrictEqual<ReadonlyArray<string> | string>(
+          decoded._tag === "Frame" ? [decoded.frame.from, decoded.frame.to] : describeDecoded(decoded),
+          [id, id],
+          `the id ${JSON.stringify(id)} does not survive the wire`
         )
       }
+      for (const id of ["x\uD800y", "\uDC00", "a\uD83D", "\uD83D", "\uDE00\uD83D", "😀\uDE00", "\uDBFF😀"]) refuses(id)
+      for (const id of ["😀", "a😀b", "\uD83D\uDE00", "😀".repeat(127), ...nonAscii]) roundTrips(id)
+      // A lone surrogate anywhere between well-formed text, and well-formed text of any code points.
+      const wellFormed = FastCheck.string({ unit: "grapheme", maxLength: 8 })
+      FastCheck.assert(
+        FastCheck.property(
+          wellFormed,
+          FastCheck.integer({ min: 0xd800, max: 0xdfff }),
+          wellFormed,
+          (before, unit, after) => refuses(`${before}${String.fromCharCode(unit)}${after}`)
+        ),
+        runs(1000)
+      )
+      FastCheck.assert(
+        FastCheck.property(
+          FastCheck.string({ unit: "grapheme", minLength: 1, maxLength: 64 }).filter((id) => id.length <= 255),
+          roundTrips
+        ),
+        runs(1000)
+      )
     })
   })
 })

@@ -1,8 +1,9 @@
 /**
  * 1,250 seeded schedules of sends, faults, crashes, restarts, wipes and restores, each ending with a check of every
- * promise: seeds 1–1,000 of the usual mix, and seeds 1–250 of a mix aimed at stores restored from backups. A failure
- * names its seed; `Simulation.run(seed, options)` replays it exactly. `SIMULATION_SEED_BASE` shifts the seeds to
- * explore new schedules.
+ * promise: seeds 1–1,000 of the usual mix, and seeds 1–250 of a mix aimed at stores restored from backups. After a
+ * wipe, the store must have forgotten, and a partner that held state for the wiped peer must see a resync reported.
+ * A failure names its seed; `Simulation.run(seed, options)` replays it exactly. `SIMULATION_SEED_BASE` shifts the
+ * seeds to explore new schedules.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Simulation } from "@intersession/testing"
@@ -26,7 +27,15 @@ describe("simulation", () => {
       () =>
         Effect.gen(function*() {
           const failures: Array<string> = []
-          const totals = { succeeded: 0, delivered: 0, crashes: 0, wipes: 0, restores: 0, faults: 0 }
+          const totals = {
+            succeeded: 0,
+            delivered: 0,
+            crashes: 0,
+            wipes: 0,
+            resyncsChecked: 0,
+            restores: 0,
+            faults: 0
+          }
           for (let seed = first; seed <= last; seed++) {
             const report = yield* Simulation.run(seed, options).pipe(
               Effect.catchAll((error) => Effect.succeed({ seed, error: error.message }))
@@ -39,6 +48,7 @@ describe("simulation", () => {
             totals.delivered += report.delivered
             totals.crashes += report.crashes
             totals.wipes += report.wipes
+            totals.resyncsChecked += report.resyncsChecked
             totals.restores += report.restores
             totals.faults += report.faults
             if (report.violations.length > 0) {
@@ -51,9 +61,22 @@ describe("simulation", () => {
           }
           console.log(`seeds ${first}…${last}${label}: ${JSON.stringify(totals)}`)
           assert.isAbove(totals.succeeded, perChunk * 10)
+          // The wipe checks ran: partners held state for wiped peers and had to report a resync.
+          assert.isAbove(totals.resyncsChecked, 0)
           assert.deepStrictEqual(failures, [])
         }),
       300_000
     )
   }
+
+  it.live("the same seed replays the same run", () =>
+    Effect.gen(function*() {
+      // Two seeds whose schedules wipe a store while a partner holds state for it.
+      for (const seed of [3, 11]) {
+        const first = yield* Simulation.run(seed)
+        const again = yield* Simulation.run(seed)
+        assert.deepStrictEqual(again, first, `seed ${seed}`)
+        assert.isAbove(first.resyncsChecked, 0, `seed ${seed} checks a resync`)
+      }
+    }))
 })

@@ -198,6 +198,51 @@ describe("handshake", () => {
       assert.strictEqual(error.reason, "Version")
     }))
 
+  it.live("ids of the greatest length in UTF-8 and a last connection fit the frame limit exactly, and pass", () =>
+    Effect.gen(function*() {
+      // 255 UTF-16 code units of 3 UTF-8 bytes each: the largest ids there are.
+      const longDialler = PeerId.make("€".repeat(PeerId.maxLength))
+      const longAcceptor = PeerId.make("ह".repeat(PeerId.maxLength))
+      const last = yield* Handshake.randomBytes(Handshake.nonceSize)
+      const hello = Handshake.encodeHello({
+        nonce: yield* Handshake.randomBytes(Handshake.nonceSize),
+        instance: yield* Handshake.randomBytes(Handshake.instanceSize),
+        last,
+        from: longDialler,
+        to: longAcceptor
+      })
+      assert.strictEqual(hello.length, Handshake.maxHandshakeFrame)
+      const { acceptor, dialler } = yield* pair()
+      const [dialled, accepted] = yield* both(
+        Handshake.dial(dialler, yield* options(longDialler, { lastConnection: () => last }), longAcceptor),
+        Handshake.accept(acceptor, yield* options(longAcceptor))
+      )
+      assert.isTrue(dialled._tag === "Right" && dialled.right.peer === longAcceptor)
+      assert.isTrue(accepted._tag === "Right" && accepted.right.peer === longDialler)
+      if (accepted._tag === "Right") assert.deepStrictEqual(accepted.right.remoteLast, last)
+    }))
+
+  it.live("a Hello cut short anywhere, or with a byte more, is refused as Malformed (Version when empty)", () =>
+    Effect.gen(function*() {
+      const hello = Handshake.encodeHello({
+        nonce: yield* Handshake.randomBytes(Handshake.nonceSize),
+        instance: yield* Handshake.randomBytes(Handshake.instanceSize),
+        last: yield* Handshake.randomBytes(Handshake.nonceSize),
+        from: B,
+        to: A
+      })
+      const cases = [
+        ...Array.from({ length: hello.length }, (_, size) => hello.slice(0, size)),
+        Uint8Array.of(...hello, 0)
+      ]
+      for (const body of cases) {
+        const { acceptor, dialler } = yield* pair()
+        yield* dialler.write(Frame.encode(Frame.FrameType.Hello, body))
+        const error = yield* Effect.flip(Handshake.accept(acceptor, yield* options(A)))
+        assert.strictEqual(error.reason, body.length === 0 ? "Version" : "Malformed", `${body.length} bytes`)
+      }
+    }))
+
   it.live("the verdict: keep, or close with Rejected", () =>
     Effect.gen(function*() {
       const { acceptor, dialler } = yield* pair()

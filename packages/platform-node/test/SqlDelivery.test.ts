@@ -22,7 +22,9 @@ import {
   A,
   appRows,
   B,
+  batchReceiverConfig,
   bodies,
+  body,
   config,
   deliveredFromA,
   type Faults,
@@ -52,6 +54,27 @@ const eventually = <E, R>(what: string, condition: Effect.Effect<boolean, E, R>)
     Effect.repeat({ until: (done) => done, schedule: Schedule.spaced("10 millis") }),
     Effect.timeoutFail({ duration: "15 seconds", onTimeout: () => new Error(`not reached: ${what}`) })
   )
+
+/**
+ * Waits until every one of `total` messages is delivered and acknowledged, stops the receiver, and checks that its
+ * database holds each message's row once, in order, and counts them all as delivered.
+ */
+const finishes = <E, R>(
+  sender: TestPeer.Peer,
+  receiver: { readonly rows: Effect.Effect<ReadonlyArray<string>, E, R>; readonly close: Effect.Effect<void> },
+  filename: string,
+  total: number
+) =>
+  Effect.gen(function*() {
+    yield* eventually(
+      "every message delivered and acknowledged",
+      Effect.zipWith(sender.store.pendingCount, receiver.rows, (pending, rows) => pending === 0 && rows.length >= total)
+    )
+    yield* receiver.close
+    const final = yield* inspect(filename)
+    assert.deepStrictEqual(final.rows, bodies(total))
+    assert.strictEqual(final.delivered, total)
+  })
 
 const count = 20
 const faultAt = 7
@@ -132,18 +155,7 @@ describe("SqlBackend transactional delivery", () => {
         }
 
         const second = yield* buildScoped(receiverLayer(hub, filename, noFaults))
-        yield* eventually(
-          "every message delivered and acknowledged",
-          Effect.zipWith(
-            sender.store.pendingCount,
-            Effect.provide(appRows, second.context),
-            (pending, rows) => pending === 0 && rows.length >= count
-          )
-        )
-        yield* second.close
-        const final = yield* inspect(filename)
-        assert.deepStrictEqual(final.rows, bodies(count))
-        assert.strictEqual(final.delivered, count)
+        yield* finishes(sender, { rows: Effect.provide(appRows, second.context), close: second.close }, filename, count)
       }))
   }
 
@@ -206,4 +218,58 @@ describe("SqlBackend transactional delivery", () => {
         assert.strictEqual(final.delivered, total)
       })
   )
+
+  // A batch arrives at once: A stored it while B was offline. Its message `failing` inserts its row and then fails
+  // (once, or until the test says stop): that row must vanish with it, the rows before it must be written once
+  // (however the engine retries the batch), and nothing after it may be delivered first.
+  for (const mode of ["once", "until the test says stop"] as const) {
+    it.scopedLive(`a batch arriving at once whose message 5 fails ${mode}: each row once, in order`, () =>
+      Effect.gen(function*() {
+        const total = 12
+        const failing = 5
+        const hub = yield* InMemoryNetwork.make()
+        const sender = yield* TestPeer.make(A)
+        const running = yield* TestPeer.start(hub, sender, config)
+        yield* running.ilm.sendAll(B, Array.from({ length: total }, (_, i) => payload(i + 1)))
+        const filename = Path.join(yield* tempDirectory, "b.db")
+
+        /** Every delivery the application saw, in order, and whether it was told to fail. */
+        const calls: Array<{ readonly seq: number; readonly failed: boolean }> = []
+        let stop = false
+        const faults: Faults = {
+          ...noFaults,
+          afterInsert: (message) =>
+            Effect.suspend(() => {
+              const failures = calls.filter((call) => call.failed).length
+              const fail = message.seq === failing && (mode === "once" ? failures === 0 : !stop)
+              calls.push({ seq: message.seq, failed: fail })
+              return fail ? Effect.fail(new DeliveryError({ reason: "injected failure" })) : Effect.void
+            })
+        }
+        const receiver = yield* buildScoped(receiverLayer(hub, filename, faults, batchReceiverConfig))
+        const failures = Effect.sync(() => calls.filter((call) => call.failed).length)
+
+        if (mode === "until the test says stop") {
+          yield* eventually("message 5 failed three times", Effect.map(failures, (n) => n >= 3))
+          // While it fails: the rows before it, each once, and neither its own row nor any later one.
+          const rows = yield* Effect.provide(appRows, receiver.context)
+          assert.deepStrictEqual(rows, bodies(failing - 1), "rows while message 5 fails")
+          assert.strictEqual(yield* Effect.provide(deliveredFromA, receiver.context), failing - 1)
+          assert.deepStrictEqual(calls.filter((call) => call.seq > failing), [], "delivered past message 5")
+          stop = true
+        }
+        yield* finishes(
+          sender,
+          { rows: Effect.provide(appRows, receiver.context), close: receiver.close },
+          filename,
+          total
+        )
+        if (mode === "once") assert.strictEqual(yield* failures, 1)
+        // Nothing after message 5 reached the application before message 5 itself succeeded.
+        const succeeded = calls.findIndex((call) => call.seq === failing && !call.failed)
+        assert.isAtLeast(succeeded, 0)
+        const early = calls.slice(0, succeeded).filter((call) => call.seq > failing)
+        assert.deepStrictEqual(early.map((call) => body(call.seq)), [], "delivered before message 5 succeeded")
+      }))
+  }
 })

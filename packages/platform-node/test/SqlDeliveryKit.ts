@@ -32,6 +32,9 @@ export const config: IlmConfig.Options = {
 /** The receiver delivers a few messages per transaction, so faults land between batches as well as inside them. */
 export const receiverConfig: IlmConfig.Options = { ...config, maxBatch: 3 }
 
+/** A receiver that takes whatever arrived in one batch (up to the default of 1,024 messages). */
+export const batchReceiverConfig: IlmConfig.Options = config
+
 export const body = (i: number) => `m${i}`
 export const bodies = (count: number) => Array.from({ length: count }, (_, i) => body(i + 1))
 const encoder = new TextEncoder()
@@ -112,8 +115,13 @@ const faultyBackend = (faults: Faults) =>
  * The receiver B: the engine on the SQLite store at `filename`, whose application writes to that store's database.
  * The built context has the store's `SqlClient` and `Backend` too.
  */
-export const receiverLayer = (hub: InMemoryNetwork.Hub, filename: string, faults: Faults) =>
-  ILM.layer(receiverConfig).pipe(
+export const receiverLayer = (
+  hub: InMemoryNetwork.Hub,
+  filename: string,
+  faults: Faults,
+  options: IlmConfig.Options = receiverConfig
+) =>
+  ILM.layer(options).pipe(
     Layer.provide(Layer.mergeAll(hub.layer(B), faultyBackend(faults), appDelivery(faults))),
     Layer.provideMerge(SqliteBackend.layer({ filename }))
   )

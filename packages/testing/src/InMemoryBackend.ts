@@ -10,6 +10,7 @@ import type * as BackendTypes from "@intersession/core/Backend"
 import * as Incarnation from "@intersession/core/Incarnation"
 import type { Lane } from "@intersession/core/Lane"
 import type { PeerId } from "@intersession/core/PeerId"
+import * as StreamKey from "@intersession/core/StreamKey"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 
@@ -23,9 +24,9 @@ interface StreamData {
 
 interface StoreData {
   incarnation: Incarnation.Incarnation | undefined
-  readonly streams: Map<string, StreamData>
+  readonly streams: Map<StreamKey.StreamKey, StreamData>
   readonly incarnations: Map<PeerId, Incarnation.Incarnation>
-  readonly received: Map<string, BackendTypes.ReceiveState>
+  readonly received: Map<StreamKey.StreamKey, BackendTypes.ReceiveState>
 }
 
 /**
@@ -53,6 +54,19 @@ export interface Usage {
 }
 
 /**
+ * What a store holds about one peer, by lane.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Held {
+  /** Lanes of streams to the peer, with messages the peer acknowledged. */
+  readonly acknowledged: ReadonlyArray<Lane>
+  /** Lanes of streams from the peer, with a receive state. */
+  readonly received: ReadonlyArray<Lane>
+}
+
+/**
  * A store handle.
  *
  * @since 0.1.0
@@ -65,6 +79,11 @@ export interface Store {
   /** Messages stored and not yet acknowledged, over all streams. */
   readonly pendingCount: Effect.Effect<number>
   readonly usage: Effect.Effect<Usage>
+  /**
+   * What the store holds about `peer`: the lanes of its streams to `peer` with messages `peer` acknowledged, and the
+   * lanes of its streams from `peer` with a receive state.
+   */
+  readonly heldFor: (peer: PeerId) => Effect.Effect<Held>
   /** Forgets everything, as a new install would. Stop the engine first. */
   readonly wipe: Effect.Effect<void>
   readonly snapshot: Effect.Effect<Snapshot>
@@ -75,8 +94,6 @@ export interface Store {
   /** Makes every operation fail until called again with `false`. */
   readonly setFailing: (failing: boolean) => Effect.Effect<void>
 }
-
-const key = (peer: string, lane: string) => `${peer.length}:${peer}${lane}`
 
 const emptyData = (): StoreData => ({
   incarnation: undefined,
@@ -134,6 +151,15 @@ export const makeStore = (name = "memory"): Effect.Effect<Store> =>
         Array.from(store.data.streams.values()).reduce((sum, stream) => sum + stream.payloads.size, 0)
       ),
       usage: Effect.sync(() => ({ ...store.usage_ })),
+      heldFor: (peer) =>
+        Effect.sync(() => ({
+          acknowledged: Array.from(store.data.streams.values())
+            .filter((stream) => stream.peer === peer && stream.firstPending > 1)
+            .map((stream) => stream.lane),
+          received: Array.from(store.data.received.values())
+            .filter((state) => state.peer === peer)
+            .map((state) => state.lane)
+        })),
       wipe: Effect.sync(() => {
         store.data = emptyData()
       }),
@@ -199,7 +225,7 @@ const open = (handle: Store) =>
         operation("append", (data) => {
           store.usage_.appends++
           return messages.map((message) => {
-            const k = key(message.peer, message.lane)
+            const k = StreamKey.make(message.peer, message.lane)
             let stream = data.streams.get(k)
             if (stream === undefined) {
               stream = { peer: message.peer, lane: message.lane, nextSeq: 1, firstPending: 1, payloads: new Map() }
@@ -214,7 +240,7 @@ const open = (handle: Store) =>
         operation("read", (data) => {
           store.usage_.reads++
           store.usage_.largestRead = Math.max(store.usage_.largestRead, limit)
-          const stream = data.streams.get(key(peer, lane))
+          const stream = data.streams.get(StreamKey.make(peer, lane))
           if (stream === undefined) return []
           const result: Array<BackendTypes.StoredMessage> = []
           for (let seq = Math.max(fromSeq, stream.firstPending); seq < stream.nextSeq && result.length < limit; seq++) {
@@ -227,7 +253,7 @@ const open = (handle: Store) =>
         operation("acknowledge", (data) => {
           store.usage_.acknowledgements++
           for (const ack of acks) {
-            const stream = data.streams.get(key(ack.peer, ack.lane))
+            const stream = data.streams.get(StreamKey.make(ack.peer, ack.lane))
             if (stream === undefined) continue
             const upTo = Math.min(ack.upTo, stream.nextSeq - 1)
             for (let seq = stream.firstPending; seq <= upTo; seq++) stream.payloads.delete(seq)
@@ -242,7 +268,7 @@ const open = (handle: Store) =>
       commitReceived: (states) =>
         operation("commitReceived", (data) => {
           store.usage_.commits++
-          for (const state of states) data.received.set(key(state.peer, state.lane), state)
+          for (const state of states) data.received.set(StreamKey.make(state.peer, state.lane), state)
         }),
       withTransaction: (effect) => effect
     })

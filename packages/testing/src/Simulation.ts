@@ -1,12 +1,15 @@
 /**
  * A deterministic simulation: N peers on an in-memory network, a schedule drawn from a seed — bursts of sends,
  * link faults, partitions, disconnects, crashes (an engine stopped without draining), restarts, wiped stores,
- * stores restored from an older backup, failing deliveries and failing backends — then a quiet end, and a check of every promise of DESIGN §2: nothing
- * lost, nothing duplicated, nothing out of order or skipped, nothing left pending. It runs in virtual time (see
- * `VirtualClock`), so a schedule of minutes takes milliseconds, and the same seed replays the same run.
+ * stores restored from an older backup, failing deliveries and failing backends — then a quiet end, and a check of
+ * every promise of DESIGN §2: nothing lost, nothing duplicated, nothing out of order or skipped, nothing left pending,
+ * and every wipe followed by a resync (the store forgot, and its partners reported `Resynchronised`). It runs in
+ * virtual time (see `VirtualClock`), so a schedule of minutes takes milliseconds, and the same seed replays the same
+ * run.
  *
  * @since 0.1.0
  */
+import type { IlmEvent } from "@intersession/core/IlmEvent"
 import type { Message } from "@intersession/core/Message"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Duration from "effect/Duration"
@@ -15,6 +18,7 @@ import * as FiberSet from "effect/FiberSet"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Random from "effect/Random"
+import * as Stream from "effect/Stream"
 import * as InMemoryBackend from "./InMemoryBackend.js"
 import * as InMemoryNetwork from "./InMemoryNetwork.js"
 import * as TestPeer from "./TestPeer.js"
@@ -54,6 +58,11 @@ export interface Report {
   readonly delivered: number
   readonly crashes: number
   readonly wipes: number
+  /**
+   * Wipes, counted once per partner, after which the partner held state for the wiped peer and met its new life, so
+   * one of the two had to report `Resynchronised`.
+   */
+  readonly resyncsChecked: number
   readonly restores: number
   readonly faults: number
   readonly virtualMillis: number
@@ -90,8 +99,35 @@ interface SimPeer {
   /** A copy of the store and how many messages had been sent when it was taken. */
   backup: { readonly snapshot: InMemoryBackend.Snapshot; readonly sentBefore: number } | undefined
   recorder: TestPeer.Recorder
-  readonly lives: Array<{ readonly life: number; readonly recorder: TestPeer.Recorder }>
+  /** Each life, with the number of events observed when it began. */
+  readonly lives: Array<{ readonly life: number; readonly recorder: TestPeer.Recorder; readonly mark: number }>
   running: TestPeer.Running | undefined
+  /** Set by a wipe until the store is opened again, naming the wipe. */
+  wiped: string | undefined
+}
+
+/** An event an engine reported, as far as the resync check needs it. */
+interface Observed {
+  /** The peer whose engine reported it. */
+  readonly observer: PeerId.PeerId
+  readonly tag: "PeerConnected" | "Resynchronised"
+  readonly peer: PeerId.PeerId
+}
+
+/**
+ * A wipe of `wiped` while `partner`'s store held state for it: when they link again (or the partner takes a message
+ * of the wiped peer's new life in one of those lanes), one of them must report `Resynchronised`.
+ */
+interface ResyncExpected {
+  readonly op: string
+  readonly wiped: SimPeer
+  /** The wiped peer's life that began with the wipe, and the partner's life then. */
+  readonly life: number
+  readonly partner: SimPeer
+  readonly partnerLife: number
+  /** The number of events observed at the wipe: only later ones count. */
+  readonly mark: number
+  readonly held: InMemoryBackend.Held
 }
 
 interface SentMessage {
@@ -143,6 +179,11 @@ const schedule = (seed: number, options?: Options) =>
     } as const
     const hub = yield* InMemoryNetwork.make({ seed })
     const bursts = yield* FiberSet.make()
+    const watchers = yield* FiberSet.make()
+    /** What every engine reported, in the order the watchers saw it. */
+    const observed: Array<Observed> = []
+    const expected: Array<ResyncExpected> = []
+    const wipeViolations: Array<string> = []
     const log: Array<string> = []
     const sent: Array<SentMessage> = []
     const counters = new Map<string, number>()
@@ -164,20 +205,52 @@ const schedule = (seed: number, options?: Options) =>
         life: 0,
         backup: undefined,
         recorder,
-        lives: [{ life: 0, recorder }],
-        running: undefined
+        lives: [{ life: 0, recorder, mark: 0 }],
+        running: undefined,
+        wiped: undefined
       })
     }
+
+    const observe = (observer: PeerId.PeerId) => (event: IlmEvent) =>
+      Effect.sync(() => {
+        if (event._tag === "PeerConnected" || event._tag === "Resynchronised") {
+          observed.push({ observer, tag: event._tag, peer: event.peer })
+        }
+      })
+
+    /**
+     * A store opened again after a wipe has a new incarnation: the wipe left it none (see {@link wiped}), so opening
+     * it must have drawn one.
+     */
+    const checkReopened = (peer: SimPeer) =>
+      Effect.gen(function*() {
+        if (peer.wiped === undefined) return
+        if ((yield* peer.store.incarnation) === undefined) {
+          wipeViolations.push(`wipe: ${peer.id}'s store, wiped at ${peer.wiped}, was opened with no incarnation`)
+        }
+        peer.wiped = undefined
+      })
 
     const start = (peer: SimPeer) =>
       Effect.gen(function*() {
         if (peer.running !== undefined) return
+        // Off the network until its events are watched, so that no link goes unreported.
+        const offline = !unplugged.has(peer.id)
+        if (offline) yield* hub.disconnect(peer.id)
         // A start fails with a typed error while the backend fails; the peer stays down until the next start.
         const started = yield* Effect.either(
           TestPeer.start(hub, { id: peer.id, store: peer.store, recorder: peer.recorder }, config)
         )
-        if (started._tag === "Right") peer.running = started.right
-        else log.push(`start of ${peer.id} failed: ${started.left._tag}`)
+        if (started._tag === "Right") {
+          peer.running = started.right
+          yield* FiberSet.run(watchers, Stream.runForEach(started.right.ilm.events, observe(peer.id)))
+          // In virtual time a sleep of zero ends once every other fiber waits: the watcher has subscribed.
+          yield* Effect.sleep(Duration.zero)
+          yield* checkReopened(peer)
+        } else {
+          log.push(`start of ${peer.id} failed: ${started.left._tag}`)
+        }
+        if (offline) yield* hub.connect(peer.id)
       })
 
     const stop = (peer: SimPeer) =>
@@ -231,16 +304,54 @@ const schedule = (seed: number, options?: Options) =>
         )
       })
 
-    /** Stops a peer, changes its store, and starts a new life: its sends since `sentBefore` may be lost. */
-    const newLife = (peer: SimPeer, change: Effect.Effect<void>, sentBefore: number) =>
+    /**
+     * Stops a peer, changes its store, and starts a new life: its sends since `sentBefore` may be lost. `changed`
+     * runs once the new life began, before the peer may start again.
+     */
+    const newLife = (
+      peer: SimPeer,
+      change: Effect.Effect<void>,
+      sentBefore: number,
+      changed: Effect.Effect<void> = Effect.void
+    ) =>
       Effect.gen(function*() {
         yield* stop(peer)
         yield* change
         for (const message of sent.slice(sentBefore)) if (message.source === peer.id) message.exempt = true
         peer.life++
         peer.recorder = yield* TestPeer.makeRecorder
-        peer.lives.push({ life: peer.life, recorder: peer.recorder })
+        // Let the watchers take every event reported before the change, so that later ones mean the new life.
+        yield* Effect.sleep(Duration.zero)
+        peer.lives.push({ life: peer.life, recorder: peer.recorder, mark: observed.length })
+        yield* changed
         if (rng.next() < 0.5) yield* start(peer)
+      })
+
+    /**
+     * After a wipe: the store forgot its incarnation and holds nothing pending, and every partner whose store holds
+     * state for the peer expects a resync with its new life.
+     */
+    const wiped = (peer: SimPeer, op: string) =>
+      Effect.gen(function*() {
+        const left = yield* peer.store.pendingCount
+        if (left > 0) wipeViolations.push(`wipe: ${peer.id}'s store still holds ${left} pending messages after ${op}`)
+        const kept = yield* peer.store.incarnation
+        if (kept !== undefined) wipeViolations.push(`wipe: ${peer.id}'s store kept its incarnation ${kept} after ${op}`)
+        peer.wiped = op
+        for (const partner of peers) {
+          if (partner === peer) continue
+          const held = yield* partner.store.heldFor(peer.id)
+          if (held.acknowledged.length === 0 && held.received.length === 0) continue
+          expected.push({
+            op,
+            wiped: peer,
+            life: peer.life,
+            partner,
+            partnerLife: partner.life,
+            mark: observed.length,
+            held
+          })
+        }
       })
 
     const pair = () => {
@@ -262,6 +373,8 @@ const schedule = (seed: number, options?: Options) =>
         if (taken === undefined) return false
         log.push(`restore ${peer.id} to the backup taken after ${taken.sentBefore} sends`)
         restores++
+        // A restored store has the backup's incarnation: nothing to check for an earlier wipe.
+        peer.wiped = undefined
         yield* newLife(peer, peer.store.restore(taken.snapshot), taken.sentBefore)
         return true
       })
@@ -298,7 +411,7 @@ const schedule = (seed: number, options?: Options) =>
         const peer = rng.pick(peers)
         log.push(`wipe ${peer.id}`)
         wipes++
-        yield* newLife(peer, peer.store.wipe, 0)
+        yield* newLife(peer, peer.store.wipe, 0, wiped(peer, `op ${op} (wipe ${peer.id})`))
       } else if (roll < 0.61) {
         yield* backup(rng.pick(peers))
       } else if (roll < 0.635) {
@@ -378,6 +491,9 @@ const schedule = (seed: number, options?: Options) =>
     for (const peer of peers) yield* stop(peer)
 
     const violations = yield* check(peers, sent)
+    violations.push(...wipeViolations)
+    const resyncs = yield* checkResyncs(expected, observed)
+    violations.push(...resyncs.violations)
     if (!settled) {
       const pending = yield* Effect.forEach(peers, (peer) =>
         Effect.map(peer.store.pendingCount, (n) => `${peer.id}: ${n}`))
@@ -399,6 +515,7 @@ const schedule = (seed: number, options?: Options) =>
       delivered,
       crashes,
       wipes,
+      resyncsChecked: resyncs.checked,
       restores,
       faults,
       virtualMillis,
@@ -475,4 +592,55 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
       if (!deliveredAnywhere.has(id)) violations.push(`lost: ${id} was sent and never delivered`)
     }
     return violations
+  })
+
+/**
+ * Checks promise 4 after each wipe: a partner that held state for the wiped peer learns of the new life. It must say
+ * so with `Resynchronised` (either of the two may report it) when it links to the new life, since the new life's
+ * `Hello` lacks the lanes the partner had acknowledged messages in, or when it takes a message of the new life in a
+ * lane it had received in. Only events before either peer's next life count.
+ */
+const checkResyncs = (expected: ReadonlyArray<ResyncExpected>, observed: ReadonlyArray<Observed>) =>
+  Effect.gen(function*() {
+    const violations: Array<string> = []
+    let checked = 0
+    for (const expectation of expected) {
+      const { held, mark, partner, wiped } = expectation
+      const partnerUntil = partner.lives[expectation.partnerLife + 1]?.mark ?? Infinity
+      const until = Math.min(partnerUntil, wiped.lives[expectation.life + 1]?.mark ?? Infinity)
+      const within = (index: number, end: number) => index >= mark && index < end
+      const between = (event: Observed) =>
+        (event.observer === partner.id && event.peer === wiped.id) ||
+        (event.observer === wiped.id && event.peer === partner.id)
+      // The partner linked to the new life: its Hello had none of the lanes the partner had acknowledged.
+      const linked = held.acknowledged.length > 0 &&
+        observed.some((event, index) =>
+          within(index, until) && event.tag === "PeerConnected" && event.observer === partner.id &&
+          event.peer === wiped.id
+        )
+      // The partner took a message of the new life in a lane it had received in from an old one.
+      const recorder = partner.lives[expectation.partnerLife]!.recorder
+      const adopted = held.received.length > 0 && (yield* recorder.messages).some((message) => {
+        const received = parse(message)
+        return received !== undefined && received.source === wiped.id && received.sourceLife === expectation.life &&
+          held.received.includes(message.lane)
+      })
+      if (!linked && !adopted) continue
+      checked++
+      const end = linked ? until : partnerUntil
+      const reported = observed.some((event, index) =>
+        within(index, end) && event.tag === "Resynchronised" && between(event)
+      )
+      if (!reported) {
+        violations.push(
+          `resync: ${wiped.id} was wiped at ${expectation.op} while ${partner.id} held state for it ` +
+            `(acknowledged lanes ${JSON.stringify(held.acknowledged)}, received lanes ${
+              JSON.stringify(held.received)
+            }); ${
+              linked ? "they linked again" : `${partner.id} received from its new life`
+            }, and neither reported Resynchronised`
+        )
+      }
+    }
+    return { violations, checked }
   })

@@ -19,6 +19,7 @@
  *
  * @internal
  */
+import * as Binary from "@intersession/core/Binary"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -38,17 +39,19 @@ export const instanceSize = 16
 
 const macSize = 32
 
+/** The most UTF-8 bytes of a peer id: 255 UTF-16 code units of 3 bytes at most. */
+const maxIdBytes = 3 * PeerId.maxLength
+
 /**
- * The largest handshake frame: a `Hello` with two ids of 255 UTF-16 code units (3 UTF-8 bytes each at most).
+ * The largest handshake frame: a `Hello` with a last connection id and two ids of {@link maxIdBytes} bytes.
  *
  * @internal
  */
-export const maxHandshakeFrame = 1 + nonceSize + instanceSize + 1 + nonceSize + 2 * (2 + 3 * PeerId.maxLength)
+export const maxHandshakeFrame = 1 + nonceSize + instanceSize + Binary.uintSize(nonceSize) + nonceSize +
+  2 * (Binary.uintSize(maxIdBytes) + maxIdBytes)
 
 const dialLabel = new TextEncoder().encode("intersession network handshake v1: dialler\0")
 const acceptLabel = new TextEncoder().encode("intersession network handshake v1: acceptor\0")
-const encoder = new TextEncoder()
-const decoder = new TextDecoder("utf-8", { fatal: true })
 
 /** @internal */
 export const randomBytes = (size: number): Effect.Effect<Uint8Array> =>
@@ -87,68 +90,7 @@ export interface Authenticated {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// encoding
-
-class Writer {
-  private readonly parts: Array<Uint8Array> = []
-  private size = 0
-  push(bytes: Uint8Array): this {
-    this.parts.push(bytes)
-    this.size += bytes.length
-    return this
-  }
-  byte(value: number): this {
-    return this.push(Uint8Array.of(value))
-  }
-  string(value: string): this {
-    const bytes = encoder.encode(value)
-    return this.push(Uint8Array.of(bytes.length >>> 8, bytes.length & 0xff)).push(bytes)
-  }
-  bytes(value: Uint8Array | undefined): this {
-    return value === undefined ? this.byte(0) : this.byte(value.length).push(value)
-  }
-  done(): Uint8Array {
-    const out = new Uint8Array(this.size)
-    let at = 0
-    for (const part of this.parts) {
-      out.set(part, at)
-      at += part.length
-    }
-    return out
-  }
-}
-
-class Reader {
-  private at = 0
-  constructor(private readonly input: Uint8Array) {}
-  fixed(size: number): Uint8Array | undefined {
-    if (this.at + size > this.input.length) return undefined
-    const out = this.input.subarray(this.at, this.at + size)
-    this.at += size
-    return out
-  }
-  byte(): number | undefined {
-    return this.fixed(1)?.[0]
-  }
-  string(): string | undefined {
-    const length = this.fixed(2)
-    if (length === undefined) return undefined
-    const bytes = this.fixed((length[0]! << 8) + length[1]!)
-    if (bytes === undefined) return undefined
-    try {
-      return decoder.decode(bytes)
-    } catch {
-      return undefined
-    }
-  }
-  bytes(): Uint8Array | undefined {
-    const length = this.byte()
-    return length === undefined ? undefined : this.fixed(length)
-  }
-  get atEnd(): boolean {
-    return this.at === this.input.length
-  }
-}
+// encoding: the library's binary layout (`@intersession/core/Binary`): varint lengths, fixed-size fields raw
 
 interface Hello {
   readonly nonce: Uint8Array
@@ -171,59 +113,78 @@ const malformed = (detail: string) => new ConnectionError({ reason: "Malformed",
 
 const isPeerId = Schema.is(PeerId.PeerId)
 
-const decodePeerId = (value: string | undefined, what: string): Either.Either<PeerId.PeerId, ConnectionError> =>
-  value === undefined
-    ? Either.left(malformed(`${what} is missing`))
-    : isPeerId(value)
-    ? Either.right(value)
-    : Either.left(malformed(`${what} is not a valid peer id`))
+/** A field read by `Binary.Reader`, its `ReadError` as a `Malformed` connection error naming the field. */
+const field = <A>(value: A | Binary.ReadError, what: string): Either.Either<A, ConnectionError> =>
+  value instanceof Binary.ReadError ? Either.left(malformed(`${what}: ${value.detail}`)) : Either.right(value)
+
+const decodePeerId = (value: string | Binary.ReadError, what: string): Either.Either<PeerId.PeerId, ConnectionError> =>
+  Either.flatMap(
+    field(value, what),
+    (id) => isPeerId(id) ? Either.right(id) : Either.left(malformed(`${what} is not a valid peer id`))
+  )
 
 const expect = (frame: Frame, type: number, what: string) =>
   frame.type === type
     ? Either.right(frame.body)
     : Either.left(malformed(`expected ${what}, got frame type ${frame.type}`))
 
-const checkVersion = (value: number | undefined): Either.Either<void, ConnectionError> =>
+const checkVersion = (value: number | Binary.ReadError): Either.Either<void, ConnectionError> =>
   value === version
     ? Either.right(undefined)
-    : Either.left(new ConnectionError({ reason: "Version", detail: `protocol version ${value}, expected ${version}` }))
+    : Either.left(
+      new ConnectionError({
+        reason: "Version",
+        detail: `protocol version ${typeof value === "number" ? value : "missing"}, expected ${version}`
+      })
+    )
+
+const noExtraFields = (reader: Binary.Reader, what: string): Either.Either<void, ConnectionError> =>
+  reader.remaining === 0 ? Either.right(undefined) : Either.left(malformed(`${what} with extra fields`))
 
 /** @internal */
-export const encodeHello = (hello: Omit<Hello, "to"> & { readonly to: PeerId.PeerId }): Uint8Array =>
-  new Writer().byte(version).push(hello.nonce).push(hello.instance).bytes(hello.last).string(hello.from).string(
-    hello.to
-  ).done()
+export const encodeHello = (hello: Omit<Hello, "to"> & { readonly to: PeerId.PeerId }): Uint8Array => {
+  const writer = new Binary.Writer(maxHandshakeFrame)
+  writer.byte(version)
+  writer.raw(hello.nonce)
+  writer.raw(hello.instance)
+  writer.bytes(hello.last ?? new Uint8Array(0))
+  writer.string(hello.from)
+  writer.string(hello.to)
+  return writer.finish()
+}
 
 const decodeHello = (body: Uint8Array): Either.Either<Hello, ConnectionError> =>
   Either.gen(function*() {
-    const reader = new Reader(body)
+    const reader = new Binary.Reader(body)
     yield* checkVersion(reader.byte())
-    const nonce = reader.fixed(nonceSize)
-    const instance = reader.fixed(instanceSize)
-    const last = reader.bytes()
-    const from = yield* decodePeerId(reader.string(), "the dialler's id")
-    const to = reader.string()
-    if (nonce === undefined || instance === undefined || last === undefined || to === undefined || !reader.atEnd) {
-      return yield* Either.left(malformed("a Hello with missing or extra fields"))
-    }
+    const nonce = yield* field(reader.raw(nonceSize), "the Hello's nonce")
+    const instance = yield* field(reader.raw(instanceSize), "the Hello's instance")
+    const last = yield* field(reader.bytes(), "the Hello's last connection")
+    const from = yield* decodePeerId(reader.string(maxIdBytes), "the dialler's id")
+    const to = yield* field(reader.string(maxIdBytes), "the expected acceptor's id")
+    yield* noExtraFields(reader, "a Hello")
     return { nonce, instance, last: last.length === 0 ? undefined : last, from, to }
   })
 
-const encodeChallengeSigned = (nonce: Uint8Array, instance: Uint8Array, from: PeerId.PeerId) =>
-  new Writer().byte(version).push(nonce).push(instance).string(from).done()
+const encodeChallengeSigned = (nonce: Uint8Array, instance: Uint8Array, from: PeerId.PeerId) => {
+  const writer = new Binary.Writer(maxHandshakeFrame)
+  writer.byte(version)
+  writer.raw(nonce)
+  writer.raw(instance)
+  writer.string(from)
+  return writer.finish()
+}
 
 const decodeChallenge = (body: Uint8Array): Either.Either<Challenge, ConnectionError> =>
   Either.gen(function*() {
     if (body.length < macSize) return yield* Either.left(malformed("a Challenge too short for its MAC"))
     const signed = body.subarray(0, body.length - macSize)
-    const reader = new Reader(signed)
+    const reader = new Binary.Reader(signed)
     yield* checkVersion(reader.byte())
-    const nonce = reader.fixed(nonceSize)
-    const instance = reader.fixed(instanceSize)
-    const from = yield* decodePeerId(reader.string(), "the acceptor's id")
-    if (nonce === undefined || instance === undefined || !reader.atEnd) {
-      return yield* Either.left(malformed("a Challenge with missing or extra fields"))
-    }
+    const nonce = yield* field(reader.raw(nonceSize), "the Challenge's nonce")
+    const instance = yield* field(reader.raw(instanceSize), "the Challenge's instance")
+    const from = yield* decodePeerId(reader.string(maxIdBytes), "the acceptor's id")
+    yield* noExtraFields(reader, "a Challenge")
     return { nonce, instance, from, mac: body.subarray(body.length - macSize), signed }
   })
 
