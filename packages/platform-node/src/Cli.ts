@@ -15,6 +15,7 @@ import * as ILM from "@intersession/core/ILM"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Console from "effect/Console"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"
 import * as Layer from "effect/Layer"
@@ -27,14 +28,15 @@ import * as SqliteBackend from "./SqliteBackend.js"
 import * as TcpNetwork from "./TcpNetwork.js"
 
 /**
- * The demo ended and a promise broke: something was lost, duplicated or delivered out of order.
+ * The demo ended and failed: a promise broke (something was lost, duplicated or delivered out of order), or it was
+ * told to kill and no kill landed while messages were in flight.
  *
  * @since 0.1.0
  * @category errors
  */
 export class DemoFailedError extends Data.TaggedError("DemoFailedError")<{ readonly report: Demo.Report }> {
   override get message(): string {
-    return "The demo found lost, duplicated or out-of-order messages"
+    return `The demo failed: ${this.report.failures.join("; ")}`
   }
 }
 
@@ -192,6 +194,12 @@ const peerCommand = Command.make(
     })
 ).pipe(Command.withDescription("Run a peer: lines on stdin are sent (ID: text), received messages are printed"))
 
+const windowOption = Options.integer("window").pipe(
+  Options.withDescription("at most this many of a peer's messages unacknowledged at once, sent a tenth at a time"),
+  Options.withDefault(DemoPeer.defaultWindow),
+  Options.mapEffect((window) => window >= 1 ? Effect.succeed(window) : Effect.fail(invalid("--window is at least 1")))
+)
+
 const demoPeerCommand = Command.make(
   "demo-peer",
   {
@@ -200,7 +208,8 @@ const demoPeerCommand = Command.make(
     peers: peersOption,
     db: dbOption,
     keyFile: keyFileOption,
-    count: Options.integer("count").pipe(Options.withDescription("messages to send"))
+    count: Options.integer("count").pipe(Options.withDescription("messages to send")),
+    window: windowOption
   },
   (options) =>
     Effect.gen(function*() {
@@ -213,7 +222,8 @@ const demoPeerCommand = Command.make(
         partnerAddress: partner[1],
         db: options.db,
         key: yield* readKey(options.keyFile),
-        count: options.count
+        count: options.count,
+        window: options.window
       })
     })
 ).pipe(Command.withDescription("One peer of the demo (the demo starts it)"))
@@ -233,9 +243,10 @@ const printProgress = (messages: number) => {
       if (a === undefined || b === undefined) return
       const delivered = a.received + b.received
       const rate = progress.elapsedMillis > 0 ? Math.round((delivered * 1000) / progress.elapsedMillis) : 0
+      const seconds = (progress.elapsedMillis / 1000).toFixed(1)
       const line = `${a.id}→${b.id} ${bar(b.received, messages)} ${b.received}/${messages}  ` +
         `${b.id}→${a.id} ${bar(a.received, messages)} ${a.received}/${messages}  ` +
-        `kills ${progress.kills}  ${rate} msg/s  ${(progress.elapsedMillis / 1000).toFixed(1)} s`
+        `kills ${progress.kills} (${progress.killsMidTransfer} mid-transfer)  ${rate} msg/s  ${seconds} s`
       if (tty) process.stdout.write(`\r${line}`)
       else if (calls % 4 === 1) process.stdout.write(`${line}\n`)
     })
@@ -258,11 +269,19 @@ export const formatReport = (report: Demo.Report): string => {
   ]
   const table = rows.map(([label, ...cells]) => label.padEnd(14) + cells.map((c) => String(c).padStart(8)).join(""))
   const restarts = Object.entries(report.restarts).map(([id, n]) => `${id} ${n}`).join(", ")
+  const through = report.kills > 0 ? " through kills mid-transfer" : ""
+  const inFlight = report.killLog.map((kill) => {
+    const { fromVictim, toVictim } = Demo.inFlight(kill)
+    return fromVictim + toVictim
+  })
+  const failures = report.failures.map((failure) => `FAILED: ${failure}`)
   return [
     ...table,
+    `kills mid-transfer: ${report.killsMidTransfer} of ${report.kills}` +
+    (inFlight.length > 0 ? ` (messages in flight at each, at least: ${inFlight.join(" ")})` : ""),
     `restarts after kill -9: ${report.kills} (${restarts})`,
     `time: ${(report.elapsedMillis / 1000).toFixed(1)} s, ${report.messagesPerSecond} messages per second delivered`,
-    report.ok ? "every promise held: nothing lost, duplicated or out of order" : "A PROMISE BROKE"
+    ...(report.ok ? [`every promise held${through}: nothing lost, duplicated or out of order`] : failures)
   ].join("\n")
 }
 
@@ -274,13 +293,14 @@ const demoCommand = Command.make(
       Options.withDefault(2000)
     ),
     kills: Options.integer("kills").pipe(
-      Options.withDescription("kill -9s, spread over both peers"),
+      Options.withDescription("kill -9s, spread over both peers and the transfer, aimed at messages in flight"),
       Options.withDefault(8)
     ),
+    window: windowOption,
     seed: Options.integer("seed").pipe(Options.withDescription("seed of the kill schedule"), Options.optional),
     timeout: Options.integer("timeout").pipe(
-      Options.withDescription("seconds before giving up"),
-      Options.withDefault(120)
+      Options.withDescription("seconds before giving up (else a bound from --messages and --kills)"),
+      Options.optional
     )
   },
   (options) =>
@@ -288,19 +308,25 @@ const demoCommand = Command.make(
       const seed = Option.getOrElse(options.seed, () => Math.floor(Math.random() * 1_000_000))
       yield* Console.log(
         `Two peers over TCP with SQLite stores stream ${options.messages} messages each way; ` +
-          `${options.kills} kill -9s at random moments (seed ${seed}).`
+          `${options.kills} kill -9s aimed at messages in flight (seed ${seed}).`
       )
       const report = yield* Demo.run({
         messages: options.messages,
         kills: options.kills,
         seed,
-        timeout: `${options.timeout} seconds`,
+        window: options.window,
+        timeout: Option.match(options.timeout, {
+          onNone: () => Demo.budget(options.messages, options.kills),
+          onSome: (seconds) => Duration.seconds(seconds)
+        }),
         onProgress: printProgress(options.messages)
       }).pipe(Effect.scoped)
       yield* Console.log(`\n\n${formatReport(report)}`)
       if (!report.ok) return yield* new DemoFailedError({ report })
     })
-).pipe(Command.withDescription("Two peers, kill -9 at random moments, and a check that every message arrived once"))
+).pipe(Command.withDescription(
+  "Two peers, kill -9s while messages are in flight, and a check that every message arrived once"
+))
 
 /**
  * The program: `intersession peer …`, `intersession demo`.

@@ -1,18 +1,19 @@
 /**
  * The crash test: two peers as child processes over TCP with SQLite files stream messages both ways while each is
- * killed with SIGKILL and restarted at seeded random moments; then every promise of DESIGN §2 is checked against
- * what each application recorded. `CRASH_TEST_KILLS` and `CRASH_TEST_MESSAGES` make a longer run.
+ * killed with SIGKILL mid-transfer and restarted; then every promise of DESIGN §2 is checked against what each
+ * application recorded, and at least one kill must have landed while messages were in flight. `CRASH_TEST_KILLS` and
+ * `CRASH_TEST_MESSAGES` make a longer run.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { assert, describe, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { formatReport } from "../src/Cli.js"
 import * as Demo from "../src/internal/demo.js"
 
 const kills = Number(process.env["CRASH_TEST_KILLS"] ?? 10)
 const messages = Number(process.env["CRASH_TEST_MESSAGES"] ?? 1000)
-/** A bound on a run, in seconds: a restart costs a process start, and messages flow at some hundreds a second. */
-const budget = 60 + kills * 3 + messages / 25
+const budget = Duration.toSeconds(Demo.budget(messages, kills))
 
 describe("crash recovery with real processes", () => {
   it("the check counts lost, duplicated and out-of-order messages", () => {
@@ -39,6 +40,10 @@ describe("crash recovery with real processes", () => {
         }).pipe(Effect.scoped)
         console.log(`seed ${seed}:\n${formatReport(report)}`)
         assert.strictEqual(report.kills, kills)
+        assert.strictEqual(report.killLog.length, kills)
+        if (kills > 0) {
+          assert.isAtLeast(report.killsMidTransfer, 1, `no kill landed mid-transfer: ${JSON.stringify(report.killLog)}`)
+        }
         for (const direction of report.directions) {
           assert.strictEqual(direction.sent, messages, `${direction.from}→${direction.to} sent`)
           assert.strictEqual(direction.delivered, messages, `${direction.from}→${direction.to} delivered`)
