@@ -9,13 +9,17 @@
  * - `<prefix>peer_incarnations`: the incarnation used toward a peer, where it differs from the store's;
  * - `<prefix>received`: per inbound (peer, lane), the source incarnation, the delivered seq and its last runs.
  *
- * Every operation is a few statements in one transaction, whatever the size of its batch. Writes made outside a
- * transaction (`append`, `acknowledge`, `commitReceived`) are group-committed: one writer runs every write waiting
- * in one transaction, in arrival order, and answers each caller once it commits; if it fails, every write in it
- * fails with `BackendError` and none is applied. Writes made inside `withTransaction` run in that transaction
- * instead, and commit or roll back with it. The backend is transactional: `withTransaction` is the client's `withTransaction` (a nested call is a savepoint), so a
- * `Delivery` that writes through the same `SqlClient` commits or rolls back together with the receive state
- * that records it, and a message is delivered exactly once even across crashes.
+ * Every operation is a few statements in one transaction, whatever the size of its batch: a statement carries up to
+ * 1,024 rows, and its text is one of a few per operation, so the driver's statement cache keeps them prepared.
+ * Writes made outside a transaction (`append`, `acknowledge`, `commitReceived`) are group-committed: a write made
+ * while no other runs commits at once, in a transaction of its own; writes that arrive meanwhile queue, and one
+ * writer runs every write waiting in the next transaction, in arrival order, and answers each caller once it
+ * commits. If a transaction fails, every write in it fails with `BackendError` and none is applied. Writes made
+ * inside `withTransaction` run in that transaction instead, and commit or roll back with it. The backend is
+ * transactional: `withTransaction` runs its effect as a transaction of the client (a nested call, or one inside the
+ * client's own `withTransaction`, is a savepoint), so a `Delivery` that writes through the same `SqlClient` commits
+ * or rolls back together with the receive state that records it, and a message is delivered exactly once even
+ * across crashes.
  *
  * Opening the store takes ownership of it: on SQLite an exclusive lock on the database file, held by the
  * connection until it closes; on PostgreSQL a session advisory lock on a connection reserved for the scope. A

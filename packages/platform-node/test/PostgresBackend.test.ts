@@ -21,7 +21,7 @@ import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Os from "node:os"
 import * as PostgresBackend from "../src/PostgresBackend.js"
-import { script, spawnScript } from "./SqlTestKit.js"
+import { rowCountsRoundTrip, script, spawnScript } from "./SqlTestKit.js"
 
 /**
  * Where to look for the server. The tests' own sessions commit without waiting for the disk (the stores' tables are
@@ -140,6 +140,12 @@ describe.skipIf(probe.url === undefined)(
           const stored = yield* sql<{ length: number }>`
             SELECT octet_length(payload) AS length FROM ${sql(`${tablePrefix}outbound_messages`)}`
           assert.deepStrictEqual(stored.map((row) => row.length), [300])
+        }).pipe(Effect.scoped, Effect.provide(adminLayer)))
+
+      it.scopedLive("batches of every statement row count: appends, acknowledgements and receive states", () =>
+        Effect.gen(function*() {
+          const { backend } = yield* openScoped({ tablePrefix: yield* freshPrefix })
+          yield* rowCountsRoundTrip(backend)
         }).pipe(Effect.scoped, Effect.provide(adminLayer)))
 
       it.scopedLive("stores with different prefixes in one database have different owners", () =>

@@ -13,7 +13,7 @@ import * as Layer from "effect/Layer"
 import * as Path from "node:path"
 import * as SqlBackend from "../src/SqlBackend.js"
 import * as SqliteBackend from "../src/SqliteBackend.js"
-import { buildScoped, script, spawnScript } from "./SqlTestKit.js"
+import { buildScoped, rowCountsRoundTrip, script, spawnScript } from "./SqlTestKit.js"
 
 /** A fresh directory for the scope, removed with everything in it when the scope closes. */
 const tempDirectory = Effect.flatMap(
@@ -99,6 +99,13 @@ describe("SqliteBackend", () => {
       assert.strictEqual(failed, "application failure")
       assert.deepStrictEqual(yield* sql<{ value: string }>`SELECT value FROM app`, [{ value: "one" }])
       assert.deepStrictEqual((yield* backend.read(A, "x", 1, 10)).map((m) => m.seq), [1])
+    }))
+
+  it.scopedLive("batches of every statement row count: appends, acknowledgements and receive states", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      const { context } = yield* openScoped({ filename: Path.join(directory, "store.db") })
+      yield* rowCountsRoundTrip(Context.get(context, Backend))
     }))
 
   it.scopedLive("reads back numbers when the application has the driver return integers as bigint", () =>

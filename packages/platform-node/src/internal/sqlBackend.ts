@@ -7,13 +7,13 @@ import type * as BackendTypes from "@intersession/core/Backend"
 import * as Incarnation from "@intersession/core/Incarnation"
 import * as Lane from "@intersession/core/Lane"
 import * as PeerId from "@intersession/core/PeerId"
+import * as StreamKey from "@intersession/core/StreamKey"
 import * as Cause from "effect/Cause"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
-import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -23,9 +23,6 @@ export const defaultTablePrefix = "intersession_"
 
 /** Lower-case so PostgreSQL needs no quoting to find them; short enough that every derived name fits 63 bytes. */
 const validPrefix = /^[a-z_][a-z0-9_]{0,39}$/
-
-/** Most rows one multi-row statement carries: 1,000 rows of 5 columns stay far below both drivers' parameter limits. */
-const rowsPerStatement = 1000
 
 interface Tables {
   readonly migrations: string
@@ -71,11 +68,10 @@ const IncarnationColumn = Schema.compose(Integer, Incarnation.Incarnation)
 /** Run starts of a receive state, stored as compact JSON: `[[run, from], …]`. */
 const RunsColumn = Schema.parseJson(Schema.Array(Schema.Tuple(Integer, Integer)))
 
+// Rows read when an engine starts; the hot paths check the few columns they read by hand (see `integerColumn`).
 const StoreRow = Schema.Struct({ incarnation: IncarnationColumn })
 const StreamRow = Schema.Struct({ peer: PeerId.PeerId, lane: Lane.Lane, next_seq: Integer, first_pending: Integer })
-const AllocationRow = Schema.Struct({ peer: Schema.String, lane: Schema.String, next_seq: Integer })
 const RunStartRow = Schema.Struct({ peer: Schema.String, lane: Schema.String, seq: Integer, run: Integer })
-const MessageRow = Schema.Struct({ seq: Integer, run: Integer, payload: Schema.Uint8ArrayFromSelf })
 const IncarnationRow = Schema.Struct({ peer: PeerId.PeerId, incarnation: IncarnationColumn })
 const ReceivedRow = Schema.Struct({
   peer: PeerId.PeerId,
@@ -87,16 +83,29 @@ const ReceivedRow = Schema.Struct({
 
 const decodeRows = <A, I>(schema: Schema.Schema<A, I>) => Schema.decodeUnknown(Schema.Array(schema))
 
-// --- helpers -----------------------------------------------------------------------------------------------------
+/** A row as a driver returns it, before the store checks it. */
+type Row = { readonly [column: string]: unknown }
 
-/** One key per stream; the length prefix keeps ("ab", "c") and ("a", "bc") apart. */
-const streamKey = (peer: string, lane: string) => `${peer.length}:${peer}${lane}`
-
-const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
-  const result: Array<ReadonlyArray<A>> = []
-  for (let i = 0; i < items.length; i += size) result.push(items.slice(i, i + size))
-  return result
+/**
+ * An integer column of a row the store wrote, checked by hand on the hot paths: the same values `Integer` accepts
+ * (decimal strings as PostgreSQL returns `bigint`), without a schema decode per row.
+ */
+const integerColumn = (value: unknown): number | undefined => {
+  const number = typeof value === "number"
+    ? value
+    : typeof value === "bigint" || (typeof value === "string" && /^-?\d+$/.test(value))
+    ? Number(value)
+    : undefined
+  return number !== undefined && Number.isSafeInteger(number) ? number : undefined
 }
+
+/** A row that is not what the store wrote: the operation fails with it, as with any other storage failure. */
+const unexpectedRow = (table: string, row: Row) =>
+  new Error(
+    `unexpected row in ${table}: ${JSON.stringify(row, (_, value) => (typeof value === "bigint" ? `${value}` : value))}`
+  )
+
+// --- helpers -----------------------------------------------------------------------------------------------------
 
 /** Binds a payload as bytes without copying it; both drivers take a `Buffer` as a BLOB / `bytea`. */
 const bytes = (payload: Uint8Array): Buffer => Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
@@ -107,6 +116,217 @@ const plainBytes = (payload: Uint8Array): Uint8Array =>
 
 const failWith = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, BackendError, R> =>
   Effect.mapError(effect, (cause) => new BackendError({ operation, cause }))
+
+// --- statements --------------------------------------------------------------------------------------------------
+
+type Dialect = "sqlite" | "pg"
+
+/**
+ * Most rows one statement carries: 1,024 rows of at most 5 columns stay far below both drivers' parameter limits
+ * (SQLite's 32,766 and PostgreSQL's 65,535).
+ */
+const maxRows = 1024
+
+/**
+ * The row counts of the statements that carry `total` rows, in order. A statement's text depends on its row count
+ * and both drivers prepare (SQLite) or parse (PostgreSQL) each text anew, so the counts come from a small set: powers
+ * of two up to `maxRows`, at most 11 texts per statement. Statements that accept a row twice (`padded`) carry the
+ * rest in one statement of the next power of two, the last row repeated; the others split it, largest first.
+ */
+const rowCounts = (total: number, padded: boolean): Array<number> => {
+  const counts: Array<number> = []
+  let rest = total
+  for (; rest >= maxRows; rest -= maxRows) counts.push(maxRows)
+  if (padded && rest > 0) counts.push(rest === 1 ? 1 : 2 ** (32 - Math.clz32(rest - 1)))
+  else {
+    for (; rest > 0; rest -= counts[counts.length - 1]!) counts.push(2 ** (31 - Math.clz32(rest)))
+  }
+  return counts
+}
+
+/** How `executeChunks` makes statements of items. */
+interface ChunkOptions<A> {
+  /** Whether a statement may carry an item twice, so the last chunk is padded (see `rowCounts`). */
+  readonly padded: boolean
+  /** The statement of so many rows, or the few statements run in turn with the same parameters. */
+  readonly text: (rows: number) => ReadonlyArray<string>
+  /** Appends the parameters of one item (and its index). */
+  readonly bind: (item: A, index: number, params: Array<unknown>) => void
+}
+
+/**
+ * Runs the statements of each chunk of `items` (see `rowCounts`), in order, on `connection`, and gives back every
+ * statement's rows, in order.
+ */
+const executeChunks = <A>(
+  connection: SqlConnection.Connection,
+  items: ReadonlyArray<A>,
+  options: ChunkOptions<A>
+): Effect.Effect<ReadonlyArray<Row>, SqlError> => {
+  const statements: Array<readonly [text: string, params: ReadonlyArray<unknown>]> = []
+  let offset = 0
+  for (const count of rowCounts(items.length, options.padded)) {
+    const params: Array<unknown> = []
+    for (let i = 0; i < count; i++) {
+      const index = Math.min(offset + i, items.length - 1)
+      options.bind(items[index]!, index, params)
+    }
+    offset += count
+    for (const text of options.text(count)) statements.push([text, params])
+  }
+  const rows: Array<Row> = []
+  const from = (next: number): Effect.Effect<ReadonlyArray<Row>, SqlError> => {
+    const statement = statements[next]
+    if (statement === undefined) return Effect.succeed(rows)
+    const result = connection.execute(statement[0], statement[1], undefined)
+    // One statement, the usual case, gives its own rows.
+    return statements.length === 1 ? result : Effect.flatMap(result, (result) => {
+      for (const row of result) rows.push(row)
+      return from(next + 1)
+    })
+  }
+  return from(0)
+}
+
+/** How many statements `executeChunks` runs for `total` items. */
+const statementCount = (total: number, padded: boolean, text: ChunkOptions<unknown>["text"]) =>
+  rowCounts(total, padded).reduce((count, rows) => count + text(rows).length, 0)
+
+/** Memoizes a statement's text per row count, so each count builds its text once and keeps one string for it. */
+const perRowCount = (build: (rows: number) => ReadonlyArray<string>) => {
+  const texts = new Map<number, ReadonlyArray<string>>()
+  return (rows: number): ReadonlyArray<string> => {
+    let text = texts.get(rows)
+    if (text === undefined) {
+      text = build(rows)
+      texts.set(rows, text)
+    }
+    return text
+  }
+}
+
+/**
+ * The texts of the hot paths' statements, written with `?` placeholders (SQLite's) and numbered `$1, $2, …` for
+ * PostgreSQL. Table names come from a validated prefix; they are quoted as `@effect/sql` quotes identifiers.
+ */
+const statementsOf = (dialect: Dialect, tables: Tables) => {
+  const numbered = (text: string) => {
+    if (dialect === "sqlite") return text
+    let index = 0
+    return text.replace(/\?/g, () => `$${++index}`)
+  }
+  /** `rows` rows of `columns`, each column a `?` (with a cast, for PostgreSQL) or a constant. */
+  const values = (rows: number, columns: ReadonlyArray<string>) =>
+    Array.from({ length: rows }, () => `(${columns.join(", ")})`).join(", ")
+  const streams = `"${tables.streams}"`
+  const messages = `"${tables.messages}"`
+  const received = `"${tables.received}"`
+  /** Acknowledgements as a table, `acks (peer, lane, up_to)`; PostgreSQL needs the types of its parameters. */
+  const acks = (rows: number) =>
+    `WITH acks (peer, lane, up_to) AS (VALUES ${
+      values(rows, dialect === "pg" ? ["?::text", "?::text", "?::bigint"] : ["?", "?", "?"])
+    })`
+  return {
+    /** Moves each stream's next seq past its new messages, creating the stream if need be, and returns it. */
+    allocate: perRowCount((rows) => [
+      numbered(
+        `INSERT INTO ${streams} (peer, lane, next_seq, first_pending) VALUES ${values(rows, ["?", "?", "?", "1"])}
+        ON CONFLICT (peer, lane) DO UPDATE SET next_seq = ${streams}.next_seq + excluded.next_seq - 1
+        RETURNING peer, lane, next_seq`
+      )
+    ]),
+    store: perRowCount((rows) => [
+      numbered(
+        `INSERT INTO ${messages} (peer, lane, seq, run, payload) VALUES ${values(rows, ["?", "?", "?", "?", "?"])}`
+      )
+    ]),
+    read: numbered(`SELECT seq, run, payload FROM ${messages}
+      WHERE peer = ? AND lane = ? AND seq >= ?
+      ORDER BY seq
+      LIMIT ?`),
+    /**
+     * Deletes each stream's messages up to its `up_to` and moves its lowest pending seq past them: one statement on
+     * PostgreSQL, two on SQLite (each with a range scan of the primary key per acknowledgement). A repeated row
+     * changes nothing.
+     */
+    acknowledge: perRowCount((rows) =>
+      dialect === "pg"
+        ? [numbered(`${acks(rows)}, deleted AS (
+            DELETE FROM ${messages} AS m USING acks
+            WHERE m.peer = acks.peer AND m.lane = acks.lane AND m.seq <= acks.up_to
+          )
+          UPDATE ${streams} AS s SET first_pending = LEAST(s.next_seq, acks.up_to + 1) FROM acks
+          WHERE s.peer = acks.peer AND s.lane = acks.lane AND s.first_pending <= acks.up_to`)]
+        : [
+          // One stream, the usual case, deletes in a range scan; several collect the rows' ids first.
+          rows === 1
+            ? `DELETE FROM ${messages} WHERE peer = ? AND lane = ? AND seq <= ?`
+            : `${acks(rows)} DELETE FROM ${messages} WHERE rowid IN (
+            SELECT m.rowid FROM acks CROSS JOIN ${messages} AS m
+            WHERE m.peer = acks.peer AND m.lane = acks.lane AND m.seq <= acks.up_to
+          )`,
+          `${acks(rows)} UPDATE ${streams} SET first_pending = min(${streams}.next_seq, acks.up_to + 1) FROM acks
+          WHERE ${streams}.peer = acks.peer AND ${streams}.lane = acks.lane AND ${streams}.first_pending <= acks.up_to`
+        ]
+    ),
+    commitReceived: perRowCount((rows) => [
+      numbered(`INSERT INTO ${received} (peer, lane, incarnation, delivered, runs)
+        VALUES ${values(rows, ["?", "?", "?", "?", "?"])}
+        ON CONFLICT (peer, lane) DO UPDATE SET
+          incarnation = excluded.incarnation,
+          delivered = excluded.delivered,
+          runs = excluded.runs`)
+    ])
+  }
+}
+
+// --- transactions ------------------------------------------------------------------------------------------------
+
+/** What runs on a reserved connection; `restore` makes a part of it interruptible. */
+type OnConnection<A, E, R> = (
+  connection: SqlConnection.Connection,
+  restore: <X, EX, RX>(effect: Effect.Effect<X, EX, RX>) => Effect.Effect<X, EX, RX>
+) => Effect.Effect<A, E, R>
+
+/**
+ * Runs `body` on a connection reserved for it, which goes back when `body` ends. Only waiting for the connection is
+ * interruptible, and what of `body` it runs under `restore`; a failed reservation fails with `statementError`.
+ */
+const reserved = <A, E, R, E2>(
+  sql: SqlClient.SqlClient,
+  body: OnConnection<A, E, R>,
+  statementError: (cause: SqlError) => E2
+): Effect.Effect<A, E | E2, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.scoped(
+      Effect.flatMap(Effect.mapError(restore(sql.reserve), statementError), (connection) => body(connection, restore))
+    )
+  )
+
+/**
+ * Runs `body` in a transaction of its own, on a reserved connection (see `reserved`): BEGIN, then COMMIT once `body`
+ * succeeds, or ROLLBACK once it fails (and after a failed COMMIT). `body`'s own failures pass through unchanged; a
+ * failed BEGIN or COMMIT fails with `statementError`.
+ *
+ * BEGIN and COMMIT are prepared once, like the store's other statements, and no span is opened: this is the
+ * transaction of every write of the store (@effect/sql's `withTransaction` costs several times a SQLite commit).
+ */
+const transaction = <A, E, R, E2>(
+  sql: SqlClient.SqlClient,
+  body: OnConnection<A, E, R>,
+  statementError: (cause: SqlError) => E2
+): Effect.Effect<A, E | E2, R> =>
+  reserved(sql, (connection, restore): Effect.Effect<A, E | E2, R> => {
+    const run = (statement: string) => Effect.mapError(connection.execute(statement, [], undefined), statementError)
+    const rollback = Effect.ignore(connection.execute("ROLLBACK", [], undefined))
+    return Effect.zipRight(
+      run("BEGIN"),
+      Effect.flatMap(Effect.exit(body(connection, restore)), (exit): Effect.Effect<A, E | E2, R> =>
+        Exit.isSuccess(exit)
+          ? Effect.as(Effect.tapError(run("COMMIT"), () => rollback), exit.value)
+          : Effect.zipRight(rollback, exit))
+    )
+  }, statementError)
 
 /**
  * The connection of a transaction this backend opened. Nested transactions on it are savepoints opened only just
@@ -200,11 +420,6 @@ const nestedTransaction = <A, E, R, E2>(
   connection instanceof LazySavepoints
     ? connection.nested(effect, statementError)
     : inSavepoint(connection, effect, statementError)
-
-/** A failure of the effect given to `withTransaction`, kept apart from the transaction's own errors. */
-class EffectFailure<E> {
-  constructor(readonly error: E) {}
-}
 
 const errorCode = (error: unknown): string | undefined => {
   const cause = error instanceof SqlError ? error.cause : error
@@ -382,103 +597,179 @@ const migrate = (sql: SqlClient.SqlClient, tables: Tables) =>
 
 // --- group commit ------------------------------------------------------------------------------------------------
 
-/** One caller's write, waiting for the writer. */
-interface Write {
+/** A write's statements, run on the connection of the transaction that carries it. */
+type Statements<A> = (connection: SqlConnection.Connection) => Effect.Effect<A, unknown>
+
+/** One caller's write, waiting in the queue for the writer. */
+interface Waiting {
   readonly operation: string
-  /** False once the caller stopped waiting (it was interrupted): its write is then skipped. */
-  readonly waiting: Effect.Effect<boolean>
   /** Runs the caller's statements in the writer's transaction; gives back how to answer the caller once committed. */
-  readonly run: Effect.Effect<Effect.Effect<void>, unknown>
-  readonly fail: (error: BackendError) => Effect.Effect<void>
+  readonly run: (connection: SqlConnection.Connection) => Effect.Effect<() => void, unknown>
+  readonly fail: (error: BackendError) => void
+  /** The caller stopped waiting (it was interrupted): its write is skipped unless it has started. */
+  cancelled: boolean
 }
 
 const storeClosed = (operation: string) => new BackendError({ operation, cause: new Error("the store is closed") })
 
 /**
- * Group commit: writes made outside a transaction go to a single writer fiber, which runs every write waiting in
- * one transaction, in arrival order, and then answers each caller. There is no timer: what arrives while a
- * transaction runs goes in the next one. If the transaction fails, every write in it fails with `BackendError` and
- * none stays applied, as if each had failed its own transaction.
+ * Group commit, with no hop when there is no contention. A write made outside a transaction while no other write of
+ * the store runs, runs at once in a transaction of its own on the caller's fiber. Writes that arrive while one runs
+ * queue up, and a single writer fiber runs every write waiting, in arrival order, in one transaction, then answers
+ * each caller through its `Effect.async` callback; what arrives meanwhile goes in its next transaction. There is no
+ * timer. If a transaction fails, every write in it fails with `BackendError` and none stays applied, as if each had
+ * failed its own transaction.
  *
  * A write made inside an open transaction (`withTransaction`, marked by @effect/sql's `TransactionConnection` in
- * the fiber's context) runs at once on that transaction's connection, in a savepoint, so it commits or rolls back
- * with it. Deferring it would break that atomicity, and on SQLite, whose single connection the open transaction
+ * the fiber's context) runs at once on that transaction's connection, in a savepoint (see `oneStatement` below), so
+ * it commits or rolls back with it, and fails alone. Deferring it would break that atomicity, and on SQLite, whose single connection the open transaction
  * holds, it would deadlock.
+ *
+ * Once the scope closes, no write of the store runs: those waiting fail with "the store is closed", and so does a
+ * caller's own transaction that gets the connection after the close; one already running is waited for.
  */
-const makeGroupCommit = (sql: SqlClient.SqlClient) =>
+const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
   Effect.gen(function*() {
-    const writes = yield* Queue.unbounded<Write>()
+    const queue: Array<Waiting> = []
+    /**
+     * Who runs the store's writes: nobody (the next caller runs its own transaction), a caller in its own
+     * transaction, or the writer, which takes over the writes queued behind a caller's. Writes queue unless nobody.
+     */
+    let running: "nobody" | "caller" | "writer" = "nobody"
+    /** Wakes the writer while it sleeps. */
+    let wake: (() => void) | undefined
     let closed = false
+    /** A caller's own transaction runs its statements; `ended` is the closing finalizer waiting for it. */
+    let ownRunning = false
+    let ended: (() => void) | undefined
+
+    const failure = (operation: string, cause: Cause.Cause<unknown>) =>
+      closed || Cause.isInterruptedOnly(cause)
+        ? storeClosed(operation)
+        : new BackendError({ operation, cause: Cause.squash(cause) })
 
     // Fails whatever still waits once the writer has stopped (finalizers run in reverse: this one after the writer's
     // interruption), and every later write: callers get an error rather than wait forever.
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         closed = true
-        return Effect.flatMap(
-          Queue.takeAll(writes),
-          (rest) => Effect.forEach(rest, (write) => write.fail(storeClosed(write.operation)), { discard: true })
-        )
+        for (const waiting of queue.splice(0)) waiting.fail(storeClosed(waiting.operation))
+        return ownRunning
+          ? Effect.async<void>((resume) => {
+            ended = () => resume(Effect.void)
+          })
+          : Effect.void
       })
     )
 
-    const commitBatch = (batch: Iterable<Write>) =>
-      // Uninterruptible but for the transaction itself, so the callers are answered even when the scope closes.
+    const commitBatch = (batch: ReadonlyArray<Waiting>) =>
+      // Uninterruptible but for waiting for the connection, so the callers are answered even when the scope closes.
       Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const live = yield* Effect.filter(batch, (write) => write.waiting)
-          if (live.length === 0) return
-          const exit = yield* Effect.exit(restore(sql.withTransaction(Effect.forEach(live, (write) => write.run))))
-          if (Exit.isSuccess(exit)) {
-            yield* Effect.all(exit.value, { discard: true })
-            return
-          }
-          // A failed statement, a failed COMMIT (a defect in @effect/sql) or the writer's interruption: the
-          // transaction is rolled back, and each caller gets the error its own transaction would have given.
-          const interrupted = Cause.isInterruptedOnly(exit.cause)
-          yield* Effect.forEach(
-            live,
-            (write) =>
-              write.fail(
-                interrupted
-                  ? storeClosed(write.operation)
-                  : new BackendError({ operation: write.operation, cause: Cause.squash(exit.cause) })
-              ),
-            { discard: true }
-          )
-        })
+        Effect.flatMap(
+          Effect.exit(
+            restore(transaction(sql, (connection) => Effect.forEach(batch, (w) => w.run(connection)), identity))
+          ),
+          (exit) =>
+            Effect.sync(() => {
+              if (Exit.isSuccess(exit)) {
+                for (const answer of exit.value) answer()
+                return
+              }
+              // A failed statement or COMMIT, or the writer's interruption while it waited for the connection: the
+              // transaction is rolled back, and each caller gets the error its own transaction would have given.
+              for (const waiting of batch) waiting.fail(failure(waiting.operation, exit.cause))
+            })
+        )
       )
 
-    yield* Effect.forkScoped(
-      Effect.forever(Effect.flatMap(Queue.takeBetween(writes, 1, Number.POSITIVE_INFINITY), commitBatch))
-    )
+    /** Sleeps until a caller's own transaction ends with writes queued behind it; not at all if one has already. */
+    const sleep = Effect.async<void>((resume) => {
+      if (running === "writer") {
+        if (queue.length > 0) return resume(Effect.void)
+        running = "nobody"
+      }
+      wake = () => {
+        wake = undefined
+        resume(Effect.void)
+      }
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
 
-    return <A>(operation: string, statements: Effect.Effect<A, unknown>): Effect.Effect<A, BackendError> =>
-      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
-        if (Option.isSome(transaction)) {
-          return nestedTransaction(
-            transaction.value[0],
-            failWith(operation)(statements),
-            (cause) => new BackendError({ operation, cause })
-          )
+    const takeBatch = Effect.suspend(() => {
+      const batch = queue.splice(0).filter((waiting) => !waiting.cancelled)
+      return batch.length === 0 ? Effect.void : commitBatch(batch)
+    })
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(sleep, takeBatch)))
+
+    /** A caller's own transaction, on its own fiber: a single statement is one by itself. */
+    const runOwn = <A>(
+      operation: string,
+      statements: Statements<A>,
+      oneStatement: boolean
+    ): Effect.Effect<A, BackendError> =>
+      (oneStatement ? reserved : transaction)(sql, (connection) => {
+        if (closed) return Effect.fail(storeClosed(operation))
+        ownRunning = true
+        return statements(connection)
+      }, identity).pipe(
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.fail(failure(operation, cause))
+        )
+      )
+
+    /** Ends a caller's own transaction: the writes queued meanwhile go to the writer, at once if it sleeps. */
+    const ownEnded = Effect.sync(() => {
+      ownRunning = false
+      if (queue.length === 0) {
+        running = "nobody"
+      } else {
+        running = "writer"
+        wake?.()
+      }
+      ended?.()
+    })
+
+    const enqueue = <A>(operation: string, statements: Statements<A>) =>
+      Effect.async<A, BackendError>((resume) => {
+        const waiting: Waiting = {
+          operation,
+          run: (connection) => Effect.map(statements(connection), (value) => () => resume(Effect.succeed(value))),
+          fail: (error) => resume(Effect.fail(error)),
+          cancelled: false
         }
-        return Effect.flatMap(Deferred.make<A, BackendError>(), (deferred) => {
-          const write: Write = {
-            operation,
-            waiting: Effect.map(Deferred.isDone(deferred), (done) => !done),
-            run: Effect.map(statements, (result) => Deferred.succeed(deferred, result).pipe(Effect.asVoid)),
-            fail: (error) => Deferred.fail(deferred, error).pipe(Effect.asVoid)
-          }
-          // The check and the offer happen in one step, so no write slips in after the closing drain.
-          const submit = Effect.suspend(() =>
-            closed ? Effect.fail(storeClosed(operation)) : Effect.sync(() => Queue.unsafeOffer(writes, write))
-          )
-          return Effect.zipRight(
-            submit,
-            // An interrupted caller marks its write done, so the writer skips it if it has not started it yet.
-            Effect.onInterrupt(Deferred.await(deferred), () => Deferred.interrupt(deferred))
-          )
+        queue.push(waiting)
+        // An interrupted caller marks its write, so the writer skips it if it has not started it yet.
+        return Effect.sync(() => {
+          waiting.cancelled = true
         })
+      })
+
+    /**
+     * Runs a write of `operation`, made of `statements`; `oneStatement` says they are a single statement, which
+     * needs no transaction or savepoint of its own where a failed statement undoes itself and leaves the transaction
+     * usable (SQLite; on PostgreSQL it would abort the open transaction, so it gets a savepoint all the same).
+     */
+    return <A>(operation: string, statements: Statements<A>, oneStatement: boolean): Effect.Effect<A, BackendError> =>
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
+        if (Option.isSome(open)) {
+          const connection = open.value[0]
+          const write = failWith(operation)(Effect.suspend(() => statements(connection)))
+          return oneStatement && dialect === "sqlite"
+            ? write
+            : nestedTransaction(connection, write, (cause) => new BackendError({ operation, cause }))
+        }
+        // The checks and the change of state happen in one step, so no write slips in after the closing drain, and
+        // a caller's own transaction hands on the queue however it ends.
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.suspend(() => {
+            if (closed) return Effect.fail(storeClosed(operation))
+            if (running !== "nobody") return restore(enqueue(operation, statements))
+            running = "caller"
+            return Effect.ensuring(restore(runOwn(operation, statements, oneStatement)), ownEnded)
+          })
+        )
       })
   })
 
@@ -488,6 +779,32 @@ const makeGroupCommit = (sql: SqlClient.SqlClient) =>
 export interface MakeOptions {
   readonly tablePrefix?: string | undefined
   readonly name?: string | undefined
+}
+
+/** Streams in key order: concurrent writers (PostgreSQL's connections) lock them in the same order. */
+const byStream = (
+  a: { readonly peer: string; readonly lane: string },
+  b: { readonly peer: string; readonly lane: string }
+) => a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.lane < b.lane ? -1 : a.lane > b.lane ? 1 : 0
+
+/** Message rows as `read` selects them, checked by hand: a row the store did not write fails the read. */
+const storedMessages = (
+  table: string,
+  peer: PeerId.PeerId,
+  lane: Lane.Lane,
+  rows: ReadonlyArray<Row>
+): Effect.Effect<Array<BackendTypes.StoredMessage>, Error> => {
+  const messages: Array<BackendTypes.StoredMessage> = []
+  for (const row of rows) {
+    const seq = integerColumn(row.seq)
+    const run = integerColumn(row.run)
+    const payload = row.payload
+    if (seq === undefined || run === undefined || !(payload instanceof Uint8Array)) {
+      return Effect.fail(unexpectedRow(table, row))
+    }
+    messages.push({ peer, lane, seq, run, payload: plainBytes(payload) })
+  }
+  return Effect.succeed(messages)
 }
 
 /** @internal */
@@ -507,7 +824,11 @@ export const make = (
         )
       })
     }
-    const dialect = sql.onDialectOrElse({ sqlite: () => "sqlite", pg: () => "pg", orElse: () => "unsupported" })
+    const dialect = sql.onDialectOrElse({
+      sqlite: () => "sqlite" as const,
+      pg: () => "pg" as const,
+      orElse: () => "unsupported" as const
+    })
     const store = options.name ?? `${dialect}:${prefix}`
     const tables = tablesOf(prefix)
 
@@ -527,8 +848,24 @@ export const make = (
     const messages = sql(tables.messages)
     const incarnations = sql(tables.incarnations)
     const received = sql(tables.received)
+    const statements = statementsOf(dialect, tables)
 
-    const write = yield* makeGroupCommit(sql)
+    const write = yield* makeGroupCommit(sql, dialect)
+
+    /** A write of `items`, a statement per chunk of them (see `executeChunks`). */
+    const writeRows = <A>(operation: string, items: ReadonlyArray<A>, options: ChunkOptions<A>) =>
+      write(
+        operation,
+        (connection) => Effect.asVoid(executeChunks(connection, items, options)),
+        statementCount(items.length, options.padded, options.text) === 1
+      )
+
+    /** Runs `f` on the connection of the open transaction, or on one reserved for it. */
+    const withConnection = <A, E>(f: (connection: SqlConnection.Connection) => Effect.Effect<A, E>) =>
+      Effect.flatMap(
+        Effect.serviceOption(SqlClient.TransactionConnection),
+        (open): Effect.Effect<A, E | SqlError> => Option.isSome(open) ? f(open.value[0]) : reserved(sql, f, identity)
+      )
 
     const incarnation = yield* Effect.gen(function*() {
       const fresh = yield* Incarnation.make
@@ -559,9 +896,9 @@ export const make = (
         sql`SELECT peer, incarnation FROM ${incarnations}`,
         decodeRows(IncarnationRow)
       )
-      const runs = new Map<string, Array<BackendTypes.RunStart>>()
+      const runs = new Map<StreamKey.StreamKey, Array<BackendTypes.RunStart>>()
       for (const row of runRows) {
-        const key = streamKey(row.peer, row.lane)
+        const key = StreamKey.make(row.peer, row.lane)
         let list = runs.get(key)
         if (list === undefined) {
           list = []
@@ -575,7 +912,7 @@ export const make = (
           lane: row.lane,
           firstPending: row.first_pending,
           nextSeq: row.next_seq,
-          runs: runs.get(streamKey(row.peer, row.lane)) ?? []
+          runs: runs.get(StreamKey.make(row.peer, row.lane)) ?? []
         })),
         incarnations: incarnationRows.map((row): BackendTypes.PeerIncarnation => ({
           peer: row.peer,
@@ -584,104 +921,82 @@ export const make = (
       }
     }).pipe(sql.withTransaction, failWith("outbound"))
 
-    const append = (messagesToStore: ReadonlyArray<BackendTypes.OutboundMessage>, run: number) => {
-      if (messagesToStore.length === 0) return Effect.succeed([])
-      return Effect.gen(function*() {
-        const allocations = new Map<string, { peer: string; lane: string; count: number; next: number }>()
-        for (const message of messagesToStore) {
-          const key = streamKey(message.peer, message.lane)
-          const allocation = allocations.get(key)
-          if (allocation === undefined) {
-            allocations.set(key, { peer: message.peer, lane: message.lane, count: 1, next: 0 })
-          } else {
-            allocation.count++
+    /** Allocates the seqs of `toStore` and stores the messages: a statement per chunk of streams, then of messages. */
+    const appendStatements = (
+      toStore: ReadonlyArray<BackendTypes.OutboundMessage>,
+      run: number
+    ) =>
+    (connection: SqlConnection.Connection) => {
+      // Per stream, how many messages it gets, then the seq of the next of them.
+      const allocations = new Map<StreamKey.StreamKey, { peer: string; lane: string; count: number; next: number }>()
+      const keys = toStore.map((message) => {
+        const key = StreamKey.make(message.peer, message.lane)
+        const allocation = allocations.get(key)
+        if (allocation === undefined) {
+          allocations.set(key, { peer: message.peer, lane: message.lane, count: 1, next: 0 })
+        } else allocation.count++
+        return key
+      })
+      const allocate = executeChunks(connection, Array.from(allocations.values()).sort(byStream), {
+        padded: false,
+        text: statements.allocate,
+        bind: (stream, _, params) => params.push(stream.peer, stream.lane, stream.count + 1)
+      })
+      return Effect.flatMap(allocate, (rows) => {
+        for (const row of rows) {
+          const nextSeq = integerColumn(row.next_seq)
+          const allocation = typeof row.peer === "string" && typeof row.lane === "string"
+            ? allocations.get(StreamKey.make(row.peer, row.lane))
+            : undefined
+          if (nextSeq === undefined || allocation === undefined || nextSeq - allocation.count < 1) {
+            return Effect.fail(unexpectedRow(tables.streams, row))
           }
-        }
-        // One upsert per chunk of streams moves each stream's next_seq past its new messages and returns it; streams
-        // go in key order, so concurrent writers lock them in the same order.
-        const sorted = Array.from(allocations.values()).sort((a, b) =>
-          a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.lane < b.lane ? -1 : a.lane > b.lane ? 1 : 0
-        )
-        for (const chunk of chunks(sorted, rowsPerStatement)) {
-          const rows = yield* Effect.flatMap(
-            sql`INSERT INTO ${streams} ${
-              sql.insert(chunk.map((stream) => ({
-                peer: stream.peer,
-                lane: stream.lane,
-                next_seq: stream.count + 1,
-                first_pending: 1
-              })))
-            }
-            ON CONFLICT (peer, lane) DO UPDATE SET next_seq = ${streams}.next_seq + excluded.next_seq - 1
-            RETURNING peer, lane, next_seq`,
-            decodeRows(AllocationRow)
-          )
-          for (const row of rows) {
-            const allocation = allocations.get(streamKey(row.peer, row.lane))
-            if (allocation !== undefined) allocation.next = row.next_seq - allocation.count
-          }
+          allocation.next = nextSeq - allocation.count
         }
         for (const allocation of allocations.values()) {
-          if (allocation.next < 1) return yield* Effect.fail(new Error("a stream's next seq was not returned"))
+          if (allocation.next < 1) return Effect.fail(new Error("a stream's next seq was not returned"))
         }
-        const seqs = messagesToStore.map((message) => {
-          const allocation = allocations.get(streamKey(message.peer, message.lane))!
-          return allocation.next++
-        })
-        for (
-          const chunk of chunks(messagesToStore.map((message, i) => [message, seqs[i]!] as const), rowsPerStatement)
-        ) {
-          yield* sql`INSERT INTO ${messages} ${
-            sql.insert(chunk.map(([message, seq]) => ({
-              peer: message.peer,
-              lane: message.lane,
-              seq,
-              run,
-              payload: bytes(message.payload)
-            })))
-          }`
-        }
-        return seqs
-      }).pipe((statements) => write("append", statements))
+        const seqs = keys.map((key) => allocations.get(key)!.next++)
+        return Effect.as(
+          executeChunks(connection, toStore, {
+            padded: false,
+            text: statements.store,
+            bind: (message, i, params) => params.push(message.peer, message.lane, seqs[i], run, bytes(message.payload))
+          }),
+          seqs
+        )
+      })
     }
 
-    const read = (peer: PeerId.PeerId, lane: Lane.Lane, fromSeq: number, limit: number) =>
-      limit <= 0 ? Effect.succeed([]) : Effect.flatMap(
-        sql`SELECT seq, run, payload FROM ${messages}
-          WHERE peer = ${peer} AND lane = ${lane} AND seq >= ${fromSeq}
-          ORDER BY seq
-          LIMIT ${limit}`,
-        decodeRows(MessageRow)
-      ).pipe(
-        Effect.map((rows) =>
-          rows.map((row): BackendTypes.StoredMessage => ({
-            peer,
-            lane,
-            seq: row.seq,
-            run: row.run,
-            payload: plainBytes(row.payload)
-          }))
-        ),
+    const append = (toStore: ReadonlyArray<BackendTypes.OutboundMessage>, run: number) =>
+      toStore.length === 0
+        ? Effect.succeed([])
+        : write("append", appendStatements(toStore, run), false)
+
+    const read = (peer: PeerId.PeerId, lane: Lane.Lane, fromSeq: number, limit: number) => {
+      if (limit <= 0) return Effect.succeed([])
+      const params = [peer, lane, fromSeq, limit]
+      return withConnection((connection) => connection.execute(statements.read, params, undefined)).pipe(
+        Effect.flatMap((rows) => storedMessages(tables.messages, peer, lane, rows)),
         failWith("read")
       )
+    }
 
     const acknowledge = (acks: ReadonlyArray<BackendTypes.Acknowledgement>) => {
       // The highest upTo per stream; a lower one than the store has seen changes nothing.
-      const highest = new Map<string, BackendTypes.Acknowledgement>()
+      const highest = new Map<StreamKey.StreamKey, BackendTypes.Acknowledgement>()
       for (const ack of acks) {
-        const key = streamKey(ack.peer, ack.lane)
+        const key = StreamKey.make(ack.peer, ack.lane)
         const seen = highest.get(key)
         if (seen === undefined || ack.upTo > seen.upTo) highest.set(key, ack)
       }
       if (highest.size === 0) return Effect.void
-      // An array, not the map's iterator: the effect may run more than once (a retry), and an iterator runs out.
-      return Effect.forEach(Array.from(highest.values()), ({ lane, peer, upTo }) =>
-        Effect.zipRight(
-          sql`DELETE FROM ${messages} WHERE peer = ${peer} AND lane = ${lane} AND seq <= ${upTo}`,
-          sql`UPDATE ${streams}
-            SET first_pending = CASE WHEN next_seq < ${upTo + 1} THEN next_seq ELSE ${upTo + 1} END
-            WHERE peer = ${peer} AND lane = ${lane} AND first_pending <= ${upTo}`
-        ), { discard: true }).pipe((statements) => write("acknowledge", statements))
+      const sorted = Array.from(highest.values()).sort(byStream)
+      return writeRows("acknowledge", sorted, {
+        padded: true,
+        text: statements.acknowledge,
+        bind: (ack, _, params) => params.push(ack.peer, ack.lane, ack.upTo)
+      })
     }
 
     const setIncarnation = (peer: PeerId.PeerId, next: Incarnation.Incarnation) =>
@@ -709,75 +1024,44 @@ export const make = (
 
     const commitReceived = (states: ReadonlyArray<BackendTypes.ReceiveState>) => {
       // The last state per stream wins, as it would with one statement per state.
-      const latest = new Map<string, BackendTypes.ReceiveState>()
-      for (const state of states) latest.set(streamKey(state.peer, state.lane), state)
+      const latest = new Map<StreamKey.StreamKey, BackendTypes.ReceiveState>()
+      for (const state of states) latest.set(StreamKey.make(state.peer, state.lane), state)
       if (latest.size === 0) return Effect.void
-      return Effect.forEach(
-        chunks(Array.from(latest.values()), rowsPerStatement),
-        (chunk) =>
-          sql`INSERT INTO ${received} ${
-            sql.insert(chunk.map((state) => ({
-              peer: state.peer,
-              lane: state.lane,
-              incarnation: state.incarnation,
-              delivered: state.delivered,
-              runs: JSON.stringify(state.runs.map(({ from, run }) => [run, from]))
-            })))
-          }
-        ON CONFLICT (peer, lane) DO UPDATE SET
-          incarnation = excluded.incarnation,
-          delivered = excluded.delivered,
-          runs = excluded.runs`,
-        { discard: true }
-      ).pipe((statements) => write("commitReceived", statements))
+      const sorted = Array.from(latest.values()).sort(byStream)
+      return writeRows("commitReceived", sorted, {
+        padded: false,
+        text: statements.commitReceived,
+        bind: (state, _, params) =>
+          params.push(
+            state.peer,
+            state.lane,
+            state.incarnation,
+            state.delivered,
+            JSON.stringify(state.runs.map(({ from, run }) => [run, from]))
+          )
+      })
     }
 
     /**
-     * The effect's own failures pass through unchanged, as they would without a transaction; errors of the
-     * transaction itself (BEGIN, SAVEPOINT) become `BackendError`. Errors are mapped in the cause: `Effect.fail`
-     * and `Effect.mapError` inside the transaction's span would hand on a proxy of each error carrying the span,
-     * and a caller that compares errors must get back the very value its effect failed with.
+     * An outer transaction runs on a connection of its own, whose nested transactions open their savepoints
+     * lazily; a nested one is a savepoint of the open transaction. The effect's own failures pass through
+     * unchanged, as they would without a transaction; errors of the transaction itself (BEGIN, SAVEPOINT, COMMIT)
+     * become `BackendError`.
      */
     const withTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
-      Effect.flatMap(
-        Effect.serviceOption(SqlClient.TransactionConnection),
-        (open) =>
-          Option.isSome(open)
-            ? nestedTransaction(
-              open.value[0],
-              effect,
-              (cause) => new BackendError({ operation: "withTransaction", cause })
-            )
-            : transaction(effect)
-      )
-
-    /** An outer transaction, whose connection opens the savepoints of nested ones lazily. */
-    const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
-      sql.withTransaction(
-        Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
-          const inner = Effect.mapErrorCause(effect, Cause.map((error) => new EffectFailure(error)))
-          return Option.isSome(open)
-            ? Effect.provideService(inner, SqlClient.TransactionConnection, [
-              new LazySavepoints(open.value[0]),
-              open.value[1]
-            ])
-            : inner
-        })
-      ).pipe(
-        Effect.mapErrorCause(Cause.map((error): E | BackendError =>
-          error instanceof EffectFailure
-            ? Cause.originalError(error.error)
-            : new BackendError({ operation: "withTransaction", cause: error })
-        )),
-        // @effect/sql turns a failed COMMIT or ROLLBACK into a defect; for the store it is a failed operation.
-        Effect.catchSomeDefect((defect) =>
-          defect instanceof SqlError
-            ? Option.some(
-              Effect.failCause(Cause.fail(new BackendError({ operation: "withTransaction", cause: defect })))
-            )
-            : Option.none()
-        )
-      )
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
+        const statementError = (cause: SqlError) => new BackendError({ operation: "withTransaction", cause })
+        return Option.isSome(open)
+          ? nestedTransaction(open.value[0], effect, statementError)
+          : transaction(
+            sql,
+            (connection, restore) =>
+              restore(
+                Effect.provideService(effect, SqlClient.TransactionConnection, [new LazySavepoints(connection), 0])
+              ),
+            statementError
+          )
+      })
 
     return Backend.of({
       incarnation,
