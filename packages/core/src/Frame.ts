@@ -243,6 +243,59 @@ export const encode = (frame: Frame): Uint8Array => {
   return writer.finish()
 }
 
+/**
+ * The fields every `Data` frame of one transmission shares: one stream, one session, one floor.
+ *
+ * @internal
+ */
+export interface DataHeader {
+  readonly from: string
+  readonly to: string
+  readonly lane: string
+  readonly incarnation: number
+  readonly session: number
+  readonly floor: number
+}
+
+/**
+ * Encodes the `Data` frames of one transmission into one buffer and returns a view per frame, each exactly what
+ * {@link encode} gives for it: the shared fields are encoded once, and the frames cost one allocation together.
+ *
+ * @internal
+ */
+export const encodeData = (
+  header: DataHeader,
+  messages: ReadonlyArray<{ readonly run: number; readonly seq: number; readonly payload: Uint8Array }>
+): Array<Uint8Array> => {
+  const prefix = new internal.Writer(2 + 3 * internal.stringSize(header.from) + 32)
+  prefix.byte(ProtocolVersion)
+  prefix.byte(tags.Data)
+  prefix.string(header.from)
+  prefix.string(header.to)
+  prefix.string(header.lane)
+  prefix.uint(header.incarnation)
+  prefix.uint(header.session)
+  const shared = prefix.finish()
+  const floorSize = internal.uintSize(header.floor)
+  let total = 0
+  for (const message of messages) {
+    total += shared.length + internal.uintSize(message.run) + internal.uintSize(message.seq) + floorSize +
+      internal.uintSize(message.payload.length) + message.payload.length
+  }
+  const writer = new internal.Writer(total)
+  const ends: Array<number> = []
+  for (const message of messages) {
+    writer.raw(shared)
+    writer.uint(message.run)
+    writer.uint(message.seq)
+    writer.uint(header.floor)
+    writer.bytes(message.payload)
+    ends.push(writer.offset)
+  }
+  const buffer = writer.finish()
+  return ends.map((end, i) => buffer.subarray(i === 0 ? 0 : ends[i - 1]!, end))
+}
+
 /** The exact size of a `Data` or `Ack` with ASCII ids (a frame with others grows its buffer); a guess for `Hello`. */
 const sizeOf = (frame: Frame): number => {
   const head = 2 + internal.stringSize(frame.from) + internal.stringSize(frame.to)

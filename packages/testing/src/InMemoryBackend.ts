@@ -224,15 +224,24 @@ const open = (handle: Store) =>
       append: (messages, run) =>
         operation("append", (data) => {
           store.usage_.appends++
+          // Copies of the payloads (the caller may reuse its buffers), end to end in one buffer per call.
+          const copies = new Uint8Array(messages.reduce((sum, message) => sum + message.payload.length, 0))
+          let offset = 0
+          let stream: StreamData | undefined
           return messages.map((message) => {
-            const k = StreamKey.make(message.peer, message.lane)
-            let stream = data.streams.get(k)
-            if (stream === undefined) {
-              stream = { peer: message.peer, lane: message.lane, nextSeq: 1, firstPending: 1, payloads: new Map() }
-              data.streams.set(k, stream)
+            // Messages of one stream come together: look the stream up once per run of them.
+            if (stream === undefined || stream.peer !== message.peer || stream.lane !== message.lane) {
+              const k = StreamKey.make(message.peer, message.lane)
+              stream = data.streams.get(k)
+              if (stream === undefined) {
+                stream = { peer: message.peer, lane: message.lane, nextSeq: 1, firstPending: 1, payloads: new Map() }
+                data.streams.set(k, stream)
+              }
             }
             const seq = stream.nextSeq++
-            stream.payloads.set(seq, { payload: message.payload.slice(), run })
+            const payload = copies.subarray(offset, offset += message.payload.length)
+            payload.set(message.payload)
+            stream.payloads.set(seq, { payload, run })
             return seq
           })
         }),

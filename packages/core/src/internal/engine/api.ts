@@ -12,7 +12,6 @@ import * as Option from "effect/Option"
 import * as STM from "effect/STM"
 import * as Stream from "effect/Stream"
 import * as Subscribable from "effect/Subscribable"
-import * as TMap from "effect/TMap"
 import * as TRef from "effect/TRef"
 import type * as ILM from "../../ILM.js"
 import {
@@ -30,7 +29,6 @@ import * as StreamKey from "../../StreamKey.js"
 import type { Appender } from "./appender.js"
 import type { Env } from "./env.js"
 import * as Outbound from "./outbound.js"
-import * as State from "./state.js"
 import type { Supervisor } from "./supervisor.js"
 
 export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.ILM["Type"] => {
@@ -74,7 +72,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
   const acknowledged = (id: MessageId) =>
     STM.gen(function*() {
       if (yield* TRef.get(state.closed)) return false
-      const stream = yield* State.getOrUndefined(state.outs, StreamKey.make(id.destination, id.lane))
+      const stream = yield* state.outs.get(StreamKey.make(id.destination, id.lane))
       if (stream !== undefined && stream.acked >= id.seq) return true
       return yield* STM.retry
     })
@@ -87,7 +85,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
     }).pipe(Effect.withSpan("ILM.sendAndAwait", { attributes: { to } }))
 
   const pendingStreams = STM.map(
-    TMap.values(state.outs),
+    state.outs.values(),
     (all) =>
       all.filter((stream) => Outbound.pending(stream) > 0).map((stream) => ({
         peer: stream.peer,
@@ -98,7 +96,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
 
   const drained = STM.gen(function*() {
     if (yield* TRef.get(state.closed)) return false
-    if ((yield* State.totalPending(state)) > 0) return yield* STM.retry
+    if ((yield* TRef.get(state.pending)) > 0) return yield* STM.retry
     return true
   })
 
@@ -112,7 +110,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
     }).pipe(Effect.withSpan("ILM.drain"))
 
   const stats = STM.gen(function*() {
-    const peerList = yield* TMap.values(state.peers)
+    const peerList = yield* state.peers.values()
     const incarnations = new Map(peerList.map((peer) => [peer.peer, peer.incarnation]))
     return {
       peers: peerList.map((peer): ILM.PeerStats => ({
@@ -123,7 +121,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
         retransmitTimeoutMillis: peer.rtt.rto,
         smoothedRoundTripMillis: peer.rtt.srtt
       })),
-      outbound: (yield* TMap.values(state.outs)).map((stream): ILM.OutboundStats => ({
+      outbound: (yield* state.outs.values()).map((stream): ILM.OutboundStats => ({
         peer: stream.peer,
         lane: stream.lane,
         incarnation: incarnations.get(stream.peer) ?? env.backend.incarnation,
@@ -133,7 +131,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
         lastSeq: stream.allocated,
         retransmitted: stream.retransmitted
       })),
-      inbound: (yield* TMap.values(state.ins)).map((stream): ILM.InboundStats => ({
+      inbound: (yield* state.ins.values()).map((stream): ILM.InboundStats => ({
         peer: stream.peer,
         lane: stream.lane,
         incarnation: stream.incarnation,

@@ -14,20 +14,19 @@ import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as STM from "effect/STM"
-import * as TMap from "effect/TMap"
 import type { OutboundMessage } from "../../Backend.js"
 import type { SendError } from "../../ILM.js"
 import { EngineClosedError } from "../../IlmError.js"
 import * as Metrics from "../../IlmMetrics.js"
 import type { Incarnation } from "../../Incarnation.js"
 import type { Lane } from "../../Lane.js"
-import { MessageId } from "../../Message.js"
+import type { MessageId } from "../../Message.js"
 import type { PeerId } from "../../PeerId.js"
 import type { StreamKey } from "../../StreamKey.js"
 import type { Env } from "./env.js"
 import { yieldToEventLoop } from "./fairness.js"
+import { messageId } from "./messages.js"
 import * as Outbound from "./outbound.js"
-import { pack, payloadAt } from "./sendBuffer.js"
 import * as State from "./state.js"
 
 /** One call of `send` or `sendAll`: its messages are stored together, with consecutive seqs. */
@@ -54,8 +53,6 @@ export interface Appender {
   readonly close: (error: EngineClosedError) => Effect.Effect<void>
 }
 
-const noValidation = { disableValidation: true } as const
-
 export const make = (env: Env): Appender => {
   const { backend, config, state } = env
   const queue: Array<Queued> = []
@@ -68,13 +65,10 @@ export const make = (env: Env): Appender => {
   /** Stores a batch and records it; gives each request its result. Runs uninterruptibly. */
   const store = (requests: ReadonlyArray<Request>): Effect.Effect<Array<Result>> =>
     Effect.gen(function*() {
-      const packed = requests.map((request) => pack(request.payloads))
       const messages: Array<OutboundMessage> = []
-      requests.forEach((request, i) => {
-        for (let j = 0; j < request.payloads.length; j++) {
-          messages.push({ peer: request.peer, lane: request.lane, payload: payloadAt(packed[i]!, j) })
-        }
-      })
+      for (const request of requests) {
+        for (const payload of request.payloads) messages.push({ peer: request.peer, lane: request.lane, payload })
+      }
       const stored = yield* Effect.exit(backend.append(messages, env.run))
       if (Exit.isFailure(stored)) {
         const error = Option.getOrElse(
@@ -92,21 +86,27 @@ export const make = (env: Env): Appender => {
         firsts.push(seqs[offset]!)
         offset += request.payloads.length
       }
-      requests.forEach((request, i) => env.sendBuffer.add(request.key, firsts[i]!, env.run, packed[i]!))
+      // The caller's buffers are the caller's again once `send` returns: the send buffer keeps copies.
+      requests.forEach((request, i) => env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads))
+      yield* state.outs.ensure(requests.map((request) => request.key))
+      yield* state.peers.ensure(requests.map((request) => request.peer))
       const incarnations = yield* STM.gen(function*() {
+        const ready: Array<StreamKey> = []
         const result: Array<Incarnation> = []
         for (let i = 0; i < requests.length; i++) {
           const request = requests[i]!
-          const current = yield* State.getOrUndefined(state.outs, request.key)
+          const current = yield* state.outs.get(request.key)
           const stream = current ?? Outbound.make(request.key, request.peer, request.lane)
           const last = firsts[i]! + request.payloads.length - 1
-          yield* TMap.set(state.outs, request.key, Outbound.allocate(stream, env.run, firsts[i]!, last))
+          yield* state.outs.set(request.key, Outbound.allocate(stream, env.run, firsts[i]!, last))
           const peer = yield* env.peerLink(request.peer)
-          if (current === undefined) yield* TMap.set(state.peers, request.peer, peer)
-          yield* State.addPending(state, request.peer, request.payloads.length)
+          if (current === undefined) yield* state.peers.set(request.peer, peer)
+          // The pump has nothing to do for a peer that is not linked: linking makes its streams ready.
+          if (peer.linked) ready.push(request.key)
           result.push(peer.incarnation)
         }
-        yield* State.addAll(state.outReady, requests.map((request) => request.key))
+        yield* State.addPending(state, messages.length)
+        if (ready.length > 0) yield* State.addAll(state.outReady, ready)
         return result
       })
       yield* Metric.incrementBy(Metrics.sent, messages.length)
@@ -114,14 +114,12 @@ export const make = (env: Env): Appender => {
       return requests.map((request, i) => {
         const ids: Array<MessageId> = []
         for (let j = 0; j < request.payloads.length; j++) {
-          ids.push(
-            new MessageId({
-              destination: request.peer,
-              lane: request.lane,
-              incarnation: incarnations[i]!,
-              seq: firsts[i]! + j
-            }, noValidation)
-          )
+          ids.push(messageId({
+            destination: request.peer,
+            lane: request.lane,
+            incarnation: incarnations[i]!,
+            seq: firsts[i]! + j
+          }))
         }
         return Exit.succeed(ids)
       })

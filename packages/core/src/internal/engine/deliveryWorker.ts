@@ -18,21 +18,19 @@ import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as PubSub from "effect/PubSub"
 import * as STM from "effect/STM"
-import * as TMap from "effect/TMap"
 import type { RunStart } from "../../Backend.js"
 import * as Frame from "../../Frame.js"
 import { IlmEvent } from "../../IlmEvent.js"
 import * as Metrics from "../../IlmMetrics.js"
 import type { Incarnation } from "../../Incarnation.js"
-import { Message } from "../../Message.js"
 import type { StreamKey } from "../../StreamKey.js"
 import * as Runs from "../runs.js"
 import type { Env } from "./env.js"
 import { yieldToEventLoop } from "./fairness.js"
 import * as Inbound from "./inbound.js"
+import { message } from "./messages.js"
 import * as Receive from "./receive.js"
 import { retryBackend } from "./retryBackend.js"
-import * as State from "./state.js"
 
 interface Batch {
   readonly stream: Inbound.InStream
@@ -46,28 +44,26 @@ interface Outcome {
   readonly failure: Cause.Cause<unknown> | undefined
 }
 
-const noValidation = { disableValidation: true } as const
-
 export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
   const { backend, config, state } = env
 
   /** The next deliverable messages; none left ends the worker's turn. */
   const takeBatch = STM.gen(function*() {
-    const stream = yield* State.getOrUndefined(state.ins, key)
+    const stream = yield* state.ins.get(key)
     if (stream === undefined) return undefined
     const frames = Inbound.deliverable(stream, config.maxBatch)
     if (frames.length > 0) return { stream, frames } satisfies Batch
-    yield* TMap.set(state.ins, key, { ...stream, busy: false })
+    yield* state.ins.set(key, { ...stream, busy: false })
     return undefined
   })
 
   /** Moves the stream's delivered seq once the store has it, and queues the acknowledgement. */
   const record = (incarnation: Incarnation, lastOk: number, runs: ReadonlyArray<RunStart>) =>
     STM.gen(function*() {
-      const stream = yield* State.getOrUndefined(state.ins, key)
+      const stream = yield* state.ins.get(key)
       const next = stream === undefined ? undefined : Inbound.delivered(stream, incarnation, lastOk, runs)
       if (next === undefined) return
-      yield* TMap.set(state.ins, key, next)
+      yield* state.ins.set(key, next)
       const effects = Receive.emptyEffects()
       Receive.queueAck(effects, next)
       yield* Receive.flush(env, effects)
@@ -81,15 +77,15 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
         let runs = stream.runs
         let failure: Cause.Cause<unknown> | undefined
         for (const data of frames) {
-          const message = new Message({
+          const delivered = message({
             source: stream.peer,
             destination: env.self,
             lane: stream.lane,
             incarnation: stream.incarnation,
             seq: data.seq,
             payload: data.payload
-          }, noValidation)
-          const exit = yield* Effect.exit(restore(backend.withTransaction(env.delivery.deliver(message))))
+          })
+          const exit = yield* Effect.exit(restore(backend.withTransaction(env.delivery.deliver(delivered))))
           if (Exit.isFailure(exit)) {
             failure = exit.cause
             break

@@ -6,12 +6,10 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"
-import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
 import * as STM from "effect/STM"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import * as TMap from "effect/TMap"
 import { Backend } from "../../Backend.js"
 import { Delivery } from "../../Delivery.js"
 import type { IlmConfig } from "../../IlmConfig.js"
@@ -83,24 +81,24 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     rtt: Rtt.initial(rttBounds)
   })
   const peerLink = (peer: PeerId) =>
-    STM.map(
-      TMap.get(state.peers, peer),
-      Option.getOrElse(() => newPeer(peer, storedIncarnations.get(peer) ?? backend.incarnation))
-    )
+    STM.map(state.peers.get(peer), (link) => link ?? newPeer(peer, storedIncarnations.get(peer) ?? backend.incarnation))
 
   const outbox = yield* Outbox.make({ max: config.maxPendingPerPeer, wait: config.whenFull === "wait" })
   const reserved: Array<readonly [PeerId, number]> = []
+  const outKeys = storedOutbound.streams.map((stream) => StreamKey.make(stream.peer, stream.lane))
+  const inKeys = storedReceived.map((received) => StreamKey.make(received.peer, received.lane))
+  yield* state.outs.ensure(outKeys)
+  yield* state.ins.ensure(inKeys)
+  yield* state.peers.ensure(storedOutbound.streams.map((stream) => stream.peer))
   yield* STM.gen(function*() {
-    for (const stream of storedOutbound.streams) {
-      const key = StreamKey.make(stream.peer, stream.lane)
-      yield* TMap.set(state.outs, key, Outbound.restore(key, stream, stream.runs))
-      yield* State.addPending(state, stream.peer, stream.nextSeq - stream.firstPending)
+    for (const [i, stream] of storedOutbound.streams.entries()) {
+      yield* state.outs.set(outKeys[i]!, Outbound.restore(outKeys[i]!, stream, stream.runs))
+      yield* State.addPending(state, stream.nextSeq - stream.firstPending)
       reserved.push([stream.peer, stream.nextSeq - stream.firstPending])
-      yield* TMap.set(state.peers, stream.peer, yield* peerLink(stream.peer))
+      yield* state.peers.set(stream.peer, yield* peerLink(stream.peer))
     }
-    for (const received of storedReceived) {
-      const key = StreamKey.make(received.peer, received.lane)
-      yield* TMap.set(state.ins, key, Inbound.restore(key, received))
+    for (const [i, received] of storedReceived.entries()) {
+      yield* state.ins.set(inKeys[i]!, Inbound.restore(inKeys[i]!, received))
     }
   })
 

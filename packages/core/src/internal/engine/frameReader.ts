@@ -13,6 +13,7 @@ import * as STM from "effect/STM"
 import * as Stream from "effect/Stream"
 import * as Frame from "../../Frame.js"
 import type { Inbound } from "../../Network.js"
+import * as StreamKey from "../../StreamKey.js"
 import type { Env } from "./env.js"
 import { yieldToEventLoop } from "./fairness.js"
 import type { Greeting } from "./greeting.js"
@@ -22,6 +23,7 @@ import * as Report from "./report.js"
 export const make = (env: Env, greeting: Greeting): Effect.Effect<void> => {
   const take = (batch: Array<Frame.Data | Frame.Ack>) =>
     batch.length === 0 ? Effect.void : Effect.gen(function*() {
+      yield* env.state.ins.ensure(inboundKeys(batch))
       const now = yield* Clock.currentTimeMillis
       const report = Report.make()
       const effects = yield* STM.commit(Receive.apply(env, batch.splice(0), now, report))
@@ -58,4 +60,16 @@ export const make = (env: Env, greeting: Greeting): Effect.Effect<void> => {
     })
 
   return Stream.runForEachChunk(env.network.inbound, handle)
+}
+
+/** The inbound streams a batch carries data of, each once. */
+const inboundKeys = (batch: ReadonlyArray<Frame.Data | Frame.Ack>): Set<StreamKey.StreamKey> => {
+  const keys = new Set<StreamKey.StreamKey>()
+  let last: Frame.Data | undefined
+  for (const frame of batch) {
+    if (frame._tag !== "Data" || (last !== undefined && last.from === frame.from && last.lane === frame.lane)) continue
+    keys.add(StreamKey.make(frame.from, frame.lane))
+    last = frame
+  }
+  return keys
 }

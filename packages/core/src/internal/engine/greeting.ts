@@ -13,7 +13,6 @@ import * as HashSet from "effect/HashSet"
 import * as PubSub from "effect/PubSub"
 import * as STM from "effect/STM"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import * as TMap from "effect/TMap"
 import * as Frame from "../../Frame.js"
 import { IlmEvent } from "../../IlmEvent.js"
 import * as Incarnation from "../../Incarnation.js"
@@ -74,16 +73,17 @@ export const make = (
    */
   const startSession = (peer: PeerId, nonce: number) =>
     Effect.gen(function*() {
+      yield* state.peers.ensure([peer])
       const streams = yield* STM.gen(function*() {
-        yield* TMap.set(state.peers, peer, { ...(yield* env.peerLink(peer)), theirNonce: nonce })
+        yield* state.peers.set(peer, { ...(yield* env.peerLink(peer)), theirNonce: nonce })
         const streams = yield* State.streamsFrom(state, peer)
-        for (const stream of streams) yield* TMap.set(state.ins, stream.key, Inbound.clear(stream))
+        for (const stream of streams) yield* state.ins.set(stream.key, Inbound.clear(stream))
         return streams
       })
       for (const stream of streams) yield* FiberMap.remove(workers, stream.key)
       yield* STM.forEach(streams, (stream) =>
-        STM.flatMap(State.getOrUndefined(state.ins, stream.key), (current) =>
-          current === undefined ? STM.void : TMap.set(state.ins, stream.key, { ...current, busy: false })), {
+        STM.flatMap(state.ins.get(stream.key), (current) =>
+          current === undefined ? STM.void : state.ins.set(stream.key, { ...current, busy: false })), {
         discard: true
       })
     })
@@ -104,16 +104,15 @@ export const make = (
       const report = Report.make()
       const effects = Receive.emptyEffects()
       for (const { stream, upTo } of plan.acks) {
-        const current = yield* State.getOrUndefined(state.outs, stream.key)
+        const current = yield* state.outs.get(stream.key)
         if (current !== undefined) yield* Receive.applyAck(env, current, upTo, now, report, effects)
       }
       const peer = yield* env.peerLink(peerId)
       if (!peer.connected) return { report, effects, connected: false }
-      yield* TMap.set(state.peers, peerId, { ...peer, incarnation, linked: true, verified: true })
+      yield* state.peers.set(peerId, { ...peer, incarnation, linked: true, verified: true })
       if (!peer.linked || newSession || incarnation !== peer.incarnation) {
         for (const stream of yield* State.streamsTo(state, peerId)) {
-          yield* TMap.set(state.outs, stream.key, Outbound.rewind(stream))
-          yield* TMap.remove(state.deadlines, stream.key)
+          yield* state.outs.set(stream.key, Outbound.restart(stream))
           effects.outReady.push(stream.key)
         }
       }
@@ -201,9 +200,10 @@ export const make = (
 
   const connect = (peer: PeerId) =>
     Effect.gen(function*() {
+      yield* state.peers.ensure([peer])
       yield* STM.flatMap(
         env.peerLink(peer),
-        (link) => TMap.set(state.peers, peer, { ...link, connected: true, linked: false, nonce: env.nextNonce() })
+        (link) => state.peers.set(peer, { ...link, connected: true, linked: false, nonce: env.nextNonce() })
       )
       yield* FiberMap.run(helloLoops, peer, helloLoop(peer))
     })
@@ -212,11 +212,11 @@ export const make = (
     Effect.gen(function*() {
       yield* FiberMap.remove(helloLoops, peer)
       const wasLinked = yield* STM.gen(function*() {
-        const link = yield* env.peerLink(peer)
-        yield* TMap.set(state.peers, peer, { ...link, connected: false, linked: false })
+        const link = yield* state.peers.get(peer)
+        if (link === undefined) return false
+        yield* state.peers.set(peer, { ...link, connected: false, linked: false })
         for (const stream of yield* State.streamsTo(state, peer)) {
-          yield* TMap.set(state.outs, stream.key, Outbound.rewind(stream))
-          yield* TMap.remove(state.deadlines, stream.key)
+          yield* state.outs.set(stream.key, Outbound.restart(stream))
         }
         return link.linked
       })

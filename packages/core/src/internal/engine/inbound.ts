@@ -43,14 +43,13 @@ export interface Jump {
 
 /**
  * What taking frames did: the stream (`undefined` only when it is new and no frame was taken), how many frames
- * were duplicates, and how many times the sender should hear the acknowledgement again: once for duplicates, and
- * once per frame that arrived past a gap (the next seq to deliver is missing), as each would have made its own
- * acknowledgement had it arrived alone — the sender resends the gap at once after three.
+ * were duplicates, and whether the sender should hear the acknowledgement again: after a duplicate, or a frame
+ * past a gap (the next seq to deliver is missing).
  */
 export interface Accepted {
   readonly stream: InStream | undefined
   readonly duplicates: number
-  readonly repeatAck: number
+  readonly repeatAck: boolean
   readonly jumps: ReadonlyArray<Jump>
   /** Frames of an older incarnation than the stream's: refused. */
   readonly stale: ReadonlyArray<Frame.Data>
@@ -87,7 +86,7 @@ export const accept = (
   const jumps: Array<Jump> = []
   const stale: Array<Frame.Data> = []
   let duplicates = 0
-  let repeatAck = 0
+  let repeatAck = false
   let stream = current
   // The buffer is copied once, on the first frame that changes it.
   let buffer: Array<Frame.Data> | undefined
@@ -127,7 +126,7 @@ export const accept = (
     const at = insertionPoint(list, data.seq)
     if (data.seq <= stream.delivered || list[at]?.seq === data.seq) {
       duplicates++
-      repeatAck ||= 1
+      repeatAck = true
       continue
     }
     const next = stream.delivered + 1
@@ -135,7 +134,7 @@ export const accept = (
     if (data.seq !== next && bufferedBytes + data.payload.length > limits.windowBytes) continue
     // Past a gap (the next seq to deliver is missing): repeat the last acknowledgement so the sender can resend the
     // gap at once. Frames queued behind a next seq that is here, waiting for its delivery, are no sign of loss.
-    if (data.seq > next && list[0]?.seq !== next) repeatAck++
+    if (data.seq > next && list[0]?.seq !== next) repeatAck = true
     const target = base()
     if (at === target.length) target.push(data)
     else target.splice(at, 0, data)
@@ -160,6 +159,14 @@ const insertionPoint = (buffer: ReadonlyArray<Frame.Data>, seq: number): number 
   }
   return low
 }
+
+/**
+ * How many buffered frames wait past a gap: all of them when the next seq to deliver is missing, else none. Each
+ * would have made the sender hear the acknowledgement again had it arrived alone, as TCP's receivers do; the
+ * engine sends that many repeats at once, so that batching keeps fast retransmit working.
+ */
+export const pastGap = (stream: InStream): number =>
+  stream.buffer.length > 0 && stream.buffer[0]!.seq !== stream.delivered + 1 ? stream.buffer.length : 0
 
 /** The frames that can be delivered now: consecutive from `delivered + 1`, at most `max`. */
 export const deliverable = (stream: InStream, max: number): ReadonlyArray<Frame.Data> => {

@@ -33,6 +33,8 @@ export interface OutStream {
   readonly duplicateAcks: number
   /** The `acked` at the last fast retransmit: one per gap. */
   readonly fastRetransmitAt: number
+  /** When the first unacknowledged seq is resent if no acknowledgement moves the stream: set while in flight. */
+  readonly deadline: number | undefined
   /** Payload bytes of each transmission in flight (up to seq `to`), for the window's byte bound. */
   readonly flight: ReadonlyArray<{ readonly to: number; readonly bytes: number }>
   readonly flightBytes: number
@@ -56,6 +58,7 @@ export const make = (key: StreamKey, peer: PeerId, lane: Lane): OutStream => ({
   retransmitted: 0,
   duplicateAcks: 0,
   fastRetransmitAt: -1,
+  deadline: undefined,
   flight: [],
   flightBytes: 0
 })
@@ -143,6 +146,13 @@ export const rewind = (stream: OutStream): OutStream =>
   stream.nextToSend === stream.acked + 1 && stream.probe === undefined && stream.flight.length === 0
     ? stream
     : { ...stream, nextToSend: stream.acked + 1, probe: undefined, flight: [], flightBytes: 0 }
+
+/** Arms the retransmission deadline at `at` unless it is armed already. */
+export const arm = (stream: OutStream, at: number): OutStream =>
+  stream.deadline === undefined ? { ...stream, deadline: at } : stream
+
+/** Resends from the first unacknowledged seq now, with no deadline until the pump sends again. */
+export const restart = (stream: OutStream): OutStream => ({ ...rewind(stream), deadline: undefined })
 
 /** Drops the transmissions acknowledged up to `upTo` from the flight. */
 const land = (stream: OutStream, upTo: number): Pick<OutStream, "flight" | "flightBytes"> => {

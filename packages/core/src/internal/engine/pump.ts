@@ -13,7 +13,6 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as STM from "effect/STM"
-import * as TMap from "effect/TMap"
 import * as TRef from "effect/TRef"
 import type { StoredMessage } from "../../Backend.js"
 import * as Frame from "../../Frame.js"
@@ -61,7 +60,7 @@ export const make = (env: Env): Effect.Effect<never> => {
     const ready = yield* State.takeAll(state.outReady, () => new Set())
     const candidates: Array<Candidate> = []
     for (const key of ready) {
-      const stream = yield* State.getOrUndefined(state.outs, key)
+      const stream = yield* state.outs.get(key)
       if (stream === undefined) continue
       const peer = yield* env.peerLink(stream.peer)
       if (!peer.linked) continue
@@ -109,18 +108,15 @@ export const make = (env: Env): Effect.Effect<never> => {
       let armed = false
       for (const transmission of transmissions) {
         const { candidate, messages } = transmission
-        const stream = yield* State.getOrUndefined(state.outs, candidate.stream.key)
+        const stream = yield* state.outs.get(candidate.stream.key)
         if (stream === undefined || stream.nextToSend !== candidate.from) continue
         const peer = yield* env.peerLink(stream.peer)
         if (!peer.linked || peer.nonce !== candidate.nonce) continue
         const count = messages === undefined ? candidate.to - candidate.from + 1 : messages.length
         if (count === 0) continue
         const next = Outbound.sent(stream, candidate.from, candidate.from + count - 1, transmission.bytes, now)
-        yield* TMap.set(state.outs, stream.key, next.stream)
-        if (!(yield* TMap.has(state.deadlines, stream.key))) {
-          yield* TMap.set(state.deadlines, stream.key, now + peer.rtt.rto)
-          armed = true
-        }
+        armed ||= stream.deadline === undefined
+        yield* state.outs.set(stream.key, Outbound.arm(next.stream, now + peer.rtt.rto))
         // More is sendable when the batch bound stopped it; the byte bound waits for an acknowledgement instead.
         if (candidate.more && count === candidate.to - candidate.from + 1) again.push(stream.key)
         if (messages === undefined) continue
@@ -140,20 +136,15 @@ export const make = (env: Env): Effect.Effect<never> => {
     })
 
   const encode = (outgoing: Outgoing, frames: Array<Uint8Array>) => {
-    for (const message of outgoing.messages) {
-      frames.push(Frame.encode({
-        _tag: "Data",
-        from: env.self,
-        to: outgoing.peer,
-        lane: outgoing.lane,
-        incarnation: outgoing.incarnation,
-        session: outgoing.session,
-        run: message.run,
-        seq: message.seq,
-        floor: outgoing.floor,
-        payload: message.payload
-      }))
+    const header = {
+      from: env.self,
+      to: outgoing.peer,
+      lane: outgoing.lane,
+      incarnation: outgoing.incarnation,
+      session: outgoing.session,
+      floor: outgoing.floor
     }
+    for (const frame of Frame.encodeData(header, outgoing.messages)) frames.push(frame)
   }
 
   return Effect.forever(Effect.gen(function*() {

@@ -7,7 +7,6 @@
  */
 import * as Effect from "effect/Effect"
 import * as STM from "effect/STM"
-import * as TMap from "effect/TMap"
 import type { Acknowledgement } from "../../Backend.js"
 import type * as Frame from "../../Frame.js"
 import type { PeerId } from "../../PeerId.js"
@@ -57,15 +56,15 @@ export const flush = (env: Env, effects: Effects): STM.STM<void> =>
     if (effects.deletions.length > 0) yield* State.setAll(state.deletions, effects.deletions)
   })
 
-/** Queues the acknowledgement of what a stream delivered, `copies` times. */
-export const queueAck = (effects: Effects, stream: Inbound.InStream, copies = 1) => {
+/** Queues the acknowledgement of what a stream delivered, repeated once per frame waiting past a gap. */
+export const queueAck = (effects: Effects, stream: Inbound.InStream) => {
   if (stream.delivered === 0) return
   effects.acks.push([stream.key, {
     peer: stream.peer,
     lane: stream.lane,
     incarnation: stream.incarnation,
     upTo: stream.delivered,
-    copies
+    copies: 1 + Inbound.pastGap(stream)
   }])
 }
 
@@ -85,8 +84,8 @@ export const applyAck = (
     const { state } = env
     const outcome = Outbound.acknowledge(stream, upTo, now)
     if (outcome._tag === "stale") return
-    yield* TMap.set(state.outs, stream.key, outcome.stream)
     if (outcome._tag === "duplicate") {
+      yield* state.outs.set(stream.key, outcome.stream)
       if (outcome.rewound) effects.outReady.push(stream.key)
       return
     }
@@ -94,10 +93,10 @@ export const applyAck = (
     const rtt = outcome.sample === undefined
       ? Rtt.progress(peer.rtt, env.rttBounds)
       : Rtt.sample(peer.rtt, outcome.sample, env.rttBounds)
-    if (rtt !== peer.rtt) yield* TMap.set(state.peers, peer.peer, { ...peer, rtt })
-    yield* State.addPending(state, stream.peer, -outcome.count)
-    if (Outbound.inFlight(outcome.stream) > 0) yield* TMap.set(state.deadlines, stream.key, now + rtt.rto)
-    else yield* TMap.remove(state.deadlines, stream.key)
+    if (rtt !== peer.rtt) yield* state.peers.set(peer.peer, { ...peer, rtt })
+    const deadline = Outbound.inFlight(outcome.stream) > 0 ? now + rtt.rto : undefined
+    yield* state.outs.set(stream.key, { ...outcome.stream, deadline })
+    yield* State.addPending(state, -outcome.count)
     effects.deletions.push([stream.key, { peer: stream.peer, lane: stream.lane, upTo }])
     effects.released.push({ key: stream.key, upTo })
     effects.freed.push([stream.peer, outcome.count])
@@ -107,11 +106,11 @@ export const applyAck = (
 
 const receiveAck = (env: Env, ack: Frame.Ack, now: number, report: Report.Report, effects: Effects) =>
   STM.gen(function*() {
-    const peer = yield* State.getOrUndefined(env.state.peers, ack.from)
+    const peer = yield* env.state.peers.get(ack.from)
     if (peer === undefined || !peer.verified) {
       return Report.reject(report, ack.from, "before-handshake", "an Ack before this run's Hello exchange")
     }
-    const stream = yield* State.getOrUndefined(env.state.outs, StreamKey.make(ack.from, ack.lane))
+    const stream = yield* env.state.outs.get(StreamKey.make(ack.from, ack.lane))
     if (stream === undefined) return Report.reject(report, ack.from, "unknown-stream", `no stream in lane ${ack.lane}`)
     if (ack.incarnation !== peer.incarnation) {
       return Report.reject(report, ack.from, "stale-incarnation", `an Ack for incarnation ${ack.incarnation}`)
@@ -131,7 +130,7 @@ const receiveAck = (env: Env, ack: Frame.Ack, now: number, report: Report.Report
 const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report.Report, effects: Effects) =>
   STM.gen(function*() {
     const first = frames[0]!
-    const sender = yield* State.getOrUndefined(env.state.peers, first.from)
+    const sender = yield* env.state.peers.get(first.from)
     const current = sender === undefined ? [] : frames.filter((data) => data.session === sender.theirNonce)
     if (current.length < frames.length) {
       report.unknownSessions.add(first.from)
@@ -143,7 +142,7 @@ const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report
     }
     if (current.length === 0) return
     const key = StreamKey.make(first.from, first.lane)
-    const stored = yield* State.getOrUndefined(env.state.ins, key)
+    const stored = yield* env.state.ins.get(key)
     const accepted = Inbound.accept(key, stored, current, env.config)
     report.duplicates += accepted.duplicates
     Report.jumped(report, first.from, first.lane, accepted.jumps)
@@ -152,8 +151,8 @@ const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report
     }
     const stream = accepted.stream
     if (stream === undefined) return
-    if (stream !== stored) yield* TMap.set(env.state.ins, key, stream)
-    if (accepted.repeatAck > 0) queueAck(effects, stream, accepted.repeatAck)
+    if (stream !== stored) yield* env.state.ins.set(key, stream)
+    if (accepted.repeatAck) queueAck(effects, stream)
     if (!stream.busy && stream.buffer[0]?.seq === stream.delivered + 1) effects.inReady.push(key)
   })
 

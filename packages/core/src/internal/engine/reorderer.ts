@@ -8,7 +8,6 @@
 import * as Effect from "effect/Effect"
 import * as FiberMap from "effect/FiberMap"
 import * as STM from "effect/STM"
-import * as TMap from "effect/TMap"
 import type { StreamKey } from "../../StreamKey.js"
 import * as DeliveryWorker from "./deliveryWorker.js"
 import type { Env } from "./env.js"
@@ -22,9 +21,9 @@ export const make = (env: Env, workers: FiberMap.FiberMap<StreamKey>): Effect.Ef
     const ready = yield* State.takeAll(state.inReady, () => new Set())
     const claimed: Array<StreamKey> = []
     for (const key of ready) {
-      const stream = yield* State.getOrUndefined(state.ins, key)
+      const stream = yield* state.ins.get(key)
       if (stream === undefined || stream.busy) continue
-      yield* TMap.set(state.ins, key, { ...stream, busy: true })
+      yield* state.ins.set(key, { ...stream, busy: true })
       claimed.push(key)
     }
     return claimed

@@ -8,7 +8,6 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as STM from "effect/STM"
-import * as TMap from "effect/TMap"
 import * as TRef from "effect/TRef"
 import type { PeerId } from "../../PeerId.js"
 import type { StreamKey } from "../../StreamKey.js"
@@ -24,26 +23,34 @@ export const make = (env: Env): Effect.Effect<never> => {
     STM.gen(function*() {
       const backedOff = new Set<PeerId>()
       const ready: Array<StreamKey> = []
-      for (const [key, deadline] of yield* TMap.toArray(state.deadlines)) {
-        if (deadline > now) continue
-        yield* TMap.remove(state.deadlines, key)
-        const stream = yield* State.getOrUndefined(state.outs, key)
-        if (stream === undefined || Outbound.inFlight(stream) === 0) continue
-        yield* TMap.set(state.outs, key, Outbound.rewind(stream))
-        ready.push(key)
+      for (const stream of yield* state.outs.values()) {
+        if (stream.deadline === undefined || stream.deadline > now) continue
+        if (Outbound.inFlight(stream) === 0) {
+          yield* state.outs.set(stream.key, { ...stream, deadline: undefined })
+          continue
+        }
+        yield* state.outs.set(stream.key, Outbound.restart(stream))
+        ready.push(stream.key)
         if (backedOff.has(stream.peer)) continue
         backedOff.add(stream.peer)
         const peer = yield* env.peerLink(stream.peer)
-        yield* TMap.set(state.peers, peer.peer, { ...peer, rtt: Rtt.backoff(peer.rtt, env.rttBounds) })
+        yield* state.peers.set(peer.peer, { ...peer, rtt: Rtt.backoff(peer.rtt, env.rttBounds) })
       }
       yield* State.addAll(state.outReady, ready)
     })
 
-  /** The earliest deadline and the version it was read at; waits while no deadline is armed. */
+  /**
+   * The earliest deadline and the version it was read at; waits while no deadline is armed. The version is read
+   * first: streams made after this transaction ran have cells it did not read, and arming one bumps the version.
+   */
   const earliest = STM.gen(function*() {
-    const all = yield* TMap.values(state.deadlines)
-    if (all.length === 0) return yield* STM.retry
-    return [Math.min(...all), yield* TRef.get(state.deadlinesVersion)] as const
+    const version = yield* TRef.get(state.deadlinesVersion)
+    let first = Infinity
+    for (const stream of yield* state.outs.values()) {
+      if (stream.deadline !== undefined && stream.deadline < first) first = stream.deadline
+    }
+    if (first === Infinity) return yield* STM.retry
+    return [first, version] as const
   })
 
   return Effect.forever(Effect.gen(function*() {

@@ -8,16 +8,15 @@
  *
  * @internal
  */
-import type * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
+import * as Effect from "effect/Effect"
 import * as STM from "effect/STM"
-import * as TMap from "effect/TMap"
 import * as TRef from "effect/TRef"
 import type { Acknowledgement } from "../../Backend.js"
 import type { Incarnation } from "../../Incarnation.js"
 import type { Lane } from "../../Lane.js"
 import type { PeerId } from "../../PeerId.js"
 import type { StreamKey } from "../../StreamKey.js"
+import { Cells } from "./cells.js"
 import type { InStream } from "./inbound.js"
 import type { OutStream } from "./outbound.js"
 import type { Rtt } from "./rtt.js"
@@ -41,8 +40,8 @@ export interface PeerLink {
 }
 
 /**
- * An acknowledgement this peer owes a sender, and how many times to send it: more than once when frames arrived
- * past a gap, so the sender sees repeated acknowledgements as it would had they arrived one by one.
+ * An acknowledgement this peer owes a sender, and how many times to send it: more than once when frames wait past
+ * a gap, so the sender sees repeated acknowledgements as it would had they arrived one by one.
  */
 export interface AckToSend {
   readonly peer: PeerId
@@ -52,8 +51,8 @@ export interface AckToSend {
   readonly copies: number
 }
 
-/** The most copies of one acknowledgement sent together: three repeats make the sender resend a gap. */
-export const maxCopies = 3
+/** The most copies of one acknowledgement sent together: the acknowledgement and the three repeats that make the sender resend a gap. */
+export const maxCopies = 4
 
 /** Queues acknowledgements; copies of one still queued add up when they acknowledge the same seq. */
 export const queueAcks = (state: State, acks: ReadonlyArray<readonly [StreamKey, AckToSend]>): STM.STM<void> =>
@@ -68,9 +67,9 @@ export const queueAcks = (state: State, acks: ReadonlyArray<readonly [StreamKey,
   })
 
 export interface State {
-  readonly peers: TMap.TMap<PeerId, PeerLink>
-  readonly outs: TMap.TMap<StreamKey, OutStream>
-  readonly ins: TMap.TMap<StreamKey, InStream>
+  readonly peers: Cells<PeerId, PeerLink>
+  readonly outs: Cells<StreamKey, OutStream>
+  readonly ins: Cells<StreamKey, InStream>
   /** Outbound streams the pump should look at: new messages, an opened window, a resend. */
   readonly outReady: TRef.TRef<ReadonlySet<StreamKey>>
   /** Inbound streams whose next message may be deliverable. */
@@ -78,28 +77,30 @@ export interface State {
   readonly acksToSend: TRef.TRef<ReadonlyMap<StreamKey, AckToSend>>
   /** Acknowledged messages the store may forget. */
   readonly deletions: TRef.TRef<ReadonlyMap<StreamKey, Acknowledgement>>
-  /** Retransmission deadlines of streams with messages in flight. */
-  readonly deadlines: TMap.TMap<StreamKey, number>
-  /** Bumped when a deadline is armed, so the timer wakes to look for an earlier one. */
+  /** Bumped when a retransmission deadline is armed, so the timer wakes to look for an earlier one. */
   readonly deadlinesVersion: TRef.TRef<number>
-  /** Stored and unacknowledged messages per destination, sends in progress included. */
-  readonly pendingByPeer: TMap.TMap<PeerId, number>
+  /** Stored and unacknowledged messages over all peers, for `drain`. */
+  readonly pending: TRef.TRef<number>
   readonly closed: TRef.TRef<boolean>
 }
 
-export const make: Effect.Effect<State> = STM.commit(STM.all({
-  peers: TMap.empty<PeerId, PeerLink>(),
-  outs: TMap.empty<StreamKey, OutStream>(),
-  ins: TMap.empty<StreamKey, InStream>(),
-  outReady: TRef.make<ReadonlySet<StreamKey>>(new Set()),
-  inReady: TRef.make<ReadonlySet<StreamKey>>(new Set()),
-  acksToSend: TRef.make<ReadonlyMap<StreamKey, AckToSend>>(new Map()),
-  deletions: TRef.make<ReadonlyMap<StreamKey, Acknowledgement>>(new Map()),
-  deadlines: TMap.empty<StreamKey, number>(),
-  deadlinesVersion: TRef.make(0),
-  pendingByPeer: TMap.empty<PeerId, number>(),
-  closed: TRef.make(false)
-}))
+export const make: Effect.Effect<State> = Effect.map(
+  STM.commit(STM.all({
+    outReady: TRef.make<ReadonlySet<StreamKey>>(new Set()),
+    inReady: TRef.make<ReadonlySet<StreamKey>>(new Set()),
+    acksToSend: TRef.make<ReadonlyMap<StreamKey, AckToSend>>(new Map()),
+    deletions: TRef.make<ReadonlyMap<StreamKey, Acknowledgement>>(new Map()),
+    deadlinesVersion: TRef.make(0),
+    pending: TRef.make(0),
+    closed: TRef.make(false)
+  })),
+  (cells) => ({
+    ...cells,
+    peers: new Cells<PeerId, PeerLink>(),
+    outs: new Cells<StreamKey, OutStream>(),
+    ins: new Cells<StreamKey, InStream>()
+  })
+)
 
 /** Adds keys to a set cell, copying it only when one is new. */
 export const addAll = <K>(cell: TRef.TRef<ReadonlySet<K>>, keys: Iterable<K>): STM.STM<void> =>
@@ -125,19 +126,13 @@ export const setAll = <K, V>(cell: TRef.TRef<ReadonlyMap<K, V>>, entries: Iterab
     return next
   })
 
-export const addPending = (state: State, peer: PeerId, delta: number): STM.STM<void> =>
-  TMap.merge(state.pendingByPeer, peer, delta, (a, b) => a + b)
-
-export const totalPending = (state: State): STM.STM<number> =>
-  STM.map(TMap.values(state.pendingByPeer), (values) => values.reduce((sum, n) => sum + n, 0))
+export const addPending = (state: State, delta: number): STM.STM<void> =>
+  delta === 0 ? STM.void : TRef.update(state.pending, (n) => n + delta)
 
 /** The outbound streams to one peer. */
 export const streamsTo = (state: State, peer: PeerId): STM.STM<Array<OutStream>> =>
-  STM.map(TMap.values(state.outs), (all) => all.filter((stream) => stream.peer === peer))
+  STM.map(state.outs.values(), (all) => all.filter((stream) => stream.peer === peer))
 
 /** The inbound streams from one peer. */
 export const streamsFrom = (state: State, peer: PeerId): STM.STM<Array<InStream>> =>
-  STM.map(TMap.values(state.ins), (all) => all.filter((stream) => stream.peer === peer))
-
-export const getOrUndefined = <K, V>(map: TMap.TMap<K, V>, key: K): STM.STM<V | undefined> =>
-  STM.map(TMap.get(map, key), Option.getOrUndefined)
+  STM.map(state.ins.values(), (all) => all.filter((stream) => stream.peer === peer))
