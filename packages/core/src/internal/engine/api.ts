@@ -7,7 +7,6 @@
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as STM from "effect/STM"
 import * as Stream from "effect/Stream"
@@ -29,40 +28,50 @@ import * as StreamKey from "../../StreamKey.js"
 import type { Appender } from "./appender.js"
 import type { Env } from "./env.js"
 import * as Outbound from "./outbound.js"
+import type * as Outbox from "./outbox.js"
 import type { Supervisor } from "./supervisor.js"
 
 export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.ILM["Type"] => {
   const { config, state } = env
   const closedError = Effect.flatMap(supervisor.closedError, Effect.fail)
 
-  const validate = (to: PeerId, payloads: ReadonlyArray<Uint8Array>, options: ILM.SendOptions | undefined) => {
-    const lane = options?.lane ?? Lane.defaultLane
-    if (to === env.self) return Either.left(new SendToSelfError({ peer: env.self }))
-    if (!Lane.isLane(lane)) return Either.left(new InvalidLaneError({ lane }))
+  /** Lanes already found valid: checking a lane against its schema costs more than the rest of a `send`. */
+  const validLanes = new Set<string>([Lane.defaultLane])
+
+  const invalid = (to: PeerId, lane: string, payloads: ReadonlyArray<Uint8Array>) => {
+    if (to === env.self) return new SendToSelfError({ peer: env.self })
+    if (!validLanes.has(lane)) {
+      if (!Lane.isLane(lane)) return new InvalidLaneError({ lane })
+      if (validLanes.size < 1024) validLanes.add(lane)
+    }
     for (const payload of payloads) {
       if (payload.length > config.maxPayloadBytes) {
-        return Either.left(new PayloadTooLargeError({ size: payload.length, maxPayloadBytes: config.maxPayloadBytes }))
+        return new PayloadTooLargeError({ size: payload.length, maxPayloadBytes: config.maxPayloadBytes })
       }
     }
-    return Either.right(lane)
+    return undefined
   }
 
-  /** Reserves outbox room for `count` messages to `to`: waits for it, or fails, by `whenFull`. */
-  const reserve = (to: PeerId, count: number) =>
-    Effect.catchAll(
-      env.outbox.reserve(to, count),
-      (refusal): Effect.Effect<never, OutboxFullError | EngineClosedError> =>
-        refusal === "full"
-          ? Effect.fail(new OutboxFullError({ peer: to, maxPendingPerPeer: config.maxPendingPerPeer }))
-          : closedError
-    )
+  const refused = (to: PeerId, refusal: Outbox.Refusal): Effect.Effect<never, OutboxFullError | EngineClosedError> =>
+    refusal === "full"
+      ? Effect.fail(new OutboxFullError({ peer: to, maxPendingPerPeer: config.maxPendingPerPeer }))
+      : closedError
 
   const sendAll = (to: PeerId, payloads: ReadonlyArray<Uint8Array>, options?: ILM.SendOptions) =>
-    Effect.gen(function*() {
-      const lane = yield* validate(to, payloads, options)
-      if (payloads.length === 0) return []
-      yield* reserve(to, payloads.length)
-      return yield* appender.submit({ peer: to, lane, key: StreamKey.make(to, lane), payloads })
+    Effect.suspend((): Effect.Effect<ReadonlyArray<MessageId>, ILM.SendError> => {
+      const lane = options?.lane ?? Lane.defaultLane
+      const error = invalid(to, lane, payloads)
+      if (error !== undefined) return Effect.fail(error)
+      if (payloads.length === 0) return Effect.succeed([])
+      const request = { peer: to, lane, key: StreamKey.make(to, lane), payloads }
+      // Room is reserved on the caller's fiber, at once when there is some.
+      const room = env.outbox.tryReserve(to, payloads.length)
+      if (room === "reserved") return appender.submit(request)
+      if (room !== "wait") return refused(to, room)
+      return Effect.zipRight(
+        Effect.catchAll(env.outbox.reserve(to, payloads.length), (refusal) => refused(to, refusal)),
+        appender.submit(request)
+      )
     })
 
   // No span per message: a span costs more than the rest of a send.

@@ -11,10 +11,9 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as STM from "effect/STM"
-import type { OutboundMessage } from "../../Backend.js"
+import type { BackendError, OutboundMessage } from "../../Backend.js"
 import type { SendError } from "../../ILM.js"
 import { EngineClosedError } from "../../IlmError.js"
 import * as Metrics from "../../IlmMetrics.js"
@@ -62,68 +61,103 @@ export const make = (env: Env): Appender => {
   let wake: (() => void) | undefined
   let closed: EngineClosedError | undefined
 
-  /** Stores a batch and records it; gives each request its result. Runs uninterruptibly. */
-  const store = (requests: ReadonlyArray<Request>): Effect.Effect<Array<Result>> =>
-    Effect.gen(function*() {
-      const messages: Array<OutboundMessage> = []
-      for (const request of requests) {
-        for (const payload of request.payloads) messages.push({ peer: request.peer, lane: request.lane, payload })
-      }
-      const stored = yield* Effect.exit(backend.append(messages, env.run))
-      if (Exit.isFailure(stored)) {
-        const error = Option.getOrElse(
-          Cause.failureOption(stored.cause),
-          () => new EngineClosedError({ peer: env.self })
+  /** Fails every request of a batch the store refused, freeing their room in the outbox. */
+  const refuse = (requests: ReadonlyArray<Request>, cause: Cause.Cause<BackendError>) => {
+    const error = Option.getOrElse(Cause.failureOption(cause), () => new EngineClosedError({ peer: env.self }))
+    return Effect.as(
+      Effect.forEach(requests, (request) => env.outbox.release(request.peer, request.payloads.length), {
+        discard: true
+      }),
+      requests.map((): Result => Exit.fail(error))
+    )
+  }
+
+  /** Extends one stream by a request's seqs from `first`; gives the incarnation they run under. */
+  const allocateOne = (request: Request, first: number, ready: Array<StreamKey>): STM.STM<Incarnation> =>
+    STM.flatMap(state.outs.get(request.key), (current) =>
+      STM.flatMap(env.peerLink(request.peer), (peer) => {
+        const last = first + request.payloads.length - 1
+        const stream = Outbound.allocate(
+          current ?? Outbound.make(request.key, request.peer, request.lane),
+          env.run,
+          first,
+          last
         )
-        for (const request of requests) yield* env.outbox.release(request.peer, request.payloads.length)
-        return requests.map(() => Exit.fail(error))
-      }
-      const seqs = stored.value
-      // A stream's seqs come in the order given, so one request's are consecutive.
-      const firsts: Array<number> = []
-      let offset = 0
-      for (const request of requests) {
-        firsts.push(seqs[offset]!)
-        offset += request.payloads.length
-      }
-      // The caller's buffers are the caller's again once `send` returns: the send buffer keeps copies.
-      requests.forEach((request, i) => env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads))
-      yield* state.outs.ensure(requests.map((request) => request.key))
-      yield* state.peers.ensure(requests.map((request) => request.peer))
-      const incarnations = yield* STM.gen(function*() {
-        const ready: Array<StreamKey> = []
-        const result: Array<Incarnation> = []
-        for (let i = 0; i < requests.length; i++) {
-          const request = requests[i]!
-          const current = yield* state.outs.get(request.key)
-          const stream = current ?? Outbound.make(request.key, request.peer, request.lane)
-          const last = firsts[i]! + request.payloads.length - 1
-          yield* state.outs.set(request.key, Outbound.allocate(stream, env.run, firsts[i]!, last))
-          const peer = yield* env.peerLink(request.peer)
-          if (current === undefined) yield* state.peers.set(request.peer, peer)
-          // The pump has nothing to do for a peer that is not linked: linking makes its streams ready.
-          if (peer.linked) ready.push(request.key)
-          result.push(peer.incarnation)
-        }
-        yield* State.addPending(state, messages.length)
-        if (ready.length > 0) yield* State.addAll(state.outReady, ready)
-        return result
+        // The pump has nothing to do for a peer that is not linked: linking makes its streams ready.
+        if (peer.linked) ready.push(request.key)
+        const written = state.outs.set(request.key, stream)
+        return STM.as(
+          current === undefined ? STM.zipRight(written, state.peers.set(request.peer, peer)) : written,
+          peer.incarnation
+        )
+      }))
+
+  /** Records stored requests in their streams, in one transaction; gives each one's incarnation. */
+  const allocate = (requests: ReadonlyArray<Request>, firsts: ReadonlyArray<number>, count: number) =>
+    STM.suspend(() => {
+      const ready: Array<StreamKey> = []
+      return STM.forEach(
+        requests.map((request, i) => [request, firsts[i]!] as const),
+        ([request, first]) => allocateOne(request, first, ready)
+      ).pipe(
+        STM.zipLeft(State.addPending(state, count)),
+        STM.tap(() => ready.length > 0 ? State.addAll(state.outReady, ready) : STM.void)
+      )
+    })
+
+  /** What a stored batch gives its requests: their ids. */
+  const record = (requests: ReadonlyArray<Request>, seqs: ReadonlyArray<number>, count: number) => {
+    // A stream's seqs come in the order given, so one request's are consecutive.
+    const firsts: Array<number> = []
+    let offset = 0
+    for (const request of requests) {
+      firsts.push(seqs[offset]!)
+      offset += request.payloads.length
+    }
+    // The caller's buffers are the caller's again once `send` returns: the send buffer keeps copies.
+    requests.forEach((request, i) => env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads))
+    const cells = Effect.zipRight(
+      state.outs.ensure(requests.map((request) => request.key)),
+      state.peers.ensure(requests.map((request) => request.peer))
+    )
+    return Effect.zipRight(
+      cells,
+      Effect.map(STM.commit(allocate(requests, firsts, count)), (incarnations) => {
+        Metrics.sent.unsafeUpdate(count, [])
+        Metrics.pending.unsafeUpdate(env.outbox.total(), [])
+        return requests.map((request, i): Result => {
+          const ids: Array<MessageId> = []
+          for (let j = 0; j < request.payloads.length; j++) {
+            ids.push(messageId({
+              destination: request.peer,
+              lane: request.lane,
+              incarnation: incarnations[i]!,
+              seq: firsts[i]! + j
+            }))
+          }
+          return Exit.succeed(ids)
+        })
       })
-      yield* Metric.incrementBy(Metrics.sent, messages.length)
-      yield* Metric.set(Metrics.pending, env.outbox.total())
-      return requests.map((request, i) => {
-        const ids: Array<MessageId> = []
-        for (let j = 0; j < request.payloads.length; j++) {
-          ids.push(messageId({
-            destination: request.peer,
-            lane: request.lane,
-            incarnation: incarnations[i]!,
-            seq: firsts[i]! + j
-          }))
-        }
-        return Exit.succeed(ids)
-      })
-    }).pipe(Effect.uninterruptible)
+    )
+  }
+
+  /**
+   * Stores a batch and records it; gives each request its result. Runs uninterruptibly, and without generators:
+   * it runs for every awaited `send`, and an `Effect.gen` costs more than the rest of it.
+   */
+  const store = (requests: ReadonlyArray<Request>): Effect.Effect<Array<Result>> => {
+    const messages: Array<OutboundMessage> = []
+    for (const request of requests) {
+      for (const payload of request.payloads) messages.push({ peer: request.peer, lane: request.lane, payload })
+    }
+    return Effect.uninterruptible(
+      Effect.flatMap(
+        Effect.exit(backend.append(messages, env.run)),
+        (stored) =>
+          Exit.isFailure(stored) ? refuse(requests, stored.cause) : record(requests, stored.value, messages.length)
+      )
+    )
+  }
 
   /** The next requests to store together: the first queued one, and those after it while `maxBatch` allows. */
   const takeBatch = (): Array<Queued> => {

@@ -14,6 +14,8 @@ import type { PeerId } from "../../PeerId.js"
 export type Refusal = "full" | "closed"
 
 export interface Outbox {
+  /** Reserves room for `count` messages to `peer` if there is some now; `"wait"` when the caller may wait for it. */
+  readonly tryReserve: (peer: PeerId, count: number) => Refusal | "reserved" | "wait"
   /** Reserves room for `count` messages to `peer`: waits for it (`wait`) or refuses at once (`fail`). */
   readonly reserve: (peer: PeerId, count: number) => Effect.Effect<void, Refusal>
   /** Counts messages the store held at the engine's start, whatever the bound. */
@@ -87,5 +89,5 @@ export const make = (options: { readonly max: number; readonly wait: boolean }) 
       total += count
     }
 
-    return { reserve, release, restore, close, total: () => total }
+    return { tryReserve, reserve, release, restore, close, total: () => total }
   })
