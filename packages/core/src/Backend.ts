@@ -144,7 +144,7 @@ export interface Acknowledgement {
 }
 
 /**
- * The store behind one engine (DESIGN §4). Every operation works on batches and none loads a whole backlog.
+ * The store behind one engine (protocol.md §4 in the repository). Every operation works on batches and none loads a whole backlog.
  *
  * - `incarnation` is created once when the store is first initialised and never changes.
  * - `append` allocates the next seq of each message's stream and stores it with the engine's `run`, all in one

@@ -199,22 +199,13 @@ const maxStringBytes = 3 * maxLength
  * @category codec
  */
 export const encode = (frame: Frame): Uint8Array => {
+  if (frame._tag === "Data") return encodeData(frame, [frame])[0]!
   const writer = new internal.Writer(sizeOf(frame))
   writer.byte(ProtocolVersion)
   writer.byte(tags[frame._tag])
   writer.string(frame.from)
   writer.string(frame.to)
   switch (frame._tag) {
-    case "Data": {
-      writer.string(frame.lane)
-      writer.uint(frame.incarnation)
-      writer.uint(frame.session)
-      writer.uint(frame.run)
-      writer.uint(frame.seq)
-      writer.uint(frame.floor)
-      writer.bytes(frame.payload)
-      break
-    }
     case "Ack": {
       writer.string(frame.lane)
       writer.uint(frame.incarnation)
@@ -296,14 +287,10 @@ export const encodeData = (
   return ends.map((end, i) => buffer.subarray(i === 0 ? 0 : ends[i - 1]!, end))
 }
 
-/** The exact size of a `Data` or `Ack` with ASCII ids (a frame with others grows its buffer); a guess for `Hello`. */
-const sizeOf = (frame: Frame): number => {
+/** The exact size of an `Ack` with ASCII ids (a frame with others grows its buffer); a guess for `Hello`. */
+const sizeOf = (frame: Ack | Hello): number => {
   const head = 2 + internal.stringSize(frame.from) + internal.stringSize(frame.to)
   switch (frame._tag) {
-    case "Data":
-      return head + internal.stringSize(frame.lane) + internal.uintSize(frame.incarnation) +
-        internal.uintSize(frame.session) + internal.uintSize(frame.run) + internal.uintSize(frame.seq) +
-        internal.uintSize(frame.floor) + internal.uintSize(frame.payload.length) + frame.payload.length
     case "Ack":
       return head + internal.stringSize(frame.lane) + internal.uintSize(frame.incarnation) +
         internal.uintSize(frame.upTo)

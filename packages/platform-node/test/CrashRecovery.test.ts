@@ -1,6 +1,6 @@
 /**
  * The crash test: two peers as child processes over TCP with SQLite files stream messages both ways while each is
- * killed with SIGKILL mid-transfer and restarted; then every promise of DESIGN §2 is checked against what each
+ * killed with SIGKILL mid-transfer and restarted; then every promise of protocol.md §1 is checked against what each
  * application recorded, and at least one kill must have landed while messages were in flight. `CRASH_TEST_KILLS` and
  * `CRASH_TEST_MESSAGES` make a longer run.
  */

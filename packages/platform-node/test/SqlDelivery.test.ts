@@ -1,5 +1,5 @@
 /**
- * Exactly-once delivery with the SQL backend (DESIGN §2, promise 3): the receiver's Delivery writes each message to
+ * Exactly-once delivery with the SQL backend (protocol.md §1, promise 3): the receiver's Delivery writes each message to
  * an application table through the store's own `SqlClient`, so the write commits or rolls back together with the
  * receive state. Faults strike at each step of a delivery, the receiver stops or dies, starts again, and the table
  * must hold every message once, in order — and at every stop, exactly the messages the store counts as delivered.

@@ -1,5 +1,5 @@
 /**
- * The conformance suite of the `Backend` contract (DESIGN §4, `@intersession/core/Backend`). Every implementation
+ * The conformance suite of the `Backend` contract (protocol.md §4, `@intersession/core/Backend`). Every implementation
  * runs the same suite: it provides a {@link BackendFixture} that makes empty stores and opens them, and calls
  * {@link backendSuite} from a test file.
  *

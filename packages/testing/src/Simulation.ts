@@ -2,7 +2,7 @@
  * A deterministic simulation: N peers on an in-memory network, a schedule drawn from a seed — bursts of sends,
  * link faults, partitions, disconnects, crashes (an engine stopped without draining), restarts, wiped stores,
  * stores restored from an older backup, failing deliveries and failing backends — then a quiet end, and a check of
- * every promise of DESIGN §2: nothing lost, nothing duplicated, nothing out of order or skipped, nothing left pending,
+ * every promise of protocol.md §1: nothing lost, nothing duplicated, nothing out of order or skipped, nothing left pending,
  * and every wipe followed by a resync (the store forgot, and its partners reported `Resynchronised`). It runs in
  * virtual time (see `VirtualClock`), so a schedule of minutes takes milliseconds, and the same seed replays the same
  * run.

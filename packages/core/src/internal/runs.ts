@@ -1,7 +1,6 @@
 /**
  * Run lists: which engine run allocated which seqs of a stream, as `RunStart`s in seq order. A seq and its run name
- * one message, so two run lists tell how far two records of a stream share their history (DESIGN §4, "seq reuse
- * is the trap").
+ * one message, so two run lists tell how far two records of a stream share their history (protocol.md §3, rule 8).
  *
  * @internal
  */

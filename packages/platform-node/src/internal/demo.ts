@@ -245,7 +245,7 @@ const recorded = (db: string, source: string) =>
     Effect.mapError((cause) => new DemoError({ reason: `cannot read ${db}`, cause }))
   )
 
-/** Every promise of DESIGN §2 for one direction: each of 1…sent delivered once, in order. */
+/** Every promise of protocol.md §1 for one direction: each of 1…sent delivered once, in order. */
 export const check = (from: string, to: string, sent: number, bodies: ReadonlyArray<number>): Direction => {
   const seen = new Set<number>()
   let duplicated = 0

@@ -1,7 +1,7 @@
 /**
  * `Hello` planning, as pure functions: what a peer tells its partner about the streams it receives, and what a
  * fresh `Hello` from the partner means for this peer's outbound streams — acknowledgements, and whether this
- * peer's store went back in time and needs a new incarnation (DESIGN §4 in docs/protocol.md).
+ * peer's store went back in time and needs a new incarnation (protocol.md §3, rules 5, 7 and 8).
  *
  * @internal
  */
