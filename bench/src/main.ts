@@ -62,6 +62,9 @@ const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
   return { quick, repeat, only: flags.get("--only"), timeoutSeconds, runtime: flags.has("--tsx") ? "tsx" : "bundle" }
 }
 
+/** Node flags for each case's process from `BENCH_CASE_NODE_ARGS` (`--cpu-prof` profiles it, say). */
+const caseNodeArgs = process.env.BENCH_CASE_NODE_ARGS?.split(" ").filter((arg) => arg !== "") ?? []
+
 /**
  * Runs one case in a fresh process, from the bundle in `bundle` or (undefined) under tsx; a crash, a bad exit or a
  * timeout becomes the run's error.
@@ -74,6 +77,7 @@ const runChild = (c: Case, args: Args, bundle: string | undefined): Promise<{ re
       [
         "--expose-gc",
         ...(c.nodeArgs ?? []),
+        ...caseNodeArgs,
         ...Runtime.nodeArgs("child", bundle),
         c.id,
         ...(quick ? ["--quick"] : [])

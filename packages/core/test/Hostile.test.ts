@@ -403,7 +403,7 @@ const observe = (running: TestPeer.Running, peer: TestPeer.Peer) =>
           lane: stream.lane,
           nextSeq: stream.nextSeq,
           firstPending: stream.firstPending,
-          payloads: Array.from(stream.payloads, ([seq, stored]) => [seq, stored.run, Array.from(stored.payload)])
+          payloads: stream.messages.entries().map(([seq, stored]) => [seq, stored.run, Array.from(stored.payload)])
         })),
         incarnations: Array.from(data.incarnations).sort(),
         received: byStream(Array.from(data.received.values()))

@@ -44,7 +44,7 @@ describe("send buffer", () => {
   })
 
   it("keeps nothing beyond its byte bound, and fills holes from the store", () => {
-    const buffer = new SendBuffer(240)
+    const buffer = new SendBuffer(120)
     buffer.add(key, 1, 9, [new Uint8Array(40)])
     assert.isFalse(buffer.fits([new Uint8Array(80)]))
     buffer.add(key, 2, 9, [new Uint8Array(80)])
@@ -55,7 +55,7 @@ describe("send buffer", () => {
       { peer: B, lane: Lane.defaultLane, seq: 3, run: 9, payload: Uint8Array.of(8) }
     ])
     assert.deepStrictEqual(get(buffer, 1, 3)?.map(([seq, run]) => [seq, run]), [[1, 9], [2, 8], [3, 9]])
-    assert.isAtMost(buffer.bytes, 240)
+    assert.isAtMost(buffer.bytes, 120)
   })
 
   it("forgets a whole stream", () => {

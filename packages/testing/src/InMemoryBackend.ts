@@ -14,12 +14,101 @@ import * as StreamKey from "@intersession/core/StreamKey"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 
+interface Entry {
+  readonly payload: Uint8Array
+  readonly run: number
+}
+
+/** Consecutive messages of one append: message `i` is `bytes[offsets[i] … offsets[i+1]]`. */
+interface Segment {
+  readonly first: number
+  readonly run: number
+  readonly bytes: Uint8Array
+  readonly offsets: Uint32Array
+}
+
+/**
+ * A stream's stored messages, from `firstPending` on: one segment per append, so a stored message costs no object of
+ * its own (a map of seqs would cost several times more per message, and weigh on the garbage collector).
+ */
+class Messages {
+  private segments: Array<Segment> = []
+  /** The index of the first segment kept; those before it are acknowledged, and go when half the array is. */
+  private start = 0
+
+  /** `base` is the first seq kept, `end` the seq the next message gets. */
+  constructor(private base = 1, private end = 1) {}
+
+  get(seq: number): Entry | undefined {
+    if (seq < this.base || seq >= this.end) return undefined
+    let low = this.start
+    let high = this.segments.length - 1
+    while (low < high) {
+      const middle = (low + high + 1) >>> 1
+      if (this.segments[middle]!.first <= seq) low = middle
+      else high = middle - 1
+    }
+    const segment = this.segments[low]!
+    const i = seq - segment.first
+    return { payload: segment.bytes.subarray(segment.offsets[i]!, segment.offsets[i + 1]!), run: segment.run }
+  }
+
+  /** Stores the next seqs: copies of the payloads of `messages[from … to - 1]`, end to end in one buffer. */
+  append(run: number, messages: ReadonlyArray<BackendTypes.OutboundMessage>, from: number, to: number): void {
+    const offsets = new Uint32Array(to - from + 1)
+    let size = 0
+    for (let i = from; i < to; i++) {
+      offsets[i - from] = size
+      size += messages[i]!.payload.length
+    }
+    offsets[to - from] = size
+    const bytes = new Uint8Array(size)
+    for (let i = from; i < to; i++) bytes.set(messages[i]!.payload, offsets[i - from]!)
+    this.segments.push({ first: this.end, run, bytes, offsets })
+    this.end += to - from
+  }
+
+  /** Forgets every seq up to `upTo`. */
+  dropThrough(upTo: number): void {
+    this.base = Math.min(this.end, Math.max(this.base, upTo + 1))
+    while (this.start < this.segments.length) {
+      const segment = this.segments[this.start]!
+      if (segment.first + segment.offsets.length - 1 > this.base) break
+      this.start++
+    }
+    if (this.start === this.segments.length) {
+      this.segments = []
+      this.start = 0
+    } else if (this.start > 1024 && this.start * 2 > this.segments.length) {
+      this.segments = this.segments.slice(this.start)
+      this.start = 0
+    }
+  }
+
+  get size(): number {
+    return this.end - this.base
+  }
+
+  /** Every message kept, with its seq, in seq order. */
+  entries(): Array<readonly [number, Entry]> {
+    const entries: Array<readonly [number, Entry]> = []
+    for (let seq = this.base; seq < this.end; seq++) entries.push([seq, this.get(seq)!])
+    return entries
+  }
+
+  copy(): Messages {
+    const copy = new Messages(this.base, this.end)
+    copy.segments = this.segments.slice(this.start)
+    return copy
+  }
+}
+
 interface StreamData {
   readonly peer: PeerId
   readonly lane: Lane
   nextSeq: number
   firstPending: number
-  readonly payloads: Map<number, { readonly payload: Uint8Array; readonly run: number }>
+  readonly messages: Messages
 }
 
 interface StoreData {
@@ -105,7 +194,7 @@ const emptyData = (): StoreData => ({
 const copyData = (data: StoreData): StoreData => ({
   incarnation: data.incarnation,
   streams: new Map(
-    Array.from(data.streams, ([k, stream]) => [k, { ...stream, payloads: new Map(stream.payloads) }])
+    Array.from(data.streams, ([k, stream]) => [k, { ...stream, messages: stream.messages.copy() }])
   ),
   incarnations: new Map(data.incarnations),
   received: new Map(data.received)
@@ -125,7 +214,7 @@ const internals = new WeakMap<Store, StoreInternal>()
 const pendingRuns = (stream: StreamData): Array<BackendTypes.RunStart> => {
   const runs: Array<BackendTypes.RunStart> = []
   for (let seq = stream.firstPending; seq < stream.nextSeq; seq++) {
-    const stored = stream.payloads.get(seq)
+    const stored = stream.messages.get(seq)
     if (stored !== undefined && runs[runs.length - 1]?.run !== stored.run) runs.push({ run: stored.run, from: seq })
   }
   return runs
@@ -148,7 +237,7 @@ export const makeStore = (name = "memory"): Effect.Effect<Store> =>
       usage_: { reads: 0, largestRead: 0, appends: 0, acknowledgements: 0, commits: 0 },
       incarnation: Effect.sync(() => store.data.incarnation),
       pendingCount: Effect.sync(() =>
-        Array.from(store.data.streams.values()).reduce((sum, stream) => sum + stream.payloads.size, 0)
+        Array.from(store.data.streams.values()).reduce((sum, stream) => sum + stream.messages.size, 0)
       ),
       usage: Effect.sync(() => ({ ...store.usage_ })),
       heldFor: (peer) =>
@@ -224,26 +313,23 @@ const open = (handle: Store) =>
       append: (messages, run) =>
         operation("append", (data) => {
           store.usage_.appends++
-          // Copies of the payloads (the caller may reuse its buffers), end to end in one buffer per call.
-          const copies = new Uint8Array(messages.reduce((sum, message) => sum + message.payload.length, 0))
-          let offset = 0
-          let stream: StreamData | undefined
-          return messages.map((message) => {
-            // Messages of one stream come together: look the stream up once per run of them.
-            if (stream === undefined || stream.peer !== message.peer || stream.lane !== message.lane) {
-              const k = StreamKey.make(message.peer, message.lane)
-              stream = data.streams.get(k)
-              if (stream === undefined) {
-                stream = { peer: message.peer, lane: message.lane, nextSeq: 1, firstPending: 1, payloads: new Map() }
-                data.streams.set(k, stream)
-              }
+          const seqs: Array<number> = []
+          // Messages of one stream come together: each run of them is one segment of its stream.
+          for (let start = 0; start < messages.length;) {
+            const { lane, peer } = messages[start]!
+            let end = start + 1
+            while (end < messages.length && messages[end]!.peer === peer && messages[end]!.lane === lane) end++
+            const k = StreamKey.make(peer, lane)
+            let stream = data.streams.get(k)
+            if (stream === undefined) {
+              stream = { peer, lane, nextSeq: 1, firstPending: 1, messages: new Messages() }
+              data.streams.set(k, stream)
             }
-            const seq = stream.nextSeq++
-            const payload = copies.subarray(offset, offset += message.payload.length)
-            payload.set(message.payload)
-            stream.payloads.set(seq, { payload, run })
-            return seq
-          })
+            stream.messages.append(run, messages, start, end)
+            for (let i = start; i < end; i++) seqs.push(stream.nextSeq++)
+            start = end
+          }
+          return seqs
         }),
       read: (peer, lane, fromSeq, limit) =>
         operation("read", (data) => {
@@ -253,7 +339,7 @@ const open = (handle: Store) =>
           if (stream === undefined) return []
           const result: Array<BackendTypes.StoredMessage> = []
           for (let seq = Math.max(fromSeq, stream.firstPending); seq < stream.nextSeq && result.length < limit; seq++) {
-            const stored = stream.payloads.get(seq)
+            const stored = stream.messages.get(seq)
             if (stored !== undefined) result.push({ peer, lane, seq, payload: stored.payload, run: stored.run })
           }
           return result
@@ -265,7 +351,7 @@ const open = (handle: Store) =>
             const stream = data.streams.get(StreamKey.make(ack.peer, ack.lane))
             if (stream === undefined) continue
             const upTo = Math.min(ack.upTo, stream.nextSeq - 1)
-            for (let seq = stream.firstPending; seq <= upTo; seq++) stream.payloads.delete(seq)
+            stream.messages.dropThrough(upTo)
             stream.firstPending = Math.max(stream.firstPending, upTo + 1)
           }
         }),

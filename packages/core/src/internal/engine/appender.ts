@@ -52,6 +52,9 @@ export interface Appender {
   readonly close: (error: EngineClosedError) => Effect.Effect<void>
 }
 
+/** A call storing at least this many messages lets the engine's other fibers run once before it stores them. */
+const gatherFrom = 64
+
 export const make = (env: Env): Appender => {
   const { backend, config, state } = env
   const queue: Array<Queued> = []
@@ -177,19 +180,52 @@ export const make = (env: Env): Appender => {
     resume()
   }
 
+  /** Takes queued requests after the caller's own, while `maxBatch` allows: they go in the caller's batch. */
+  const takeAlong = (own: Request): Array<Queued> => {
+    let count = own.payloads.length
+    let end = 0
+    while (end < queue.length && count + queue[end]!.request.payloads.length <= config.maxBatch) {
+      count += queue[end++]!.request.payloads.length
+    }
+    return queue.splice(0, end)
+  }
+
+  /**
+   * Stores the caller's request on its own fiber, with whatever queued meanwhile. A large request first lets the
+   * engine's other fibers run once: concurrent callers then join its batch (one commit for all, which a store that
+   * syncs to disk pays dearly for), and the pump and frame reader take a turn — with better-sqlite3 storing never
+   * waits, and a busy producer would keep them from running.
+   */
+  /** Lets the other fibers run once; a caller interrupted meanwhile stores nothing and frees its room. */
+  const gather = (request: Request, restore: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>) =>
+    Effect.onInterrupt(restore(Effect.yieldNow()), () => env.outbox.release(request.peer, request.payloads.length))
+
+  const storeHere = (request: Request): Effect.Effect<ReadonlyArray<MessageId>, SendError> =>
+    Effect.uninterruptibleMask((restore) =>
+      (request.payloads.length >= gatherFrom ? gather(request, restore) : Effect.void).pipe(
+        Effect.zipRight(Effect.suspend(() => {
+          const along = takeAlong(request)
+          return Effect.map(store([request, ...along.map((queued) => queued.request)]), (results) => {
+            along.forEach((queued, i) => queued.resume(results[i + 1]!))
+            return results[0]!
+          })
+        })),
+        Effect.ensuring(Effect.sync(() => {
+          busy = false
+          kick()
+        }))
+      )
+    ).pipe(
+      Effect.zipLeft(yieldToEventLoop),
+      Effect.flatten
+    )
+
   const submit = (request: Request): Effect.Effect<ReadonlyArray<MessageId>, SendError> =>
     Effect.suspend(() => {
       if (closed !== undefined) return Effect.fail(closed)
       if (!busy && queue.length === 0) {
         busy = true
-        return store([request]).pipe(
-          Effect.ensuring(Effect.sync(() => {
-            busy = false
-            kick()
-          })),
-          Effect.zipLeft(yieldToEventLoop),
-          Effect.flatMap((results) => results[0]!)
-        )
+        return storeHere(request)
       }
       return Effect.async<ReadonlyArray<MessageId>, SendError>((resume) => {
         const queued: Queued = { request, resume }

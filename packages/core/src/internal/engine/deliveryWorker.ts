@@ -155,6 +155,9 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
         : { lastOk: batch.frames[0]!.seq - 1, runs: batch.stream.runs, failure: exit.cause }
       if (outcome.failure === undefined) {
         attempt = 0
+        // The acknowledgement is queued: let the ack sender send it before the next batch is delivered (a SQL
+        // store's commit never waits, and this worker would keep it from running).
+        yield* Effect.yieldNow()
         yield* yieldToEventLoop
         continue
       }

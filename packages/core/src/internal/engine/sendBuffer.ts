@@ -1,7 +1,9 @@
 /**
  * Messages of outbound streams kept in memory between their append and their acknowledgement, so the pump sends
  * and resends them without reading them back from the store. Each append batch is one segment of consecutive seqs,
- * its payloads copied into a shared {@link Slab}. Bounded in bytes over all streams: a batch that does not fit is
+ * its payloads copied end to end into one region of a shared {@link Slab}, with their offsets: a kept message costs
+ * no object of its own, which matters to the garbage collector when a backlog is kept. Bounded in bytes over all
+ * streams: a batch that does not fit is
  * not kept, and the pump reads it back from the store when its turn comes, so a backlog stays in the store. A seq
  * and its run name one message for the whole engine run, so a kept message is never stale.
  *
@@ -15,21 +17,29 @@ import type { PeerId } from "../../PeerId.js"
 import type { StreamKey } from "../../StreamKey.js"
 import { Slab } from "./slab.js"
 
-/** Bytes a kept message costs besides its payload: its view and its place in the segment. */
-const overhead = 64
+/** Bytes a kept message costs besides its payload: its offset, and its share of the segment. */
+const overhead = 16
 
-/** Consecutive seqs of one run, from `first`; payloads before `start` are released. */
+/** Consecutive seqs of one run, from `first`; message `i` is `region[offsets[i] … offsets[i+1]]`. */
 interface Segment {
   readonly first: number
   readonly run: number
-  readonly payloads: ReadonlyArray<Uint8Array>
+  readonly region: Uint8Array
+  readonly offsets: Uint32Array
+  /** Messages before this index are released. */
   start: number
   bytes: number
 }
 
-const sizeOf = (payloads: ReadonlyArray<Uint8Array>, from: number, to: number) => {
-  let bytes = (to - from) * overhead
-  for (let i = from; i < to; i++) bytes += payloads[i]!.length
+const count = (segment: Segment) => segment.offsets.length - 1
+
+/** The bytes that messages `from … to - 1` of a segment cost. */
+const sizeOf = (segment: Segment, from: number, to: number) =>
+  segment.offsets[to]! - segment.offsets[from]! + (to - from) * overhead
+
+const payloadsSize = (payloads: ReadonlyArray<Uint8Array>) => {
+  let bytes = payloads.length * overhead
+  for (const payload of payloads) bytes += payload.length
   return bytes
 }
 
@@ -45,16 +55,25 @@ export class SendBuffer {
     return this.used
   }
 
-  /** Whether messages of these sizes would be kept: a sender need not copy what will not be. */
+  /** Whether messages of these sizes would be kept. */
   fits(payloads: ReadonlyArray<Uint8Array>): boolean {
-    return this.used + sizeOf(payloads, 0, payloads.length) <= this.maxBytes
+    return this.used + payloadsSize(payloads) <= this.maxBytes
   }
 
-  /** Keeps a copy of seqs `first …` of `run` if they fit; returns the copies, or `undefined`. */
-  add(key: StreamKey, first: number, run: number, payloads: ReadonlyArray<Uint8Array>) {
-    if (payloads.length === 0 || !this.fits(payloads)) return undefined
-    const copies = payloads.map((payload) => this.slab.copy(payload))
-    const segment: Segment = { first, run, payloads: copies, start: 0, bytes: sizeOf(copies, 0, copies.length) }
+  /** Keeps a copy of seqs `first …` of `run` if they fit. */
+  add(key: StreamKey, first: number, run: number, payloads: ReadonlyArray<Uint8Array>): void {
+    if (payloads.length === 0 || !this.fits(payloads)) return
+    const offsets = new Uint32Array(payloads.length + 1)
+    let size = 0
+    for (let i = 0; i < payloads.length; i++) {
+      offsets[i] = size
+      size += payloads[i]!.length
+    }
+    offsets[payloads.length] = size
+    const region = this.slab.alloc(size)
+    for (let i = 0; i < payloads.length; i++) region.set(payloads[i]!, offsets[i]!)
+    const segment: Segment = { first, run, region, offsets, start: 0, bytes: 0 }
+    segment.bytes = sizeOf(segment, 0, payloads.length)
     let list = this.streams.get(key)
     if (list === undefined) this.streams.set(key, list = [])
     // Segments stay in seq order; appends come in order, reads back from the store fill holes.
@@ -62,7 +81,6 @@ export class SendBuffer {
     while (at > 0 && list[at - 1]!.first > first) at--
     list.splice(at, 0, segment)
     this.used += segment.bytes
-    return copies
   }
 
   /** Keeps messages read back from the store (consecutive seqs), one segment per run, if they fit. */
@@ -87,12 +105,13 @@ export class SendBuffer {
     const found: Array<StoredMessage> = []
     let seq = from
     for (const segment of list) {
-      const end = segment.first + segment.payloads.length - 1
+      const end = segment.first + count(segment) - 1
       if (end < seq) continue
       const index = seq - segment.first
       if (index < segment.start) return undefined
-      for (let i = index; i < segment.payloads.length && seq <= to; i++, seq++) {
-        found.push({ peer, lane, seq, run: segment.run, payload: segment.payloads[i]! })
+      const { offsets, region } = segment
+      for (let i = index; i < offsets.length - 1 && seq <= to; i++, seq++) {
+        found.push({ peer, lane, seq, run: segment.run, payload: region.subarray(offsets[i]!, offsets[i + 1]!) })
       }
       if (seq > to) return found
     }
@@ -105,13 +124,13 @@ export class SendBuffer {
     if (list === undefined) return
     let drop = 0
     for (const segment of list) {
-      const keep = Math.min(segment.payloads.length, Math.max(segment.start, upTo - segment.first + 1))
+      const keep = Math.min(count(segment), Math.max(segment.start, upTo - segment.first + 1))
       if (keep === segment.start) break
-      const freed = sizeOf(segment.payloads, segment.start, keep)
+      const freed = sizeOf(segment, segment.start, keep)
       segment.start = keep
       segment.bytes -= freed
       this.used -= freed
-      if (keep === segment.payloads.length) drop++
+      if (keep === count(segment)) drop++
       else break
     }
     if (drop === list.length) this.streams.delete(key)
