@@ -22,7 +22,8 @@ export interface IlmConfig {
   readonly windowBytes: number
   /**
    * Payload bytes of outbound messages kept in memory, over all streams, so that they are sent and resent without
-   * being read back from the store. Messages beyond it (a backlog for an absent peer) wait in the store only.
+   * being read back from the store. Messages beyond it, and messages for a peer that is not linked, wait in the
+   * store only.
    */
   readonly sendBufferBytes: number
   /** How long the receiver may hold an acknowledgement to coalesce it with later ones. */

@@ -17,7 +17,6 @@ import type { BackendError, OutboundMessage } from "../../Backend.js"
 import type { SendError } from "../../ILM.js"
 import { EngineClosedError } from "../../IlmError.js"
 import * as Metrics from "../../IlmMetrics.js"
-import type { Incarnation } from "../../Incarnation.js"
 import type { Lane } from "../../Lane.js"
 import type { MessageId } from "../../Message.js"
 import type { PeerId } from "../../PeerId.js"
@@ -75,8 +74,8 @@ export const make = (env: Env): Appender => {
     )
   }
 
-  /** Extends one stream by a request's seqs from `first`; gives the incarnation they run under. */
-  const allocateOne = (request: Request, first: number, ready: Array<StreamKey>): STM.STM<Incarnation> =>
+  /** Extends one stream by a request's seqs from `first`; gives the peer's link as it stands. */
+  const allocateOne = (request: Request, first: number, ready: Array<StreamKey>): STM.STM<State.PeerLink> =>
     STM.flatMap(state.outs.get(request.key), (current) =>
       STM.flatMap(env.peerLink(request.peer), (peer) => {
         const last = first + request.payloads.length - 1
@@ -91,11 +90,11 @@ export const make = (env: Env): Appender => {
         const written = state.outs.set(request.key, stream)
         return STM.as(
           current === undefined ? STM.zipRight(written, state.peers.set(request.peer, peer)) : written,
-          peer.incarnation
+          peer
         )
       }))
 
-  /** Records stored requests in their streams, in one transaction; gives each one's incarnation. */
+  /** Records stored requests in their streams, in one transaction; gives each one's peer link. */
   const allocate = (requests: ReadonlyArray<Request>, firsts: ReadonlyArray<number>, count: number) =>
     STM.suspend(() => {
       const ready: Array<StreamKey> = []
@@ -117,15 +116,18 @@ export const make = (env: Env): Appender => {
       firsts.push(seqs[offset]!)
       offset += request.payloads.length
     }
-    // The caller's buffers are the caller's again once `send` returns: the send buffer keeps copies.
-    requests.forEach((request, i) => env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads))
     const cells = Effect.zipRight(
       state.outs.ensure(requests.map((request) => request.key)),
       state.peers.ensure(requests.map((request) => request.peer))
     )
     return Effect.zipRight(
       cells,
-      Effect.map(STM.commit(allocate(requests, firsts, count)), (incarnations) => {
+      Effect.map(STM.commit(allocate(requests, firsts, count)), (links) => {
+        // The caller's buffers are the caller's again once `send` returns: the send buffer keeps copies of what
+        // goes out soon. Messages for a peer that is not linked wait in the store only, however long it is away.
+        requests.forEach((request, i) => {
+          if (links[i]!.linked) env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads)
+        })
         Metrics.sent.unsafeUpdate(count, [])
         Metrics.pending.unsafeUpdate(env.outbox.total(), [])
         return requests.map((request, i): Result => {
@@ -134,7 +136,7 @@ export const make = (env: Env): Appender => {
             ids.push(messageId({
               destination: request.peer,
               lane: request.lane,
-              incarnation: incarnations[i]!,
+              incarnation: links[i]!.incarnation,
               seq: firsts[i]! + j
             }))
           }

@@ -2,10 +2,10 @@
  * Messages of outbound streams kept in memory between their append and their acknowledgement, so the pump sends
  * and resends them without reading them back from the store. Each append batch is one segment of consecutive seqs,
  * its payloads copied end to end into one region of a shared {@link Slab}, with their offsets: a kept message costs
- * no object of its own, which matters to the garbage collector when a backlog is kept. Bounded in bytes over all
- * streams: a batch that does not fit is
- * not kept, and the pump reads it back from the store when its turn comes, so a backlog stays in the store. A seq
- * and its run name one message for the whole engine run, so a kept message is never stale.
+ * no object of its own. Bounded in bytes over all streams: a batch that does not fit is not kept, and the pump
+ * reads it back from the store when its turn comes, so a backlog stays in the store (the appender keeps nothing for
+ * a peer that is not linked). A seq and its run name one message for the whole engine run, so a kept message is
+ * never stale.
  *
  * Plain mutable state, used only between transactions by the fibers of one engine.
  *
