@@ -17,7 +17,7 @@ describe("outbox", () => {
       assert.strictEqual(outbox.tryReserve(A, 2), "full")
       assert.strictEqual(outbox.tryReserve(B, 3), "reserved")
       assert.strictEqual(outbox.total(), 5)
-      assert.deepStrictEqual(yield* Effect.either(outbox.reserve(A, 2)), Either.left("full"))
+      assert.deepStrictEqual(yield* Effect.either(outbox.reserve(A, 2)), Either.left<Outbox.Refusal>("full"))
       yield* outbox.release(A, 1)
       yield* outbox.reserve(A, 2)
       assert.strictEqual(outbox.total(), 6)
@@ -58,7 +58,7 @@ describe("outbox", () => {
       const waiting = yield* Effect.fork(outbox.reserve(A, 1))
       yield* Effect.yieldNow()
       yield* outbox.close
-      assert.deepStrictEqual(yield* Effect.either(Fiber.join(waiting)), Either.left("closed"))
+      assert.deepStrictEqual(yield* Effect.either(Fiber.join(waiting)), Either.left<Outbox.Refusal>("closed"))
       assert.strictEqual(outbox.tryReserve(B, 1), "closed")
     }))
 
