@@ -55,7 +55,7 @@ export interface IlmConfig {
 }
 
 /**
- * The defaults: a window of 2,048 messages and 4 MiB per stream (two batches in flight while the receiver commits
+ * The defaults: a window of 2,048 messages and 16 MiB per stream (two batches in flight while the receiver commits
  * one), 16 MiB of outbound messages kept in memory, acknowledgements sent as soon as the receiver is idle, a
  * retransmission timeout of 1 s until measured, kept between 200 ms and 60 s and doubled per retransmission;
  * `Hello` every 1 s up to 30 s; delivery retried after 100 ms up to every 30 s; payloads up to 1 MiB; up to
@@ -66,7 +66,7 @@ export interface IlmConfig {
  */
 export const defaults: IlmConfig = {
   window: 2048,
-  windowBytes: 4 * 1024 * 1024,
+  windowBytes: 16 * 1024 * 1024,
   sendBufferBytes: 16 * 1024 * 1024,
   ackDelay: Duration.zero,
   retransmitInitial: Duration.seconds(1),
