@@ -145,7 +145,7 @@ export interface Usage {
 /**
  * What a store holds about one peer, by lane.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
 export interface Held {
@@ -170,7 +170,7 @@ export interface Store {
   readonly usage: Effect.Effect<Usage>
   /**
    * What the store holds about `peer`: the lanes of its streams to `peer` with messages `peer` acknowledged, and the
-   * lanes of its streams from `peer` with a receive state.
+   * lanes of its streams from `peer` with a receive state. Since 0.2.0.
    */
   readonly heldFor: (peer: PeerId) => Effect.Effect<Held>
   /** Forgets everything, as a new install would. Stop the engine first. */
