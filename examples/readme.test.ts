@@ -11,7 +11,11 @@ import { fileURLToPath } from "node:url"
 const root = fileURLToPath(new URL("..", import.meta.url))
 
 const run = (file: string) =>
-  execFileSync(`${root}/node_modules/.bin/tsx`, [file], { cwd: root, encoding: "utf8", timeout: 60_000 }).trim()
+  execFileSync(`${root}/node_modules/.bin/tsx`, ["--conditions=@intersession/source", file], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 60_000
+  }).trim()
     .split("\n")
 
 /** Whether something accepts connections on the port, within a second. */

@@ -23,7 +23,8 @@ const bundledScope = "@intersession/"
  * Leaves npm packages external under their resolved file path. A bare name would be resolved again from `dist/`,
  * where the dependencies of the workspace packages (e.g. `@effect/sql-sqlite-node` of platform-node) are not
  * installed; the path is the file Node would load from the importing source. esbuild resolves it with Node's
- * conditions (`conditions: []` below drops its bundler-only `module`).
+ * conditions (`conditions` below drops its bundler-only `module`, and adds `@intersession/source`, which resolves the
+ * workspace's packages to their TypeScript sources).
  */
 const externalPackages: Esbuild.Plugin = {
   name: "external-packages",
@@ -76,7 +77,7 @@ export const build = async (): Promise<string> => {
     format: "esm",
     platform: "node",
     target: `node${process.versions.node}`,
-    conditions: [],
+    conditions: ["@intersession/source"],
     sourcemap: "linked",
     logLevel: "warning",
     plugins: [externalPackages]

@@ -27,4 +27,6 @@ export const benchDir = fileURLToPath(new URL("..", import.meta.url))
 
 /** The Node arguments that run `entry`: from the bundle in `bundle`, or from the sources under tsx. */
 export const nodeArgs = (entry: keyof typeof entries, bundle: string | undefined): Array<string> =>
-  bundle === undefined ? ["--import", "tsx", join(benchDir, entries[entry])] : [join(bundle, `${entry}.js`)]
+  bundle === undefined
+    ? ["--import", "tsx", "--conditions=@intersession/source", join(benchDir, entries[entry])]
+    : [join(bundle, `${entry}.js`)]

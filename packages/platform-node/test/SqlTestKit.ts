@@ -20,7 +20,8 @@ import { fileURLToPath, pathToFileURL } from "node:url"
 const here = Path.dirname(fileURLToPath(import.meta.url))
 
 /**
- * The repository's `tsx` loader, so `node` runs a TypeScript file itself: one process, which SIGKILL kills for real
+ * The repository's `tsx` loader, so `node` runs a TypeScript file itself (and the workspace's packages from their
+ * sources, by the `@intersession/source` export condition): one process, which SIGKILL kills for real
  * (the `tsx` command would run the script in a child process of its own).
  */
 const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href
@@ -54,7 +55,13 @@ export const spawnScript = (file: string, args: ReadonlyArray<string>) =>
     let exited: Promise<void> | undefined
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        const child = spawn(process.execPath, ["--import", tsxLoader, file, ...args], {
+        const child = spawn(process.execPath, [
+          "--import",
+          tsxLoader,
+          "--conditions=@intersession/source",
+          file,
+          ...args
+        ], {
           stdio: ["pipe", "pipe", "pipe"]
         })
         let stdout = ""

@@ -161,8 +161,12 @@ const freePort = Effect.async<number, DemoError>((resume) => {
   })
 })
 
-const binPath = fileURLToPath(new URL("../bin.ts", import.meta.url))
-// Peers run the TypeScript sources through tsx, resolved from this package's directory.
+// Peers run as this module runs: the built JavaScript under plain node, or, in the library's own repository, the
+// TypeScript sources through tsx (resolved from this package's directory).
+const fromSources = import.meta.url.endsWith(".ts")
+const peerCommand = fromSources
+  ? ["--import", "tsx", "--conditions=@intersession/source", fileURLToPath(new URL("../bin.ts", import.meta.url))]
+  : [fileURLToPath(new URL("../bin.js", import.meta.url))]
 const packageDirectory = fileURLToPath(new URL("../..", import.meta.url))
 
 interface PeerProcess {
@@ -186,7 +190,7 @@ const decodeLine = Schema.decodeOption(Schema.parseJson(Line))
 const spawn = (peer: PeerProcess) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const process = yield* Command.make(globalThis.process.execPath, "--import", "tsx", binPath, ...peer.args).pipe(
+    const process = yield* Command.make(globalThis.process.execPath, ...peerCommand, ...peer.args).pipe(
       Command.workingDirectory(packageDirectory),
       Command.start,
       Scope.extend(scope)
