@@ -12,7 +12,7 @@
  * @since 0.1.0
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
-import * as PgClient from "@effect/sql-pg/PgClient"
+import type * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Backend, BackendError, type StoreLockedError } from "@intersession/core/Backend"
 import * as Context from "effect/Context"
@@ -20,7 +20,9 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Driver from "./internal/driver.js"
 import * as internal from "./internal/sqlBackend.js"
+import type { DriverMissingError } from "./SqlBackend.js"
 
 /**
  * Options of a PostgreSQL store.
@@ -53,17 +55,22 @@ const redacted = (value: string | Redacted.Redacted | undefined) =>
 
 /**
  * Connects to PostgreSQL, opens the store named by `tablePrefix` and provides its `Backend`, and the `SqlClient`
- * and `PgClient` of the connection pool. Fails with `StoreLockedError` while another engine owns the store, and
- * with `BackendError` when the server cannot be reached or the store cannot be migrated.
+ * and `PgClient` of the connection pool. Fails with `StoreLockedError` while another engine owns the store, with
+ * `BackendError` when the server cannot be reached or the store cannot be migrated, and with `DriverMissingError`
+ * when `@effect/sql-pg` is not installed (it is loaded only here).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   options: Options
-): Layer.Layer<Backend | SqlClient.SqlClient | PgClient.PgClient, BackendError | StoreLockedError> =>
+): Layer.Layer<
+  Backend | SqlClient.SqlClient | PgClient.PgClient,
+  BackendError | StoreLockedError | DriverMissingError
+> =>
   Layer.scopedContext(Effect.gen(function*() {
-    const client = yield* PgClient.make({
+    const Pg = yield* Driver.load("PostgresBackend", "@effect/sql-pg", () => import("@effect/sql-pg/PgClient"))
+    const client = yield* Pg.make({
       url: redacted(options.url),
       host: options.host,
       port: options.port,
@@ -86,6 +93,6 @@ export const layer = (
     }).pipe(Effect.provideService(SqlClient.SqlClient, client))
     return Context.make(Backend, backend).pipe(
       Context.add(SqlClient.SqlClient, client),
-      Context.add(PgClient.PgClient, client)
+      Context.add(Pg.PgClient, client)
     )
   }))

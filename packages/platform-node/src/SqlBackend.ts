@@ -30,6 +30,7 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { BackendError, StoreLockedError } from "@intersession/core/Backend"
 import { Backend } from "@intersession/core/Backend"
+import * as Data from "effect/Data"
 import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
@@ -49,6 +50,28 @@ import * as internal from "./internal/sqlBackend.js"
 export interface Options {
   readonly tablePrefix?: string | undefined
   readonly name?: string | undefined
+}
+
+/**
+ * A backend's SQL driver is not installed, or does not load. The drivers are optional peer dependencies of
+ * `@intersession/platform-node`, so an application installs only the one it uses: `@effect/sql-sqlite-node` (which
+ * brings the native addon `better-sqlite3`) for `SqliteBackend`, `@effect/sql-pg` for `PostgresBackend`.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class DriverMissingError extends Data.TaggedError("DriverMissingError")<{
+  /** The backend that needs the driver, e.g. `SqliteBackend`. */
+  readonly backend: string
+  /** The npm package of the driver. */
+  readonly driver: string
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    const reason = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `${this.backend} needs ${this.driver}, an optional peer dependency of @intersession/platform-node: ` +
+      `install it with \`npm install ${this.driver}\` (loading it failed: ${reason})`
+  }
 }
 
 /**

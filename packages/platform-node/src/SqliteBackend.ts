@@ -11,13 +11,15 @@
  * @since 0.1.0
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import type * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Backend, BackendError, type StoreLockedError } from "@intersession/core/Backend"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Driver from "./internal/driver.js"
 import * as internal from "./internal/sqlBackend.js"
+import type { DriverMissingError } from "./SqlBackend.js"
 
 /**
  * Options of a SQLite store.
@@ -46,15 +48,20 @@ export const defaults: { readonly synchronous: "NORMAL" | "FULL" } = { synchrono
 
 /**
  * Opens the SQLite store at `filename` and provides its `Backend`, and its `SqlClient` and `SqliteClient` for
- * the application's own tables. Fails with `StoreLockedError` while another connection owns the file, and with
- * `BackendError` when the file cannot be opened or migrated. Closing the layer closes the database and frees it.
+ * the application's own tables. Fails with `StoreLockedError` while another connection owns the file, with
+ * `BackendError` when the file cannot be opened or migrated, and with `DriverMissingError` when
+ * `@effect/sql-sqlite-node` is not installed (it is loaded only here). Closing the layer closes the database and
+ * frees it.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   options: Options
-): Layer.Layer<Backend | SqlClient.SqlClient | SqliteClient.SqliteClient, BackendError | StoreLockedError> =>
+): Layer.Layer<
+  Backend | SqlClient.SqlClient | SqliteClient.SqliteClient,
+  BackendError | StoreLockedError | DriverMissingError
+> =>
   Layer.scopedContext(Effect.gen(function*() {
     const synchronous = options.synchronous ?? defaults.synchronous
     if (synchronous !== "NORMAL" && synchronous !== "FULL") {
@@ -65,7 +72,12 @@ export const layer = (
     }
     // The journal mode is set below, once the lock is held: entering WAL in exclusive locking mode keeps the
     // WAL index in the connection's memory, with no shared-memory file another process could use.
-    const client = yield* SqliteClient.make({ filename: options.filename, disableWAL: true }).pipe(
+    const Sqlite = yield* Driver.load(
+      "SqliteBackend",
+      "@effect/sql-sqlite-node",
+      () => import("@effect/sql-sqlite-node/SqliteClient")
+    )
+    const client = yield* Sqlite.make({ filename: options.filename, disableWAL: true }).pipe(
       Effect.provide(Reactivity.layer),
       // The driver throws from its constructor (a missing directory, a file that is not a database): the client
       // turns that into a defect, and it is where the store meets the driver that it becomes a typed error.
@@ -91,6 +103,6 @@ export const layer = (
     )
     return Context.make(Backend, backend).pipe(
       Context.add(SqlClient.SqlClient, client),
-      Context.add(SqliteClient.SqliteClient, client)
+      Context.add(Sqlite.SqliteClient, client)
     )
   }))

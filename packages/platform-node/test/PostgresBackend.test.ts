@@ -82,7 +82,11 @@ const freshPrefix = Effect.flatMap(SqlClient.SqlClient, (admin) =>
   ))
 
 const openBackend = (options: Omit<PostgresBackend.Options, "url">) =>
-  Effect.map(Layer.build(PostgresBackend.layer({ url, ...options })), Context.get(Backend))
+  Layer.build(PostgresBackend.layer({ url, ...options })).pipe(
+    Effect.map(Context.get(Backend)),
+    // The repository installs the driver: its absence here is a broken checkout, not a store's failure.
+    Effect.catchTag("DriverMissingError", Effect.die)
+  )
 
 /** Every open builds the store's own layer, with a pool of its own: what a restarted engine does. */
 const fixture = Layer.effect(

@@ -22,7 +22,11 @@ const tempDirectory = Effect.flatMap(
 ).pipe(Effect.provide(NodeFileSystem.layer))
 
 const openBackend = (options: SqliteBackend.Options) =>
-  Effect.map(Layer.build(SqliteBackend.layer(options)), Context.get(Backend))
+  Layer.build(SqliteBackend.layer(options)).pipe(
+    Effect.map(Context.get(Backend)),
+    // The repository installs the driver: its absence here is a broken checkout, not a store's failure.
+    Effect.catchTag("DriverMissingError", Effect.die)
+  )
 
 const fixture = Layer.succeed(
   BackendSuite.BackendFixture,
