@@ -1,5 +1,5 @@
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
-import { NetworkSuite } from "@intersession/testing"
+import * as NetworkSuite from "@intersession/testing/NetworkSuite"
 import * as Effect from "effect/Effect"
 import * as TcpNetwork from "../src/TcpNetwork.js"
 import * as NetKit from "./NetKit.js"

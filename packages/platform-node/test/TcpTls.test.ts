@@ -5,7 +5,7 @@
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import { assert, describe, it } from "@effect/vitest"
 import * as PeerId from "@intersession/core/PeerId"
-import { NetworkSuite } from "@intersession/testing"
+import * as NetworkSuite from "@intersession/testing/NetworkSuite"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HashSet from "effect/HashSet"

@@ -1,6 +1,6 @@
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as Socket from "@effect/platform/Socket"
-import { NetworkSuite } from "@intersession/testing"
+import * as NetworkSuite from "@intersession/testing/NetworkSuite"
 import * as Effect from "effect/Effect"
 import * as WebSocketNetwork from "../src/WebSocketNetwork.js"
 import * as NetKit from "./NetKit.js"
