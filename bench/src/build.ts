@@ -1,9 +1,10 @@
 /**
  * Builds what the cases' processes run: plain JavaScript, as users run the library, not TypeScript under tsx
- * (whose loader and in-memory compiled sources cost a case's process memory and start-up time). esbuild bundles the bench and the
- * workspace packages from their TypeScript sources, one file per entry point and one chunk per lazily imported
- * case, so a case's process loads only that case's modules. Packages from npm (effect, better-sqlite3, mqtt, …)
- * stay outside the bundle and load from their installed files, as in an application.
+ * (whose loader and in-memory compiled sources cost a case's process memory and start-up time). esbuild bundles the
+ * bench's own sources, one file per entry point and one chunk per lazily imported case, so a case's process loads
+ * only that case's modules. Every package it imports stays outside the bundle and loads from its installed files,
+ * as in an application: effect, better-sqlite3, mqtt, …, and the library itself, from the packages' built
+ * JavaScript (`dist/`, which `pnpm bench` builds first), what users install.
  *
  * Each run builds into a directory of its own, `dist/run-<pid>` (gitignored): another `pnpm bench` in the same tree
  * keeps running the bundle it built.
@@ -16,21 +17,16 @@ import { benchDir, entries } from "./runtime.js"
 
 const distDir = join(benchDir, "dist")
 
-/** Packages bundled from their sources: the workspace's. Everything else imported by name stays external. */
-const bundledScope = "@intersession/"
-
 /**
- * Leaves npm packages external under their resolved file path. A bare name would be resolved again from `dist/`,
- * where the dependencies of the workspace packages (e.g. `@effect/sql-sqlite-node` of platform-node) are not
- * installed; the path is the file Node would load from the importing source. esbuild resolves it with Node's
- * conditions (`conditions` below drops its bundler-only `module`, and adds `@intersession/source`, which resolves the
- * workspace's packages to their TypeScript sources).
+ * Leaves packages external under their resolved file path. A bare name would be resolved again from `dist/`,
+ * where the bench's dependencies are not installed; the path is the file Node would load from the importing source.
+ * esbuild resolves it with Node's conditions (`conditions: []` below drops its bundler-only `module`).
  */
 const externalPackages: Esbuild.Plugin = {
   name: "external-packages",
   setup(build) {
     build.onResolve({ filter: /^[^./]/ }, async (args) => {
-      if (args.path.startsWith(bundledScope) || isBuiltin(args.path) || args.pluginData === "external-packages") {
+      if (isBuiltin(args.path) || args.pluginData === "external-packages") {
         return undefined
       }
       const resolved = await build.resolve(args.path, {
@@ -77,7 +73,7 @@ export const build = async (): Promise<string> => {
     format: "esm",
     platform: "node",
     target: `node${process.versions.node}`,
-    conditions: ["@intersession/source"],
+    conditions: [],
     sourcemap: "linked",
     logLevel: "warning",
     plugins: [externalPackages]

@@ -2,11 +2,16 @@
  * The `intersession` command-line program: `peer` runs a peer over TCP with a SQLite store, and `demo` shows two
  * of them surviving `kill -9` while they stream messages both ways.
  *
+ * Help and errors are coloured only on a terminal, and never when `NO_COLOR` is set (https://no-color.org).
+ *
  * @since 0.1.0
  */
+import * as CliConfig from "@effect/cli/CliConfig"
 import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Span from "@effect/cli/HelpDoc/Span"
 import * as Options from "@effect/cli/Options"
+import * as Usage from "@effect/cli/Usage"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as FileSystem from "@effect/platform/FileSystem"
@@ -21,7 +26,9 @@ import * as HashSet from "effect/HashSet"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import { fileURLToPath } from "node:url"
 import * as Demo from "./internal/demo.js"
 import * as DemoPeer from "./internal/demoPeer.js"
 import * as SqliteBackend from "./SqliteBackend.js"
@@ -135,6 +142,8 @@ const handleLine = (
     if (sent._tag === "Left") yield* Console.error(sent.left.message)
   })
 
+const peerDescription = "Run a peer: lines on stdin are sent (ID: text), received messages are printed"
+
 const peerCommand = Command.make(
   "peer",
   {
@@ -192,7 +201,7 @@ const peerCommand = Command.make(
         )
       )
     })
-).pipe(Command.withDescription("Run a peer: lines on stdin are sent (ID: text), received messages are printed"))
+).pipe(Command.withDescription(peerDescription))
 
 const windowOption = Options.integer("window").pipe(
   Options.withDescription("at most this many of a peer's messages unacknowledged at once, sent a tenth at a time"),
@@ -200,12 +209,19 @@ const windowOption = Options.integer("window").pipe(
   Options.mapEffect((window) => window >= 1 ? Effect.succeed(window) : Effect.fail(invalid("--window is at least 1")))
 )
 
+/**
+ * One peer of the demo, the process `demo` starts: `intersession demo-peer …`. It is no part of the public command
+ * tree, so that help never shows it; {@link run} selects it by its first argument.
+ */
 const demoPeerCommand = Command.make(
   "demo-peer",
   {
     id: idOption,
     listen: listenOption,
-    peers: peersOption,
+    partner: Options.text("peer").pipe(
+      Options.withDescription("the other peer, as ID=host:port"),
+      Options.mapEffect(parsePeer)
+    ),
     db: dbOption,
     keyFile: keyFileOption,
     count: Options.integer("count").pipe(Options.withDescription("messages to send")),
@@ -213,13 +229,11 @@ const demoPeerCommand = Command.make(
   },
   (options) =>
     Effect.gen(function*() {
-      const partner = options.peers[0]
-      if (partner === undefined) return yield* Effect.fail(invalid("demo-peer needs one --peer"))
       yield* DemoPeer.run({
         id: options.id,
         listen: options.listen,
-        partner: partner[0],
-        partnerAddress: partner[1],
+        partner: options.partner[0],
+        partnerAddress: options.partner[1],
         db: options.db,
         key: yield* readKey(options.keyFile),
         count: options.count,
@@ -285,6 +299,8 @@ export const formatReport = (report: Demo.Report): string => {
   ].join("\n")
 }
 
+const demoDescription = "Two peers, kill -9s while messages are in flight, and a check that every message arrived once"
+
 const demoCommand = Command.make(
   "demo",
   {
@@ -324,24 +340,165 @@ const demoCommand = Command.make(
       yield* Console.log(`\n\n${formatReport(report)}`)
       if (!report.ok) return yield* new DemoFailedError({ report })
     })
-).pipe(Command.withDescription(
-  "Two peers, kill -9s while messages are in flight, and a check that every message arrived once"
-))
+).pipe(Command.withDescription(demoDescription))
+
+const name = "intersession"
+const summary = "reliable messaging between peers"
 
 /**
- * The program: `intersession peer …`, `intersession demo`.
+ * The program: `intersession peer …`, `intersession demo …`.
  *
  * @since 0.1.0
  * @category commands
  */
-export const command = Command.make("intersession").pipe(
-  Command.withSubcommands([peerCommand, demoCommand, demoPeerCommand])
+export const command = Command.make(name).pipe(
+  Command.withSubcommands([peerCommand, demoCommand])
 )
 
 /**
- * Runs the program on command-line arguments (`process.argv`).
+ * How the command line is parsed and its help shown: the options `--help`, `--version`, `--log-level` and
+ * `--completions` of every command are listed once, in the program's help, rather than in each command's.
+ */
+const cliConfig = CliConfig.make({ showBuiltIns: false })
+
+/** The package's version, from its `package.json`: one level above `src/` and `dist/` alike. */
+const packageVersion = Effect.gen(function*() {
+  const fs = yield* FileSystem.FileSystem
+  const text = yield* fs.readFileString(fileURLToPath(new URL("../package.json", import.meta.url)))
+  const { version } = yield* Schema.decodeUnknown(Schema.parseJson(Schema.Struct({ version: Schema.String })))(text)
+  return version
+}).pipe(
+  // The package ships its package.json: without it the installation is broken.
+  Effect.orDie
+)
+
+/** The public commands, as the help shows them. */
+const commands: ReadonlyArray<{
+  readonly name: string
+  readonly description: string
+  readonly usage: Usage.Usage
+  readonly help: HelpDoc.HelpDoc
+}> = [
+  {
+    name: "peer",
+    description: peerDescription,
+    usage: Command.getUsage(peerCommand),
+    help: Command.getHelp(peerCommand, cliConfig)
+  },
+  {
+    name: "demo",
+    description: demoDescription,
+    usage: Command.getUsage(demoCommand),
+    help: Command.getHelp(demoCommand, cliConfig)
+  }
+]
+
+/** The options of every command, which `@effect/cli` adds. */
+const builtIns: ReadonlyArray<readonly [names: string, description: string]> = [
+  ["-h, --help", "show the help of the program, or of the command before it"],
+  ["--version", "show the version"],
+  ["--log-level LEVEL", "the least level of logs shown (all, trace, debug, info, warning, error, fatal, none)"],
+  ["--completions SHELL", "print a completion script for sh, bash, fish or zsh"]
+]
+
+/** `name  description` lines, the descriptions aligned. */
+const table = (rows: ReadonlyArray<readonly [string, string]>): ReadonlyArray<HelpDoc.HelpDoc> => {
+  const width = Math.max(...rows.map(([name]) => name.length)) + 2
+  return rows.map(([name, description]) =>
+    HelpDoc.p(Span.spans([Span.strong(name.padEnd(width)), Span.text(description)]))
+  )
+}
+
+/** The head of every help: the program's name, version and summary, and the usage of the command. */
+const helpHead = (version: string, usages: ReadonlyArray<Span.Span>): ReadonlyArray<HelpDoc.HelpDoc> => [
+  HelpDoc.h1(Span.code(name)),
+  HelpDoc.p(`${name} ${version} -- ${summary}`),
+  HelpDoc.h1("USAGE"),
+  ...usages.map((usage) => HelpDoc.p(Span.concat(Span.text(`$ ${name} `), usage)))
+]
+
+/**
+ * The help of the program, or of one of its commands. `@effect/cli` writes `$ intersession` alone for the usage of
+ * a program made of commands, and `$ peer …` without the program's name for a command's: both are written here
+ * from the commands' own usage and help, in the same form.
+ */
+const help = (version: string, command: string | undefined): HelpDoc.HelpDoc => {
+  const usages = (usage: Usage.Usage) => Usage.enumerate(usage, cliConfig)
+  const one = commands.find((candidate) => candidate.name === command)
+  if (one !== undefined) return HelpDoc.blocks([...helpHead(version, usages(one.usage)), one.help])
+  return HelpDoc.blocks([
+    ...helpHead(version, [...commands.flatMap((command) => usages(command.usage)), Span.text("--help | --version")]),
+    HelpDoc.h1("COMMANDS"),
+    ...table(commands.map((command) => [command.name, command.description])),
+    HelpDoc.h1("OPTIONS OF EVERY COMMAND"),
+    ...table(builtIns),
+    HelpDoc.p(`Run ${name} COMMAND --help for the options of a command.`)
+  ])
+}
+
+const helpFlags: ReadonlySet<string> = new Set(["--help", "-h"])
+
+/**
+ * Whether the arguments ask for help, and whose: none, `--help` or `-h` ask for the program's; `COMMAND --help`
+ * (or `--help COMMAND`) for a command's (`undefined` for the program). Other arguments go to the command line.
+ */
+const helpAskedFor = (args: ReadonlyArray<string>): Option.Option<string | undefined> => {
+  const others = args.filter((arg) => !helpFlags.has(arg))
+  if (args.length === 0) return Option.some(undefined)
+  if (args.length > 2 || others.length === args.length) return Option.none()
+  if (others.length === 0) return Option.some(undefined)
+  return commands.some((command) => command.name === others[0]) ? Option.some(others[0]) : Option.none()
+}
+
+/** Whether `stream` may be coloured: a terminal, with neither `NO_COLOR` (https://no-color.org) nor `TERM=dumb`. */
+const colourful = (stream: { readonly isTTY?: boolean | undefined }) =>
+  stream.isTTY === true && (process.env["NO_COLOR"] ?? "") === "" && process.env["TERM"] !== "dumb"
+
+// The escape sequences of `@effect/printer-ansi`: Select Graphic Rendition, `ESC [ … m`.
+const ansiEscape = /\u001b\[[0-9;]*m/g
+const plain = (args: ReadonlyArray<unknown>) =>
+  args.map((arg) => typeof arg === "string" ? arg.replace(ansiEscape, "") : arg)
+
+/**
+ * `console` with the colours taken out of what goes to a stream that is not to be coloured. `@effect/cli` renders
+ * its help and errors with colours and prints them through the `Console` service, with no option to leave them out.
+ */
+const uncoloured = (console: Console.Console): Console.Console => {
+  const stdout = colourful(process.stdout)
+  const stderr = colourful(process.stderr)
+  return {
+    ...console,
+    log: (...args) => stdout ? console.log(...args) : console.log(...plain(args)),
+    info: (...args) => stdout ? console.info(...args) : console.info(...plain(args)),
+    error: (...args) => stderr ? console.error(...args) : console.error(...plain(args)),
+    warn: (...args) => stderr ? console.warn(...args) : console.warn(...plain(args))
+  }
+}
+
+/**
+ * Runs the program on command-line arguments (`process.argv`: the runtime and the script, then the arguments).
+ * `intersession demo-peer …`, the process the demo starts, is run by the same program but is no part of
+ * {@link command}, so that no help shows it.
  *
  * @since 0.1.0
  * @category running
  */
-export const run = Command.run(command, { name: "intersession", version: "0.1.0" })
+export const run = (args: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const version = yield* packageVersion
+    const original = yield* Effect.console
+    const app = { name, version, summary: Span.text(summary) }
+    // What the commands print is theirs and goes out as it is: only the help and errors of the command line lose
+    // their colours.
+    const asItIs = <Name extends string, R, E, A>(self: Command.Command<Name, R, E, A>) =>
+      Command.transformHandler(self, (effect) => Effect.withConsole(effect, original))
+    const cli = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      effect.pipe(Effect.withConsole(uncoloured(original)), Effect.provideService(CliConfig.CliConfig, cliConfig))
+    const rest = args.slice(2)
+    if (rest[0] === "demo-peer") {
+      return yield* cli(Command.run(asItIs(demoPeerCommand), app)([...args.slice(0, 2), ...rest.slice(1)]))
+    }
+    const asked = helpAskedFor(rest)
+    if (Option.isSome(asked)) return yield* cli(Console.log(HelpDoc.toAnsiText(help(version, asked.value))))
+    return yield* cli(Command.run(asItIs(command), app)(args))
+  })

@@ -5,12 +5,11 @@
  *
  * @internal
  */
-import * as Reactivity from "@effect/experimental/Reactivity"
 import * as Command from "@effect/platform/Command"
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
@@ -28,6 +27,7 @@ import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
+import * as SqliteBackend from "../SqliteBackend.js"
 import type { Progress, Started } from "./demoPeer.js"
 import { defaultWindow, Line, receivedTable } from "./demoPeer.js"
 
@@ -235,17 +235,19 @@ const kill = (peer: PeerProcess, signal: "SIGKILL" | "SIGTERM") =>
     if (peer.stopped !== undefined) yield* Deferred.await(peer.stopped)
   })
 
-/** Reads what a peer's application recorded, in the order it recorded it. */
+/**
+ * Reads what a peer's application recorded, in the order it recorded it, through the store the peer used: the peer's
+ * process must be gone, since the store holds an exclusive lock on its file.
+ */
 const recorded = (db: string, source: string) =>
   Effect.gen(function*() {
-    const sql = yield* SqliteClient.make({ filename: db, readonly: true })
+    const sql = yield* SqlClient.SqlClient
     const rows = yield* sql<{ readonly body: string }>`SELECT body FROM ${
       sql(receivedTable)
     } WHERE source = ${source} ORDER BY rowid`
     return rows.map((row) => Number(row.body))
   }).pipe(
-    Effect.provide(Reactivity.layer),
-    Effect.scoped,
+    Effect.provide(SqliteBackend.layer({ filename: db })),
     Effect.mapError((cause) => new DemoError({ reason: `cannot read ${db}`, cause }))
   )
 
@@ -459,6 +461,7 @@ export const run = (
     const elapsedMillis = (yield* Clock.currentTimeMillis) - started
     yield* Fiber.interrupt(reporter)
     yield* options.onProgress(yield* snapshot)
+    // Both processes are gone once killed: their stores are free to open.
     for (const peer of peers) yield* kill(peer, "SIGTERM")
 
     const directions: Array<Direction> = []
