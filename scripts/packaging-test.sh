@@ -30,6 +30,7 @@ step "an application with every package and SQLite"
 app="$work/app"
 consumer "$app"
 cp examples/two-peers.ts examples/production.ts "$app/src/"
+node scripts/packaging/seed-prebuild.mjs
 (cd "$app" && npm_install "$core" "$testing" "$node" "@effect/sql-sqlite-node@^0.53.0" typescript@5.9.3 "@types/node@^20")
 (cd "$app" && node "$repo/scripts/packaging/check-install.mjs" @intersession/core @intersession/testing @intersession/platform-node)
 (cd "$app" && npx tsc -p . && echo "the consumer type-checks against the published declarations (skipLibCheck off)")
@@ -46,10 +47,13 @@ if [ -e "$pg/node_modules/better-sqlite3" ] || [ -e "$pg/node_modules/@effect/sq
   echo "the PostgreSQL-only install holds the SQLite driver" >&2
   exit 1
 fi
-echo "install size without better-sqlite3: $(du -sh "$pg/node_modules" | cut -f1), $(ls "$pg/node_modules" "$pg"/node_modules/@*/ | grep -vc '^$\|:$') packages"
+echo "install size without better-sqlite3: $(du -sh "$pg/node_modules" | cut -f1), $(ls "$pg/node_modules" "$pg"/node_modules/@*/ | grep -vc '^$\|:$') packages; the largest:"
+(cd "$pg/node_modules" && du -s -- *[!@]* @*/* | sort -n | tail -5 | awk '{ printf "  %s %d MiB\n", $2, $1 / 1024 }')
 (cd "$pg" && node "$repo/scripts/packaging/check-install.mjs" @intersession/core @intersession/platform-node)
 (cd "$pg" && node driver-missing.mjs)
-(cd "$pg" && npm_install typescript@5.9.3 "@types/node@^20" && npx tsc -p . && echo "the PostgreSQL-only consumer type-checks")
+# @effect/sql-pg's declarations import those of its driver, pg: a consumer type-checking them needs @types/pg.
+(cd "$pg" && npm_install typescript@5.9.3 "@types/node@^20" "@types/pg@^8" && npx tsc -p . &&
+  echo "the PostgreSQL-only consumer type-checks against the published declarations (skipLibCheck off)")
 if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   (cd "$pg" && node dist/app.js)
 else
