@@ -2,7 +2,7 @@ import effect from "@effect/eslint-plugin"
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["**/build/**", "**/dist/**", "**/node_modules/**"] },
+  { ignores: ["**/build/**", "**/dist/**", "**/node_modules/**", "packages/*/docs/**"] },
   ...tseslint.configs.recommended,
   ...effect.configs.dprint,
   {

@@ -29,6 +29,11 @@ export const uintSize = (value: number): number => {
  */
 export class Writer {
   private buffer: Uint8Array
+  /**
+   * The number of bytes written so far.
+   *
+   * @since 0.2.0
+   */
   offset = 0
 
   /** `initialSize` is a hint: a frame of known size is written with no copy at all. */
@@ -36,6 +41,7 @@ export class Writer {
     this.buffer = new Uint8Array(initialSize)
   }
 
+  /** @internal */
   private ensure(extra: number): void {
     const needed = this.offset + extra
     if (needed <= this.buffer.length) return
@@ -46,11 +52,21 @@ export class Writer {
     this.buffer = next
   }
 
+  /**
+   * Writes one byte.
+   *
+   * @since 0.2.0
+   */
   byte(value: number): void {
     this.ensure(1)
     this.buffer[this.offset++] = value
   }
 
+  /**
+   * Writes an integer field (a varint).
+   *
+   * @since 0.2.0
+   */
   uint(value: number): void {
     this.ensure(8)
     let rest = value
@@ -61,18 +77,32 @@ export class Writer {
     this.buffer[this.offset++] = rest
   }
 
+  /**
+   * Writes a byte string: its length, then its bytes.
+   *
+   * @since 0.2.0
+   */
   bytes(value: Uint8Array): void {
     this.uint(value.length)
     this.raw(value)
   }
 
-  /** Bytes of a size both sides know (a nonce, a MAC), with no length before them. */
+  /**
+   * Bytes of a size both sides know (a nonce, a MAC), with no length before them.
+   *
+   * @since 0.2.0
+   */
   raw(value: Uint8Array): void {
     this.ensure(value.length)
     this.buffer.set(value, this.offset)
     this.offset += value.length
   }
 
+  /**
+   * Writes a string field: its length in UTF-8 bytes, then those bytes.
+   *
+   * @since 0.2.0
+   */
   string(value: string): void {
     // Ids are mostly ASCII: write them directly and fall back to the encoder for anything else.
     const length = value.length
@@ -92,6 +122,11 @@ export class Writer {
     this.offset = bodyStart + length
   }
 
+  /**
+   * The bytes written, without the unused end of the buffer.
+   *
+   * @since 0.2.0
+   */
   finish(): Uint8Array {
     return this.offset === this.buffer.length ? this.buffer : this.buffer.slice(0, this.offset)
   }
@@ -123,6 +158,11 @@ export class ReadError {
  * @category reading
  */
 export class Reader {
+  /**
+   * The position of the next field in `input`.
+   *
+   * @since 0.2.0
+   */
   offset = 0
   constructor(readonly input: Uint8Array) {}
 
@@ -130,11 +170,21 @@ export class Reader {
     return this.input.length - this.offset
   }
 
+  /**
+   * Reads one byte.
+   *
+   * @since 0.2.0
+   */
   byte(): number | ReadError {
     if (this.offset >= this.input.length) return new ReadError("frame ends early")
     return this.input[this.offset++]!
   }
 
+  /**
+   * Reads an integer field (a varint of at most 8 bytes, up to 2^53).
+   *
+   * @since 0.2.0
+   */
   uint(): number | ReadError {
     let result = 0
     let scale = 1
@@ -150,13 +200,22 @@ export class Reader {
     return new ReadError("integer longer than 8 bytes")
   }
 
+  /**
+   * Reads a byte string, as a view on the input.
+   *
+   * @since 0.2.0
+   */
   bytes(): Uint8Array | ReadError {
     const length = this.uint()
     if (length instanceof ReadError) return length
     return this.raw(length)
   }
 
-  /** `size` bytes with no length before them, as a view on the input. */
+  /**
+   * `size` bytes with no length before them, as a view on the input.
+   *
+   * @since 0.2.0
+   */
   raw(size: number): Uint8Array | ReadError {
     if (size > this.remaining) return new ReadError(`a field of ${size} bytes exceeds the frame`)
     const value = this.input.subarray(this.offset, this.offset + size)
@@ -164,7 +223,11 @@ export class Reader {
     return value
   }
 
-  /** Reads a string of at most `maxBytes` bytes of UTF-8; ids and lanes are short, so longer is malformed. */
+  /**
+   * Reads a string of at most `maxBytes` bytes of UTF-8; ids and lanes are short, so longer is malformed.
+   *
+   * @since 0.2.0
+   */
   string(maxBytes: number): string | ReadError {
     const bytes = this.bytes()
     if (bytes instanceof ReadError) return bytes

@@ -1,5 +1,61 @@
 /**
- * Where received messages go.
+ * Where received messages go. `layerInbox` and `layerQueue` are the ready ways to consume them; the example is a
+ * `Delivery` of the application's own.
+ *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Ref from "effect/Ref"
+ *
+ * // A Delivery of your own. Success hands the message over for good: it is acknowledged and its sender drops it.
+ * // A DeliveryError keeps it pending: the engine retries it with back-off, and nothing later in its stream
+ * // overtakes it.
+ * const ledgerDelivery = (ledger: Ref.Ref<ReadonlyArray<string>>, open: Ref.Ref<boolean>) =>
+ *   Layer.succeed(
+ *     Delivery.Delivery,
+ *     Delivery.Delivery.of({
+ *       deliver: (message) =>
+ *         Effect.if(Ref.get(open), {
+ *           onTrue: () => Ref.update(ledger, (entries) => [...entries, new TextDecoder().decode(message.payload)]),
+ *           onFalse: () => Effect.fail(new Delivery.DeliveryError({ reason: "the ledger is closed" }))
+ *         })
+ *     })
+ *   )
+ *
+ * const program = Effect.gen(function*() {
+ *   const hub = yield* InMemoryNetwork.make()
+ *   const peer = (id: string, delivery: Layer.Layer<Delivery.Delivery>) =>
+ *     Effect.map(
+ *       Layer.build(
+ *         ILM.layer().pipe(
+ *           Layer.provide(delivery),
+ *           Layer.provide(hub.layer(PeerId.make(id))),
+ *           Layer.provide(InMemoryBackend.layerFresh)
+ *         )
+ *       ),
+ *       Context.get(ILM.ILM)
+ *     )
+ *   const ledger = yield* Ref.make<ReadonlyArray<string>>([])
+ *   const open = yield* Ref.make(false)
+ *   const alice = yield* peer("alice", Delivery.layerInbox())
+ *   yield* peer("bank", ledgerDelivery(ledger, open))
+ *
+ *   yield* alice.send(PeerId.make("bank"), new TextEncoder().encode("amount: 10"))
+ *   yield* Effect.sleep("300 millis") // the bank refuses it meanwhile
+ *   yield* Ref.set(open, true)
+ *   yield* alice.drain("10 seconds") // a retry delivered it, and the bank acknowledged it
+ *   console.log(yield* Ref.get(ledger)) // [ 'amount: 10' ]
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(program))
+ * ```
  *
  * @since 0.1.0
  */
@@ -61,6 +117,45 @@ export const fromQueue = (queue: Queue.Enqueue<Message>): Delivery["Type"] =>
 /**
  * Provides a `Delivery` that offers to the given queue.
  *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import type * as Message from "@intersession/core/Message"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Queue from "effect/Queue"
+ *
+ * const program = Effect.gen(function*() {
+ *   // The application's own queue: a bounded one slows the senders down when the application falls behind.
+ *   const received = yield* Queue.bounded<Message.Message>(100)
+ *   const hub = yield* InMemoryNetwork.make()
+ *   const peer = (id: string, delivery: Layer.Layer<Delivery.Delivery>) =>
+ *     Effect.map(
+ *       Layer.build(
+ *         ILM.layer().pipe(
+ *           Layer.provide(delivery),
+ *           Layer.provide(hub.layer(PeerId.make(id))),
+ *           Layer.provide(InMemoryBackend.layerFresh)
+ *         )
+ *       ),
+ *       Context.get(ILM.ILM)
+ *     )
+ *
+ *   const alice = yield* peer("alice", Delivery.layerInbox())
+ *   yield* peer("bob", Delivery.layerQueue(received))
+ *   yield* alice.send(PeerId.make("bob"), new TextEncoder().encode("queued"))
+ *   const message = yield* Queue.take(received)
+ *   console.log(new TextDecoder().decode(message.payload)) // queued
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(program))
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */
@@ -81,6 +176,51 @@ export class Inbox extends Context.Tag("@intersession/core/Delivery/Inbox")<Inbo
 /**
  * Provides a `Delivery` and the `Inbox` it fills: the ready way to consume received messages. `capacity` bounds
  * what waits in memory (1,024 by default); when it is full, acknowledgements wait, and so do the senders.
+ *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Console from "effect/Console"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Stream from "effect/Stream"
+ *
+ * const peer = (hub: InMemoryNetwork.Hub, id: string) =>
+ *   Layer.build(
+ *     ILM.layer().pipe(
+ *       // `provideMerge` keeps the `Inbox` in the peer's context, next to `ILM`.
+ *       Layer.provideMerge(Delivery.layerInbox({ capacity: 256 })),
+ *       Layer.provide(hub.layer(PeerId.make(id))),
+ *       Layer.provide(InMemoryBackend.layerFresh)
+ *     )
+ *   )
+ *
+ * const program = Effect.gen(function*() {
+ *   const hub = yield* InMemoryNetwork.make()
+ *   const alice = Context.get(yield* peer(hub, "alice"), ILM.ILM)
+ *   const inbox = Context.get(yield* peer(hub, "bob"), Delivery.Inbox)
+ *   for (const word of ["one", "two", "three"]) {
+ *     yield* alice.send(PeerId.make("bob"), new TextEncoder().encode(word))
+ *   }
+ *
+ *   // One at a time with `take`, or as a stream with `messages`.
+ *   const first = yield* inbox.take
+ *   console.log(new TextDecoder().decode(first.payload)) // one
+ *   yield* inbox.messages.pipe(
+ *     Stream.take(2),
+ *     Stream.runForEach((message) => Console.log(`seq ${message.seq}: ${new TextDecoder().decode(message.payload)}`))
+ *   )
+ *   // seq 2: two
+ *   // seq 3: three
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(program))
+ * ```
  *
  * @since 0.1.0
  * @category layers

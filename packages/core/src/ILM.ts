@@ -1,6 +1,125 @@
 /**
  * The engine: reliable, ordered messaging between peers across disconnects, crashes and restarts.
  *
+ * The examples show `send`, `sendAll` and `drain` on in-memory peers (`@intersession/testing`); see `layer` for
+ * how a peer is put together.
+ *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * const alice = PeerId.make("alice")
+ * const bob = PeerId.make("bob")
+ *
+ * // `send`: alice is alone on the network, and bob is offline.
+ * const aliceLayer = Layer.unwrapScoped(Effect.map(InMemoryNetwork.make(), (hub) =>
+ *   ILM.layer().pipe(
+ *     Layer.provide(Delivery.layerInbox()),
+ *     Layer.provide(hub.layer(alice)),
+ *     Layer.provide(InMemoryBackend.layerFresh)
+ *   )))
+ *
+ * const program = Effect.gen(function*() {
+ *   const ilm = yield* ILM.ILM
+ *   // `send` resolves once the message is stored, whether or not bob is reachable: the engine delivers it later.
+ *   const id = yield* ilm.send(bob, new TextEncoder().encode("see you"), { lane: "chat" })
+ *   console.log(`${id.destination}/${id.lane} #${id.seq}`) // bob/chat #1
+ *
+ *   const { outbound } = yield* ilm.stats
+ *   console.log(outbound.map((stream) => `${stream.peer}/${stream.lane}: ${stream.pending} pending`))
+ *   // [ 'bob/chat: 1 pending' ]
+ * })
+ *
+ * Effect.runPromise(Effect.provide(program, aliceLayer))
+ * ```
+ *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Chunk from "effect/Chunk"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Stream from "effect/Stream"
+ *
+ * // `sendAll`: several messages to one peer and lane, stored in one step.
+ * const peer = (hub: InMemoryNetwork.Hub, id: string) =>
+ *   Layer.build(
+ *     ILM.layer().pipe(
+ *       Layer.provideMerge(Delivery.layerInbox()),
+ *       Layer.provide(hub.layer(PeerId.make(id))),
+ *       Layer.provide(InMemoryBackend.layerFresh)
+ *     )
+ *   )
+ *
+ * const program = Effect.gen(function*() {
+ *   const hub = yield* InMemoryNetwork.make()
+ *   const alice = Context.get(yield* peer(hub, "alice"), ILM.ILM)
+ *   const bob = Context.get(yield* peer(hub, "bob"), Delivery.Inbox)
+ *
+ *   // All stored in one step, or none: no other message of the stream comes between them.
+ *   const lines = ["BEGIN", "debit 10", "credit 10", "COMMIT"]
+ *   const ids = yield* alice.sendAll(PeerId.make("bob"), lines.map((line) => new TextEncoder().encode(line)))
+ *   console.log(ids.map((id) => id.seq)) // [ 1, 2, 3, 4 ]
+ *
+ *   const received = yield* Stream.runCollect(Stream.take(bob.messages, lines.length))
+ *   console.log(Chunk.toReadonlyArray(received).map((message) => new TextDecoder().decode(message.payload)))
+ *   // [ 'BEGIN', 'debit 10', 'credit 10', 'COMMIT' ]
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(program))
+ * ```
+ *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * // `drain`: wait until what was sent is acknowledged.
+ * const peer = (hub: InMemoryNetwork.Hub, id: string) =>
+ *   Layer.build(
+ *     ILM.layer().pipe(
+ *       Layer.provide(Delivery.layerInbox()),
+ *       Layer.provide(hub.layer(PeerId.make(id))),
+ *       Layer.provide(InMemoryBackend.layerFresh)
+ *     )
+ *   )
+ *
+ * const program = Effect.gen(function*() {
+ *   const hub = yield* InMemoryNetwork.make()
+ *   const alice = Context.get(yield* peer(hub, "alice"), ILM.ILM)
+ *   yield* peer(hub, "bob")
+ *   yield* alice.send(PeerId.make("bob"), new TextEncoder().encode("last words"))
+ *   yield* alice.send(PeerId.make("carol"), new TextEncoder().encode("carol is offline"))
+ *
+ *   // Before a planned shutdown: wait until everything sent is acknowledged, for at most a second.
+ *   // What is still pending is not lost: it stays stored and goes out when the engine runs again.
+ *   yield* alice.drain("1 second").pipe(
+ *     Effect.catchTag("DrainTimeoutError", (error) =>
+ *       Effect.sync(() => console.log(error.pending.map((stream) => `${stream.peer}: ${stream.pending}`))))
+ *   )
+ *   // [ 'carol: 1' ]
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(program))
+ * ```
+ *
  * @since 0.1.0
  */
 import type * as Config from "effect/Config"
@@ -123,7 +242,7 @@ export interface Stats {
 }
 
 /**
- * The engine's API.
+ * The engine's API (the examples at the top of this module show `send`, `sendAll` and `drain`).
  *
  * - `send` resolves with the message's id once it is durably stored.
  * - `sendAll` stores several messages to one peer and lane in one step: all of them or, on failure, none. They keep
@@ -180,6 +299,40 @@ export const make = (
 
 /**
  * The engine as a layer, with the given settings over the defaults.
+ *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * // A peer is the engine over a network, a backend and a delivery: swap those layers to change environment
+ * // (TcpNetwork and SqliteBackend from @intersession/platform-node in production).
+ * const peer = (hub: InMemoryNetwork.Hub, id: PeerId.PeerId) =>
+ *   ILM.layer({ window: 256 }).pipe(
+ *     Layer.provideMerge(Delivery.layerInbox()),
+ *     Layer.provide(hub.layer(id)),
+ *     Layer.provide(InMemoryBackend.layerFresh)
+ *   )
+ *
+ * const program = Effect.gen(function*() {
+ *   const hub = yield* InMemoryNetwork.make()
+ *   const alice = Context.get(yield* Layer.build(peer(hub, PeerId.make("alice"))), ILM.ILM)
+ *   const bob = Context.get(yield* Layer.build(peer(hub, PeerId.make("bob"))), Delivery.Inbox)
+ *
+ *   yield* alice.send(PeerId.make("bob"), new TextEncoder().encode("hello"))
+ *   const message = yield* bob.take
+ *   console.log(`${message.source} → ${message.destination}: ${new TextDecoder().decode(message.payload)}`)
+ *   // alice → bob: hello
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(program))
+ * ```
  *
  * @since 0.1.0
  * @category layers

@@ -59,6 +59,35 @@ const redacted = (value: string | Redacted.Redacted | undefined) =>
  * `BackendError` when the server cannot be reached or the store cannot be migrated, and with `DriverMissingError`
  * when `@effect/sql-pg` is not installed (it is loaded only here).
  *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as PostgresBackend from "@intersession/platform-node/PostgresBackend"
+ * import * as TcpNetwork from "@intersession/platform-node/TcpNetwork"
+ * import * as Config from "effect/Config"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * const carol = PeerId.make("carol")
+ * const dave = PeerId.make("dave")
+ * const peers = new Map([[carol, { host: "10.0.0.1", port: 7400 }], [dave, { host: "10.0.0.2", port: 7400 }]])
+ *
+ * // carol keeps her state in PostgreSQL, so it outlives her host: she can restart on another one. Her store is the
+ * // tables prefixed `carol_`; other stores can share the database under other prefixes.
+ * export const carolLayer = Layer.unwrapEffect(Effect.gen(function*() {
+ *   const url = yield* Config.redacted("DATABASE_URL")
+ *   const key = yield* Config.redacted("INTERSESSION_KEY")
+ *   return ILM.layer().pipe(
+ *     Layer.provideMerge(Delivery.layerInbox()),
+ *     Layer.provide(TcpNetwork.layer({ peer: carol, listen: { port: 7400 }, peers, key })),
+ *     Layer.provide(PostgresBackend.layer({ url, tablePrefix: "carol_", maxConnections: 4 }))
+ *   )
+ * }))
+ * // An application runs it with, say, `NodeRuntime.runMain(Layer.launch(carolLayer))`.
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */

@@ -102,6 +102,35 @@ export const make: (
 /**
  * The SQL backend as a layer over the `SqlClient` in context.
  *
+ * @example
+ * ```ts
+ * import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+ * import * as FileSystem from "@effect/platform/FileSystem"
+ * import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+ * import * as SqlClient from "@effect/sql/SqlClient"
+ * import * as SqlBackend from "@intersession/platform-node/SqlBackend"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * const program = Effect.gen(function*() {
+ *   const directory = yield* Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped())
+ *   // The application's own client, and the store in the same database behind its table prefix; provide the
+ *   // resulting `Backend` to `ILM.layer`.
+ *   const client = SqliteClient.layer({ filename: `${directory}/app.db` })
+ *   const store = SqlBackend.layer({ tablePrefix: "messaging_" }).pipe(Layer.provideMerge(client))
+ *
+ *   const sql = Context.get(yield* Layer.build(store), SqlClient.SqlClient)
+ *   const tables = yield* sql<{ readonly name: string }>`
+ *     SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'messaging%' ORDER BY name`
+ *   console.log(tables.map((table) => table.name))
+ *   // [ 'messaging_migrations', 'messaging_outbound_messages', 'messaging_outbound_streams',
+ *   //   'messaging_peer_incarnations', 'messaging_received', 'messaging_store' ]
+ * })
+ *
+ * Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */

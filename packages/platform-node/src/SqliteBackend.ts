@@ -53,6 +53,68 @@ export const defaults: { readonly synchronous: "NORMAL" | "FULL" } = { synchrono
  * `@effect/sql-sqlite-node` is not installed (it is loaded only here). Closing the layer closes the database and
  * frees it.
  *
+ * @example
+ * ```ts
+ * import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+ * import * as FileSystem from "@effect/platform/FileSystem"
+ * import * as SqlClient from "@effect/sql/SqlClient"
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as SqliteBackend from "@intersession/platform-node/SqliteBackend"
+ * import * as TcpNetwork from "@intersession/platform-node/TcpNetwork"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Redacted from "effect/Redacted"
+ *
+ * const alice = PeerId.make("alice")
+ * const bob = PeerId.make("bob")
+ * const peers = new Map([[alice, { host: "127.0.0.1", port: 47421 }], [bob, { host: "127.0.0.1", port: 47422 }]])
+ * const key = Redacted.make("the deployment's pre-shared key")
+ * const network = (id: PeerId.PeerId) => TcpNetwork.layer({ peer: id, listen: peers.get(id)!, peers, key })
+ *
+ * // bob's application writes each message to a table of its own through the store's `SqlClient`: the row and the
+ * // store's record of the delivery commit together, so a message is applied once, even across crashes.
+ * const notes = Layer.effect(
+ *   Delivery.Delivery,
+ *   Effect.gen(function*() {
+ *     const sql = yield* SqlClient.SqlClient
+ *     yield* sql`CREATE TABLE IF NOT EXISTS notes (source TEXT NOT NULL, body TEXT NOT NULL)`
+ *     return Delivery.Delivery.of({
+ *       deliver: (message) =>
+ *         sql`INSERT INTO notes VALUES (${message.source}, ${new TextDecoder().decode(message.payload)})`.pipe(
+ *           Effect.asVoid,
+ *           Effect.mapError((cause) => new Delivery.DeliveryError({ reason: "cannot write the note", cause }))
+ *         )
+ *     })
+ *   })
+ * )
+ *
+ * const program = Effect.gen(function*() {
+ *   const directory = yield* Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped())
+ *   const atBob = yield* Layer.build(
+ *     ILM.layer().pipe(
+ *       Layer.provide(Layer.merge(network(bob), notes)),
+ *       // `provideMerge`: the store's `SqlClient` serves `notes` and stays in bob's context.
+ *       Layer.provideMerge(SqliteBackend.layer({ filename: `${directory}/bob.db`, synchronous: "FULL" }))
+ *     )
+ *   )
+ *   const sender = yield* Layer.build(
+ *     ILM.layer().pipe(
+ *       Layer.provide(Layer.merge(network(alice), Delivery.layerInbox())),
+ *       Layer.provide(SqliteBackend.layer({ filename: `${directory}/alice.db` }))
+ *     )
+ *   ).pipe(Effect.map(Context.get(ILM.ILM)))
+ *
+ *   yield* sender.sendAndAwait(bob, new TextEncoder().encode("hello"))
+ *   const sql = Context.get(atBob, SqlClient.SqlClient)
+ *   console.log(yield* sql`SELECT source, body FROM notes`) // [ { source: 'alice', body: 'hello' } ]
+ * })
+ *
+ * Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */

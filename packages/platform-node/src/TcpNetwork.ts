@@ -244,6 +244,47 @@ export const make = (options: Options): Effect.Effect<TcpNetwork, TcpNetworkErro
 /**
  * The `Network` of a TCP peer as a layer.
  *
+ * @example
+ * ```ts
+ * import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+ * import * as FileSystem from "@effect/platform/FileSystem"
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as SqliteBackend from "@intersession/platform-node/SqliteBackend"
+ * import * as TcpNetwork from "@intersession/platform-node/TcpNetwork"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Redacted from "effect/Redacted"
+ *
+ * const alice = PeerId.make("alice")
+ * const bob = PeerId.make("bob")
+ * // Every peer of the deployment has the same address book and the same pre-shared key.
+ * const peers = new Map([[alice, { host: "127.0.0.1", port: 47401 }], [bob, { host: "127.0.0.1", port: 47402 }]])
+ * const key = Redacted.make("the deployment's pre-shared key")
+ *
+ * const peer = (id: PeerId.PeerId, directory: string) =>
+ *   ILM.layer().pipe(
+ *     Layer.provideMerge(Delivery.layerInbox()),
+ *     Layer.provide(TcpNetwork.layer({ peer: id, listen: peers.get(id)!, peers, key })),
+ *     Layer.provide(SqliteBackend.layer({ filename: `${directory}/${id}.db` }))
+ *   )
+ *
+ * const program = Effect.gen(function*() {
+ *   const directory = yield* Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped())
+ *   const sender = Context.get(yield* Layer.build(peer(alice, directory)), ILM.ILM)
+ *   const inbox = Context.get(yield* Layer.build(peer(bob, directory)), Delivery.Inbox)
+ *
+ *   yield* sender.send(bob, new TextEncoder().encode("over TCP"))
+ *   const message = yield* inbox.take
+ *   console.log(`${message.source}: ${new TextDecoder().decode(message.payload)}`) // alice: over TCP
+ *   yield* sender.drain("5 seconds")
+ * })
+ *
+ * Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */

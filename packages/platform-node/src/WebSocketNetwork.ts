@@ -178,6 +178,49 @@ export const make = (
  * The `Network` of a WebSocket peer as a layer, dialling with the `ws` package's WebSocket (or Node's own where it
  * has one).
  *
+ * @example
+ * ```ts
+ * import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+ * import * as FileSystem from "@effect/platform/FileSystem"
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as SqliteBackend from "@intersession/platform-node/SqliteBackend"
+ * import * as WebSocketNetwork from "@intersession/platform-node/WebSocketNetwork"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Redacted from "effect/Redacted"
+ *
+ * const alice = PeerId.make("alice")
+ * const bob = PeerId.make("bob")
+ * // The URL each peer is reached at: through a proxy or a load balancer, it is the proxy's.
+ * const peers = new Map([[alice, "ws://127.0.0.1:47411/intersession"], [bob, "ws://127.0.0.1:47412/intersession"]])
+ * const key = Redacted.make("the deployment's pre-shared key")
+ *
+ * const peer = (id: PeerId.PeerId, port: number, directory: string) =>
+ *   ILM.layer().pipe(
+ *     Layer.provideMerge(Delivery.layerInbox()),
+ *     Layer.provide(
+ *       WebSocketNetwork.layer({ peer: id, listen: { host: "127.0.0.1", port, path: "/intersession" }, peers, key })
+ *     ),
+ *     Layer.provide(SqliteBackend.layer({ filename: `${directory}/${id}.db` }))
+ *   )
+ *
+ * const program = Effect.gen(function*() {
+ *   const directory = yield* Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped())
+ *   const sender = Context.get(yield* Layer.build(peer(alice, 47411, directory)), ILM.ILM)
+ *   const inbox = Context.get(yield* Layer.build(peer(bob, 47412, directory)), Delivery.Inbox)
+ *
+ *   yield* sender.send(bob, new TextEncoder().encode("over WebSocket"))
+ *   const message = yield* inbox.take
+ *   console.log(`${message.source}: ${new TextDecoder().decode(message.payload)}`) // alice: over WebSocket
+ *   yield* sender.drain("5 seconds")
+ * })
+ *
+ * Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */

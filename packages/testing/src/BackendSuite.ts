@@ -124,6 +124,30 @@ const openFresh = Effect.flatMap(makeStore, (store) => store.open)
  * The fixture is built once for the block, by the first test, and closed after the last; every test makes its own
  * stores. Tests run on the live clock, so a fixture may use real resources (files, connections).
  *
+ * @example
+ * ```ts
+ * // test/InMemoryBackend.test.ts: the suite on the in-memory backend. A backend of your own gives its fixture the
+ * // same way: `makeStore` makes an empty store (a file in a temporary directory, a fresh schema), and each `open`
+ * // of it builds your layer on that same store.
+ * import { Backend } from "@intersession/core/Backend"
+ * import * as BackendSuite from "@intersession/testing/BackendSuite"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * const fixture = Layer.succeed(
+ *   BackendSuite.BackendFixture,
+ *   BackendSuite.BackendFixture.of({
+ *     makeStore: Effect.map(InMemoryBackend.makeStore(), (store) => ({
+ *       open: Effect.map(Layer.build(InMemoryBackend.layer(store)), Context.get(Backend))
+ *     }))
+ *   })
+ * )
+ *
+ * BackendSuite.backendSuite("InMemoryBackend", fixture)
+ * ```
+ *
  * @since 0.1.0
  * @category suites
  */

@@ -372,6 +372,38 @@ const open = (handle: Store) =>
 /**
  * A `Backend` on a store handle. Fails with `StoreLockedError` while another engine owns the handle.
  *
+ * @example
+ * ```ts
+ * import * as Delivery from "@intersession/core/Delivery"
+ * import * as ILM from "@intersession/core/ILM"
+ * import * as PeerId from "@intersession/core/PeerId"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * const program = Effect.gen(function*() {
+ *   const hub = yield* InMemoryNetwork.make()
+ *   // The store outlives the engines built on it: one engine after another on the same handle is a restart.
+ *   const store = yield* InMemoryBackend.makeStore("alice")
+ *   const alice = ILM.layer().pipe(
+ *     Layer.provide(Delivery.layerInbox()),
+ *     Layer.provide(hub.layer(PeerId.make("alice"))),
+ *     Layer.provide(InMemoryBackend.layer(store))
+ *   )
+ *   const send = Effect.flatMap(ILM.ILM, (ilm) => ilm.send(PeerId.make("bob"), new TextEncoder().encode("hi")))
+ *
+ *   // The first run stores a message for bob, who is offline, and stops.
+ *   yield* Effect.provide(send, alice)
+ *   console.log(yield* store.pendingCount) // 1
+ *   // The next run on the same store, a restart, still has it and stores the next one after it.
+ *   const id = yield* Effect.provide(send, alice)
+ *   console.log(id.seq, yield* store.pendingCount) // 2 2
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(program))
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */
@@ -379,6 +411,22 @@ export const layer = (store: Store): Layer.Layer<Backend, StoreLockedError> => L
 
 /**
  * A `Backend` on a fresh store of its own.
+ *
+ * @example
+ * ```ts
+ * import * as Backend from "@intersession/core/Backend"
+ * import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
+ * import * as Effect from "effect/Effect"
+ *
+ * // A store nobody else will open: each build of the layer starts empty.
+ * const program = Effect.gen(function*() {
+ *   const backend = yield* Backend.Backend
+ *   const { streams } = yield* backend.outbound
+ *   console.log(streams.length) // 0
+ * })
+ *
+ * Effect.runPromise(Effect.scoped(Effect.provide(program, InMemoryBackend.layerFresh)))
+ * ```
  *
  * @since 0.1.0
  * @category layers

@@ -148,6 +148,29 @@ const assertSendSettles = (node: Node, to: PeerId.PeerId, frames: ReadonlyArray<
  * Declares a `describe` block named `name` that checks the `Network` contract on the networks of the fixture
  * `layer`. Each test builds the fixture, runs on the live clock and takes its peers offline before the fixture closes.
  *
+ * @example
+ * ```ts
+ * // test/InMemoryNetwork.test.ts: the suite on the in-memory hub. A transport of your own gives its fixture the same
+ * // way: each test builds the fixture afresh, and `make` brings a peer online (a TCP fixture gives each peer a port
+ * // and a shared address book).
+ * import { Network } from "@intersession/core/Network"
+ * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
+ * import * as NetworkSuite from "@intersession/testing/NetworkSuite"
+ * import * as Context from "effect/Context"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ *
+ * const fixture = Layer.scoped(
+ *   NetworkSuite.NetworkFixture,
+ *   Effect.map(InMemoryNetwork.make(), (hub) =>
+ *     NetworkSuite.NetworkFixture.of({
+ *       make: (peer) => Effect.map(Layer.build(hub.layer(peer)), Context.get(Network))
+ *     }))
+ * )
+ *
+ * NetworkSuite.networkSuite("InMemoryNetwork", fixture)
+ * ```
+ *
  * @since 0.1.0
  * @category suites
  */

@@ -28,24 +28,48 @@ interface Sleeper {
  * @category models
  */
 export class VirtualClock implements Clock.Clock {
+  /**
+   * @since 0.1.0
+   */
   readonly [Clock.ClockTypeId]: Clock.ClockTypeId = Clock.ClockTypeId
   private sleepers: Array<Sleeper> = []
   private order = 0
 
   constructor(private now: number) {}
 
+  /**
+   * The virtual time, in milliseconds.
+   *
+   * @since 0.1.0
+   */
   unsafeCurrentTimeMillis(): number {
     return this.now
   }
 
+  /**
+   * The virtual time, in nanoseconds.
+   *
+   * @since 0.1.0
+   */
   unsafeCurrentTimeNanos(): bigint {
     return BigInt(this.now) * 1_000_000n
   }
 
+  /**
+   * @since 0.1.0
+   */
   readonly currentTimeMillis: Effect.Effect<number> = Effect.sync(() => this.now)
 
+  /**
+   * @since 0.1.0
+   */
   readonly currentTimeNanos: Effect.Effect<bigint> = Effect.sync(() => this.unsafeCurrentTimeNanos())
 
+  /**
+   * Waits until {@link run} moves the clock `duration` past now.
+   *
+   * @since 0.1.0
+   */
   sleep(duration: Duration.Duration): Effect.Effect<void> {
     return Effect.async<void>((resume) => {
       const sleeper: Sleeper = {
@@ -67,7 +91,11 @@ export class VirtualClock implements Clock.Clock {
     return next
   }
 
-  /** Moves to `instant` and wakes every sleep due by then, earliest first. */
+  /**
+   * Moves to `instant` and wakes every sleep due by then, earliest first.
+   *
+   * @since 0.1.0
+   */
   advanceTo(instant: number): void {
     this.now = Math.max(this.now, instant)
     const due = this.sleepers.filter((sleeper) => sleeper.at <= this.now)
