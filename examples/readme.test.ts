@@ -3,20 +3,26 @@
  * the README says it does.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { Socket } from "node:net"
 import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 
-const run = (file: string) =>
-  execFileSync(`${root}/node_modules/.bin/tsx`, ["--conditions=@intersession/source", file], {
-    cwd: root,
-    encoding: "utf8",
-    timeout: 60_000
-  }).trim()
-    .split("\n")
+// Asynchronously, never `execFileSync`: a synchronous run blocks this worker's event loop, so it cannot read the main
+// process's replies, and once that lasts 60 s vitest's RPC timer fires first: the run fails with `Timeout calling
+// "onTaskUpdate"` after every test passed. The three runs here took 76 s together on a loaded 2-core machine.
+// The timeout stays under vitest's 120 s per test.
+const run = async (file: string) => {
+  const { stdout } = await promisify(execFile)(
+    `${root}/node_modules/.bin/tsx`,
+    ["--conditions=@intersession/source", file],
+    { cwd: root, encoding: "utf8", timeout: 100_000 }
+  )
+  return stdout.trim().split("\n")
+}
 
 /** Whether something accepts connections on the port, within a second. */
 const listening = (port: number) =>
@@ -47,23 +53,23 @@ describe("the README", () => {
     assert.deepStrictEqual(blocks, files.map((file) => readFileSync(`${root}/${file}`, "utf8")))
   })
 
-  it("two-peers.ts prints what each peer received", () => {
-    assert.deepStrictEqual(run("examples/two-peers.ts"), [
+  it("two-peers.ts prints what each peer received", async () => {
+    assert.deepStrictEqual(await run("examples/two-peers.ts"), [
       "peer 1 got [4,5,6] from 2 to 1",
       "peer 2 got [1,2,3] from 1 to 2"
     ])
   })
 
-  it("production.ts delivers over TCP with SQLite stores, in order", () => {
-    assert.deepStrictEqual(run("examples/production.ts"), [
+  it("production.ts delivers over TCP with SQLite stores, in order", async () => {
+    assert.deepStrictEqual(await run("examples/production.ts"), [
       "bob got \"one\" from alice, seq 1",
       "bob got \"two\" from alice, seq 2",
       "bob got \"three\" from alice, seq 3"
     ])
   })
 
-  it.skipIf(!postgres)("scale-out.ts delivers from a PostgreSQL store", () => {
-    assert.deepStrictEqual(run("examples/scale-out.ts"), [
+  it.skipIf(!postgres)("scale-out.ts delivers from a PostgreSQL store", async () => {
+    assert.deepStrictEqual(await run("examples/scale-out.ts"), [
       "dave got \"stored in PostgreSQL until dave has it\" from carol"
     ])
   })

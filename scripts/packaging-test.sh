@@ -48,7 +48,7 @@ if [ -e "$pg/node_modules/better-sqlite3" ] || [ -e "$pg/node_modules/@effect/sq
   exit 1
 fi
 echo "install size without better-sqlite3: $(du -sh "$pg/node_modules" | cut -f1), $(ls "$pg/node_modules" "$pg"/node_modules/@*/ | grep -vc '^$\|:$') packages; the largest:"
-(cd "$pg/node_modules" && du -s -- *[!@]* @*/* | sort -n | tail -5 | awk '{ printf "  %s %d MiB\n", $2, $1 / 1024 }')
+(cd "$pg/node_modules" && du -s -- [!@]* @*/* | sort -n | tail -5 | awk '{ printf "  %s %d MiB\n", $2, $1 / 1024 }')
 (cd "$pg" && node "$repo/scripts/packaging/check-install.mjs" @intersession/core @intersession/platform-node)
 (cd "$pg" && node driver-missing.mjs)
 # @effect/sql-pg's declarations import those of its driver, pg: a consumer type-checking them needs @types/pg.
