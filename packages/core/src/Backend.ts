@@ -11,19 +11,72 @@ import type { Lane } from "./Lane.js"
 import type { PeerId } from "./PeerId.js"
 
 /**
+ * The operations of a store, as `BackendError` names them: the `Backend` service's own, and the steps of opening a
+ * store (`connect` to its server, `open` the store and take ownership of it, `migrate` its schema).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type BackendOperation =
+  | "connect"
+  | "open"
+  | "migrate"
+  | "outbound"
+  | "append"
+  | "read"
+  | "acknowledge"
+  | "setIncarnation"
+  | "received"
+  | "commitReceived"
+  | "withTransaction"
+
+/**
+ * What went wrong, in one line: the first error along the `cause` chain that says it precisely. That is the driver's
+ * own error, with its code (`SQLITE_FULL: database or disk is full`, PostgreSQL's SQLSTATE `57P01: terminating
+ * connection due to administrator command`, `ECONNREFUSED: …`), or one of this module's store errors; wrappers such
+ * as `@effect/sql`'s `SqlError` ("Failed to execute statement") are looked through. Without either, the innermost
+ * error's message.
+ */
+const describeCause = (cause: unknown): string => {
+  let innermost: string | undefined
+  let current = cause
+  for (let depth = 0; depth < 10 && typeof current === "object" && current !== null; depth++) {
+    if (
+      current instanceof StoreLostError || current instanceof StoreUnusableError || current instanceof StoreLockedError
+    ) {
+      return current.message
+    }
+    const code = "code" in current && typeof current.code === "string" && current.code !== "" ? current.code : undefined
+    const message = "message" in current && typeof current.message === "string" && current.message !== ""
+      ? current.message
+      : undefined
+    if (code !== undefined) {
+      return message === undefined ? code : message.includes(code) ? message : `${code}: ${message}`
+    }
+    if (message !== undefined) innermost = message
+    current = "cause" in current ? current.cause : undefined
+  }
+  return innermost ?? String(cause)
+}
+
+/**
  * A backend operation failed. The engine reports it to the caller that needs it (`send`, say) and keeps running;
  * it retries its own work once the backend answers again.
+ *
+ * `operation` names the operation; the message carries the store's reason, taken from `cause` (see
+ * `describeCause`): `Backend operation append failed: SQLITE_FULL: database or disk is full`. `cause` is the error
+ * as the driver gave it, for code that inspects it. An operation of a store this engine no longer owns fails with a
+ * {@link StoreLostError} as its cause, and every later one too: see {@link isStoreLost}.
  *
  * @since 0.1.0
  * @category errors
  */
 export class BackendError extends Data.TaggedError("BackendError")<{
-  readonly operation: string
+  readonly operation: BackendOperation
   readonly cause: unknown
 }> {
   override get message(): string {
-    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
-    return `Backend operation ${this.operation} failed: ${cause}`
+    return `Backend operation ${this.operation} failed: ${describeCause(this.cause)}`
   }
 }
 
@@ -40,6 +93,71 @@ export class StoreLockedError extends Data.TaggedError("StoreLockedError")<{
     return `Store ${this.store} is owned by another running engine; stop it before starting a new one`
   }
 }
+
+/**
+ * The store cannot be used, and opening it wrote nothing to it:
+ *
+ * - `NotADatabase`: the file is not a database of the store's kind (`SQLITE_NOTADB`);
+ * - `Corrupt`: the database is damaged (`SQLITE_CORRUPT`, or an integrity check found faults; `detail` says which);
+ * - `ReadOnly`: the store cannot be written: a read-only file or directory, a read-only file system, a server that
+ *   runs read-only transactions or a standby;
+ * - `NewerSchema`: a newer version of this library wrote it; `detail` names the store's newest migration and the
+ *   newest this version knows.
+ *
+ * `cause` is the driver's error, where there is one; the message carries its reason.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StoreUnusableError extends Data.TaggedError("StoreUnusableError")<{
+  readonly store: string
+  readonly reason: "NotADatabase" | "Corrupt" | "ReadOnly" | "NewerSchema"
+  readonly detail?: string | undefined
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    const what = {
+      NotADatabase: "it is not a database",
+      Corrupt: "it is corrupt",
+      ReadOnly: "it cannot be written",
+      NewerSchema: "a newer version of @intersession wrote it"
+    }[this.reason]
+    const detail = this.detail === undefined ? "" : `: ${this.detail}`
+    const cause = this.cause === undefined ? "" : ` (${describeCause(this.cause)})`
+    return `Store ${this.store} cannot be used, ${what}${detail}${cause}; nothing was written to it`
+  }
+}
+
+/**
+ * This engine no longer owns its store: the connection that held its lock ended (`LockLost`), or another engine
+ * took the store over (`TakenOver`, seen by the fencing check of a write). From then on every operation of the
+ * backend fails with a `BackendError` caused by this error, and no write of this engine reaches the store; stop
+ * the engine, and start it again if the store is free.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StoreLostError extends Data.TaggedError("StoreLostError")<{
+  readonly store: string
+  readonly reason: "LockLost" | "TakenOver"
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    const why = this.reason === "LockLost"
+      ? `the connection holding its lock ended${this.cause === undefined ? "" : ` (${describeCause(this.cause)})`}`
+      : "another engine took it over"
+    return `This engine no longer owns store ${this.store}: ${why}; every operation of it fails from now on`
+  }
+}
+
+/**
+ * Whether a backend failed because its engine no longer owns the store ({@link StoreLostError}): retrying is
+ * useless, every later operation fails too.
+ *
+ * @since 0.2.0
+ * @category refinements
+ */
+export const isStoreLost = (error: BackendError): boolean => error.cause instanceof StoreLostError
 
 /**
  * A message to store for sending.
@@ -156,6 +274,10 @@ export interface Acknowledgement {
  * - `transactional` says which: `true` when a failure inside `withTransaction` rolls back what the effect wrote.
  *   The engine then delivers again after a failed commit; otherwise it keeps the deliveries and retries the commit.
  *
+ * - `lost`, where ownership can lapse while the engine runs (a lock held by a connection that can end), fails once
+ *   this engine no longer owns the store; the engine then stops, with that error as the reason. A store whose
+ *   ownership cannot lapse leaves it out.
+ *
  * A layer that provides a `Backend` takes ownership of its store and fails with {@link StoreLockedError} while
  * another owner lives; closing the layer's scope releases it.
  *
@@ -181,4 +303,5 @@ export class Backend extends Context.Tag("@intersession/core/Backend")<Backend, 
   readonly received: Effect.Effect<ReadonlyArray<ReceiveState>, BackendError>
   readonly commitReceived: (states: ReadonlyArray<ReceiveState>) => Effect.Effect<void, BackendError>
   readonly withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BackendError, R>
+  readonly lost?: Effect.Effect<never, StoreLostError> | undefined
 }>() {}

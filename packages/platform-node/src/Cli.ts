@@ -59,6 +59,49 @@ export class MissingKeyError extends Data.TaggedError("MissingKeyError")<Record<
   }
 }
 
+/**
+ * The peer cannot listen on its `--listen` address: the reason is the operating system's (the address is in use, is
+ * not one of this host's, needs privileges, …).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class ListenError extends Data.TaggedError("ListenError")<{
+  readonly address: TcpNetwork.Address
+  /** The network's error, whose cause is the operating system's. */
+  readonly cause: TcpNetwork.TcpNetworkError
+}> {
+  override get message(): string {
+    const network = this.cause.message
+    const reason = listenReason(this.cause.cause)
+    // A network whose message already says why is printed as it is.
+    return reason === undefined || network.includes(reason.code) ? network : `${network}: ${reason.text}`
+  }
+}
+
+/** Why a listener could not start, from the first error code along the cause chain. */
+const listenReason = (cause: unknown): { readonly code: string; readonly text: string } | undefined => {
+  let current = cause
+  for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
+    if ("code" in current && typeof current.code === "string") {
+      const code = current.code
+      const message = "message" in current && typeof current.message === "string" ? current.message : code
+      const why = code === "EADDRINUSE"
+        ? "the address is already in use: another program, or another peer, listens on it"
+        : code === "EADDRNOTAVAIL"
+        ? "the host is not an address of this machine"
+        : code === "EACCES"
+        ? "permission denied (ports below 1024 need privileges)"
+        : code === "ENOTFOUND" || code === "EAI_AGAIN"
+        ? "the host name does not resolve"
+        : message
+      return { code, text: `${why} (${code})` }
+    }
+    current = "cause" in current ? current.cause : undefined
+  }
+  return undefined
+}
+
 const invalid = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
 
 const parseAddress = (value: string): Effect.Effect<TcpNetwork.Address, ValidationError.ValidationError> => {
@@ -74,7 +117,27 @@ const parsePeer = (value: string) => {
   const at = value.indexOf("=")
   const id = value.slice(0, at)
   if (at <= 0 || !PeerId.isPeerId(id)) return Effect.fail(invalid(`${JSON.stringify(value)} is not ID=host:port`))
-  return Effect.map(parseAddress(value.slice(at + 1)), (address) => [id, address] as const)
+  return Effect.flatMap(parseAddress(value.slice(at + 1)), (address) =>
+    address.port === 0
+      ? Effect.fail(invalid(`--peer ${value}: port 0 cannot be dialled; give the port ${id} listens on`))
+      : Effect.succeed([id, address] as const))
+}
+
+/** The peers of `--peer` are the others: not this peer's own `--id`, and each once. */
+const checkPeers = <
+  A extends { readonly id: PeerId.PeerId; readonly peers: ReadonlyArray<readonly [PeerId.PeerId, unknown]> }
+>(
+  options: A
+): Effect.Effect<A, ValidationError.ValidationError> => {
+  const seen = new Set<string>()
+  for (const [id] of options.peers) {
+    if (id === options.id) {
+      return Effect.fail(invalid(`--peer ${id}=…: ${id} is this peer's own id (--id); list the other peers only`))
+    }
+    if (seen.has(id)) return Effect.fail(invalid(`--peer ${id}=… is given twice: give each peer once`))
+    seen.add(id)
+  }
+  return Effect.succeed(options)
 }
 
 const parsePeerId = (id: string) =>
@@ -147,9 +210,7 @@ const peerDescription = "Run a peer: lines on stdin are sent (ID: text), receive
 const peerCommand = Command.make(
   "peer",
   {
-    id: idOption,
-    listen: listenOption,
-    peers: peersOption,
+    self: Options.all({ id: idOption, listen: listenOption, peers: peersOption }).pipe(Options.mapEffect(checkPeers)),
     db: dbOption,
     keyFile: keyFileOption,
     to: Options.text("to").pipe(
@@ -162,11 +223,11 @@ const peerCommand = Command.make(
       Options.withDefault("NORMAL" as const)
     )
   },
-  (options) =>
+  ({ self: { id, listen, peers }, ...options }) =>
     Effect.gen(function*() {
       const key = yield* readKey(options.keyFile)
-      const defaultPeer = Option.getOrUndefined(options.to) ?? options.peers[0]?.[0]
-      const known = new Set<string>(options.peers.map(([id]) => id))
+      const defaultPeer = Option.getOrUndefined(options.to) ?? peers[0]?.[0]
+      const known = new Set<string>(peers.map(([id]) => id))
       yield* Effect.gen(function*() {
         const ilm = yield* ILM.ILM
         const inbox = yield* Delivery.Inbox
@@ -190,15 +251,14 @@ const peerCommand = Command.make(
         Effect.provide(
           ILM.layer().pipe(
             Layer.provideMerge(Delivery.layerInbox()),
-            Layer.provide(TcpNetwork.layer({
-              peer: options.id,
-              listen: options.listen,
-              peers: new Map(options.peers),
-              key
-            })),
+            Layer.provide(TcpNetwork.layer({ peer: id, listen, peers: new Map(peers), key })),
             Layer.provide(SqliteBackend.layer({ filename: options.db, synchronous: options.synchronous }))
           )
-        )
+        ),
+        // The store's errors say what is wrong with it as they are; the network's says where it cannot listen, and
+        // this adds why.
+        Effect.catchTag("TcpNetworkError", (error) =>
+          Effect.fail(error.reason === "Listen" ? new ListenError({ address: listen, cause: error }) : error))
       )
     })
 ).pipe(Command.withDescription(peerDescription))

@@ -14,7 +14,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Backend, BackendError, type StoreLockedError } from "@intersession/core/Backend"
+import { Backend, BackendError, type StoreLockedError, type StoreUnusableError } from "@intersession/core/Backend"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -55,9 +55,18 @@ const redacted = (value: string | Redacted.Redacted | undefined) =>
 
 /**
  * Connects to PostgreSQL, opens the store named by `tablePrefix` and provides its `Backend`, and the `SqlClient`
- * and `PgClient` of the connection pool. Fails with `StoreLockedError` while another engine owns the store, with
- * `BackendError` when the server cannot be reached or the store cannot be migrated, and with `DriverMissingError`
- * when `@effect/sql-pg` is not installed (it is loaded only here).
+ * and `PgClient` of the connection pool. Fails with `StoreLockedError` while another engine owns the store; with
+ * `StoreUnusableError`, having written nothing, when the server only runs read-only transactions or a newer
+ * version wrote the store; with `BackendError` when the server cannot be reached or the store cannot be migrated
+ * (its message gives the server's SQLSTATE and reason); and with `DriverMissingError` when `@effect/sql-pg` is not
+ * installed (it is loaded only here).
+ *
+ * If the connection that holds the store's lock ends while the engine runs (a terminated backend, a dropped
+ * connection), another engine can take the store. This one learns it at once, from the connection's events (and a
+ * check of the connection every 2 seconds), and from then on every operation of its backend fails with a
+ * `BackendError` caused by `StoreLostError`. Its writes are also fenced: each transaction checks, under a row lock,
+ * the owner token the engine wrote when it took the store, so none of its writes commits once another engine has
+ * taken the store, even before it learns that its lock is gone.
  *
  * @example
  * ```ts
@@ -95,7 +104,7 @@ export const layer = (
   options: Options
 ): Layer.Layer<
   Backend | SqlClient.SqlClient | PgClient.PgClient,
-  BackendError | StoreLockedError | DriverMissingError
+  BackendError | StoreLockedError | StoreUnusableError | DriverMissingError
 > =>
   Layer.scopedContext(Effect.gen(function*() {
     const Pg = yield* Driver.load("PostgresBackend", "@effect/sql-pg", () => import("@effect/sql-pg/PgClient"))

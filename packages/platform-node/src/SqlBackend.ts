@@ -3,7 +3,8 @@
  *
  * The store is five tables behind a table-name prefix, created and upgraded by `@effect/sql`'s `Migrator`:
  *
- * - `<prefix>store`: the store's incarnation, created once when the store is first opened;
+ * - `<prefix>store`: the store's incarnation, created once when the store is first opened, and the owner token
+ *   that fences a PostgreSQL store's writes (see below);
  * - `<prefix>outbound_streams`: per (peer, lane), the next seq to allocate and the lowest pending one;
  * - `<prefix>outbound_messages`: per (peer, lane, seq), the allocating run and the payload as bytes;
  * - `<prefix>peer_incarnations`: the incarnation used toward a peer, where it differs from the store's;
@@ -23,12 +24,21 @@
  *
  * Opening the store takes ownership of it: on SQLite an exclusive lock on the database file, held by the
  * connection until it closes; on PostgreSQL a session advisory lock on a connection reserved for the scope. A
- * second owner fails with `StoreLockedError` until the first closes its scope or its process dies.
+ * second owner fails with `StoreLockedError` until the first closes its scope or its process dies. The SQLite lock
+ * cannot lapse while its process lives (unless the process opens the file by other means: see `SqliteBackend`).
+ * The PostgreSQL lock can, with its connection: then every operation fails
+ * with a `BackendError` caused by `StoreLostError`, and a fencing token, which each new owner advances and each
+ * transaction checks under a row lock, keeps every write of the old owner from committing after a new owner took
+ * the store.
+ *
+ * Before anything is written, the store is checked: one written by a newer version of this library (its table of
+ * migrations records a migration this version does not know) is refused with `StoreUnusableError`, and so is a
+ * database that cannot be written.
  *
  * @since 0.1.0
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type { BackendError, StoreLockedError } from "@intersession/core/Backend"
+import type { BackendError, StoreLockedError, StoreUnusableError } from "@intersession/core/Backend"
 import { Backend } from "@intersession/core/Backend"
 import * as Data from "effect/Data"
 import type * as Effect from "effect/Effect"
@@ -84,8 +94,10 @@ export const defaultTablePrefix: string = internal.defaultTablePrefix
 
 /**
  * Opens the store on the `SqlClient` in context: takes ownership of it, runs its migrations, creates its
- * incarnation on first use, and returns its `Backend`. Fails with `StoreLockedError` while another owner lives, and
- * with `BackendError` for a client of another dialect, an invalid prefix or a failed migration.
+ * incarnation on first use, and returns its `Backend`. Fails with `StoreLockedError` while another owner lives;
+ * with `StoreUnusableError`, having written nothing, when the database cannot be used (not a database, corrupt,
+ * read-only, or a store written by a newer version of this library); and with `BackendError` for a client of
+ * another dialect, an invalid prefix or a failed migration.
  *
  * Ownership lasts as long as the scope. On SQLite it puts the client's connection in exclusive locking mode with no
  * busy timeout: the file lock is the connection's and lasts until the client closes (`SqliteBackend` closes it
@@ -97,7 +109,11 @@ export const defaultTablePrefix: string = internal.defaultTablePrefix
  */
 export const make: (
   options?: Options
-) => Effect.Effect<Backend["Type"], BackendError | StoreLockedError, SqlClient.SqlClient | Scope.Scope> = internal.make
+) => Effect.Effect<
+  Backend["Type"],
+  BackendError | StoreLockedError | StoreUnusableError,
+  SqlClient.SqlClient | Scope.Scope
+> = internal.make
 
 /**
  * The SQL backend as a layer over the `SqlClient` in context.
@@ -136,4 +152,5 @@ export const make: (
  */
 export const layer = (
   options?: Options
-): Layer.Layer<Backend, BackendError | StoreLockedError, SqlClient.SqlClient> => Layer.scoped(Backend, make(options))
+): Layer.Layer<Backend, BackendError | StoreLockedError | StoreUnusableError, SqlClient.SqlClient> =>
+  Layer.scoped(Backend, make(options))

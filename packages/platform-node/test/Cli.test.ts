@@ -8,15 +8,21 @@
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Command from "@effect/platform/Command"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { afterEach, assert, beforeAll, describe, it, vi } from "@effect/vitest"
+import { StoreUnusableError } from "@intersession/core/Backend"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { execFile } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import * as Cli from "../src/Cli.js"
@@ -165,6 +171,107 @@ describe("Cli, in process", () => {
       const { stdout } = yield* runInProcess("--version")
       assert.strictEqual(stdout.trim(), version)
     }))
+
+  it.effect("a --peer on port 0, the peer's own id as a --peer, or a peer given twice: refused, saying why", () =>
+    Effect.gen(function*() {
+      const peer = (...peers: ReadonlyArray<string>) =>
+        runInProcess(
+          "peer",
+          "--id",
+          "alice",
+          "--listen",
+          "127.0.0.1:0",
+          ...peers.flatMap((value) => ["--peer", value]),
+          "--db",
+          "unused.db"
+        )
+      const cases = [
+        [["bob=127.0.0.1:0"], "--peer bob=127.0.0.1:0: port 0 cannot be dialled; give the port bob listens on"],
+        [
+          ["bob=127.0.0.1:7002", "alice=127.0.0.1:7001"],
+          "--peer alice=…: alice is this peer's own id (--id); list the other peers only"
+        ],
+        [["bob=127.0.0.1:7002", "bob=127.0.0.1:7003"], "--peer bob=… is given twice: give each peer once"]
+      ] as const
+      for (const [peers, expected] of cases) {
+        const { exit, stderr, stdout } = yield* peer(...peers)
+        assert.isTrue(Exit.isFailure(exit), peers.join(" "))
+        if (Exit.isFailure(exit)) {
+          const error = Cause.failureOption(exit.cause)
+          assert.isTrue(error._tag === "Some" && ValidationError.isValidationError(error.value), String(exit.cause))
+        }
+        assert.strictEqual(stdout, "")
+        assert.include(stderr, expected)
+        console.log(`[cli] ${peers.join(" ")}: ${stderr.trim()}`)
+      }
+    }))
+})
+
+/** The error `Cli.run` failed with, which the bin prints as it is (see bin.ts). */
+const failure = (exit: Exit.Exit<unknown, unknown>) =>
+  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+
+describe("Cli peer, when it cannot start", () => {
+  afterEach(() => {
+    vi.unstubAllEnvs()
+  })
+
+  /** `intersession peer` as alice, with a key, listening on `listen`, her store at `db`. */
+  const runPeer = (listen: string, db: string) => {
+    vi.stubEnv("INTERSESSION_KEY", "the key of the test deployment")
+    return runInProcess("peer", "--id", "alice", "--listen", listen, "--peer", "bob=127.0.0.1:1", "--db", db)
+  }
+
+  const tempDirectory = Effect.flatMap(
+    FileSystem.FileSystem,
+    (fs) => fs.makeTempDirectoryScoped({ prefix: "intersession-cli-" })
+  ).pipe(Effect.provide(NodeContext.layer))
+
+  it.scopedLive("a store that cannot be used: the store's error, with its reason", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      const db = Path.join(directory, "alice.db")
+      writeFileSync(db, "not a database at all\n".repeat(50))
+      const error = failure((yield* runPeer("127.0.0.1:0", db)).exit)
+      if (!(error instanceof StoreUnusableError)) {
+        return assert.fail(`expected StoreUnusableError, got ${String(error)}`)
+      }
+      console.log(`[cli] unusable store: ${error.message}`)
+      assert.strictEqual(
+        error.message,
+        `Store ${db} cannot be used, it is not a database (SQLITE_NOTADB: file is not a database); ` +
+          "nothing was written to it"
+      )
+    }))
+
+  it.scopedLive("an address in use: cannot listen, because the address is in use", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      const server = createServer()
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      const error = failure((yield* runPeer(`127.0.0.1:${port}`, Path.join(directory, "alice.db"))).exit)
+      if (!(error instanceof Cli.ListenError)) return assert.fail(`expected ListenError, got ${String(error)}`)
+      console.log(`[cli] address in use: ${error.message}`)
+      assert.include(error.message, `cannot listen on 127.0.0.1:${port}`)
+      assert.include(error.message, "the address is already in use")
+      assert.include(error.message, "(EADDRINUSE)")
+    }))
+
+  it.scopedLive("an address of another host: cannot listen, because it is not this machine's", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      // 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of this machine.
+      const error = failure((yield* runPeer("192.0.2.1:7001", Path.join(directory, "alice.db"))).exit)
+      if (!(error instanceof Cli.ListenError)) return assert.fail(`expected ListenError, got ${String(error)}`)
+      console.log(`[cli] not this host: ${error.message}`)
+      assert.include(error.message, "cannot listen on 192.0.2.1:7001")
+      assert.include(error.message, "the host is not an address of this machine (EADDRNOTAVAIL)")
+    }))
 })
 
 /** Runs the built program with `env` added to this process's environment, its output piped. */
@@ -211,6 +318,23 @@ describe("Cli, the built program under plain node (builds the packages first)", 
       assert.strictEqual(stdout, "")
       assert.include(stderr, "'many' is not a integer")
       assert.notInclude(stderr, ESC)
+    }))
+
+  it.live("a store that cannot be used: its error on stderr as it is, and exit code 1", () =>
+    Effect.gen(function*() {
+      const directory = mkdtempSync(Path.join(tmpdir(), "intersession-cli-"))
+      const db = Path.join(directory, "alice.db")
+      writeFileSync(db, "not a database at all\n".repeat(50))
+      const args = ["peer", "--id", "alice", "--listen", "127.0.0.1:0", "--peer", "bob=127.0.0.1:1", "--db", db]
+      const { exitCode, stderr } = yield* runBin(args, { INTERSESSION_KEY: "the key of the test deployment" }).pipe(
+        Effect.ensuring(Effect.sync(() => rmSync(directory, { recursive: true, force: true })))
+      )
+      assert.strictEqual(exitCode, 1)
+      assert.strictEqual(
+        stderr.trim(),
+        `Store ${db} cannot be used, it is not a database (SQLITE_NOTADB: file is not a database); ` +
+          "nothing was written to it"
+      )
     }))
 
   it.live("--version prints the package's version, read from package.json beside dist/", () =>

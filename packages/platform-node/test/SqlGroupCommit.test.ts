@@ -44,6 +44,20 @@ const holdConnection = (sql: SqlClient.SqlClient) =>
   })
 
 /**
+ * Waits until every fiber waits (is suspended): a write made while another runs waits in the writer's queue, the
+ * only place where it can wait, so this is when all of them have queued up. A fiber that has not started yet is
+ * running, not suspended.
+ */
+const allWaiting = (fibers: ReadonlyArray<Fiber.RuntimeFiber<unknown, unknown>>) =>
+  Effect.gen(function*() {
+    for (;;) {
+      const statuses = yield* Effect.forEach(fibers, Fiber.status)
+      if (statuses.every((status) => status._tag === "Suspended")) return
+      yield* Effect.yieldNow()
+    }
+  })
+
+/**
  * Opens a SQLite store through a client that reports what the backend does with its connection: each reservation
  * (a transaction waiting for the connection, or a read) and each BEGIN, with the fiber that runs it. The store has a
  * scope of its own, so a test can close it while the client stays open.
@@ -99,7 +113,7 @@ const openCounted = Effect.gen(function*() {
         const firstFiber = yield* Effect.fork(first)
         yield* reserving(1)
         const restFibers = yield* Effect.forEach(rest, (call) => Effect.fork(call))
-        yield* Effect.sleep("50 millis")
+        yield* allWaiting(restFibers)
         return { first: firstFiber, rest: restFibers, release }
       })
   }

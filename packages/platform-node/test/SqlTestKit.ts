@@ -48,8 +48,13 @@ export interface Child {
 
 /**
  * Starts `node --import tsx <script> <args>` for the scope; a child still running when the scope closes is killed.
+ * `as` runs it as another user (this process must be root).
  */
-export const spawnScript = (file: string, args: ReadonlyArray<string>) =>
+export const spawnScript = (
+  file: string,
+  args: ReadonlyArray<string>,
+  as?: { readonly uid: number; readonly gid: number }
+) =>
   Effect.gen(function*() {
     const lines = yield* Queue.unbounded<ChildLine>()
     let exited: Promise<void> | undefined
@@ -62,7 +67,8 @@ export const spawnScript = (file: string, args: ReadonlyArray<string>) =>
           file,
           ...args
         ], {
-          stdio: ["pipe", "pipe", "pipe"]
+          stdio: ["pipe", "pipe", "pipe"],
+          ...as
         })
         let stdout = ""
         let stderr = ""

@@ -32,7 +32,12 @@ const fixture = Layer.succeed(
   BackendSuite.BackendFixture,
   BackendSuite.BackendFixture.of({
     makeStore: Effect.map(tempDirectory, (directory) => ({
-      open: openBackend({ filename: Path.join(directory, "store.db") })
+      // A fresh store in a fresh directory is usable: anything else is a broken test machine.
+      open: Effect.catchTag(
+        openBackend({ filename: Path.join(directory, "store.db") }),
+        "StoreUnusableError",
+        Effect.die
+      )
     }))
   })
 )

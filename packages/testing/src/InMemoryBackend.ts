@@ -288,7 +288,10 @@ const open = (handle: Store) =>
     const incarnation = store.data.incarnation
 
     /** Runs `f` on the current data unless a failure is injected; the data object changes on wipe and restore. */
-    const operation = <A>(name: string, f: (data: StoreData) => A): Effect.Effect<A, BackendError> =>
+    const operation = <A>(
+      name: BackendTypes.BackendOperation,
+      f: (data: StoreData) => A
+    ): Effect.Effect<A, BackendError> =>
       Effect.suspend(() => {
         if (store.failing || store.failures > 0) {
           if (store.failures > 0) store.failures--

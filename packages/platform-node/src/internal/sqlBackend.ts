@@ -2,13 +2,15 @@ import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlConnection from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
-import { Backend, BackendError, StoreLockedError } from "@intersession/core/Backend"
+import { Backend, BackendError, StoreLockedError, StoreLostError, StoreUnusableError } from "@intersession/core/Backend"
 import type * as BackendTypes from "@intersession/core/Backend"
 import * as Incarnation from "@intersession/core/Incarnation"
 import * as Lane from "@intersession/core/Lane"
 import * as PeerId from "@intersession/core/PeerId"
 import * as StreamKey from "@intersession/core/StreamKey"
 import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { identity } from "effect/Function"
@@ -17,6 +19,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { EventEmitter } from "node:events"
 
 /** @internal */
 export const defaultTablePrefix = "intersession_"
@@ -114,8 +117,10 @@ const bytes = (payload: Uint8Array): Buffer => Buffer.from(payload.buffer, paylo
 const plainBytes = (payload: Uint8Array): Uint8Array =>
   payload.constructor === Uint8Array ? payload : new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength)
 
-const failWith = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, BackendError, R> =>
-  Effect.mapError(effect, (cause) => new BackendError({ operation, cause }))
+const failWith =
+  (operation: BackendTypes.BackendOperation) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, BackendError, R> =>
+    Effect.mapError(effect, (cause) => new BackendError({ operation, cause }))
 
 // --- statements --------------------------------------------------------------------------------------------------
 
@@ -269,6 +274,8 @@ const statementsOf = (dialect: Dialect, tables: Tables) => {
           WHERE ${streams}.peer = acks.peer AND ${streams}.lane = acks.lane AND ${streams}.first_pending <= acks.up_to`
         ]
     ),
+    setIncarnation: numbered(`INSERT INTO "${tables.incarnations}" (peer, incarnation) VALUES (?, ?)
+      ON CONFLICT (peer) DO UPDATE SET incarnation = excluded.incarnation`),
     commitReceived: perRowCount((rows) => [
       numbered(`INSERT INTO ${received} (peer, lane, incarnation, delivered, runs)
         VALUES ${values(rows, ["?", "?", "?", "?", "?"])}
@@ -279,6 +286,66 @@ const statementsOf = (dialect: Dialect, tables: Tables) => {
     ])
   }
 }
+
+// --- fencing -----------------------------------------------------------------------------------------------------
+
+/**
+ * What this backend knows of its ownership of the store. An engine owns its store while it holds the store's lock
+ * (SQLite's file lock, PostgreSQL's advisory lock); on PostgreSQL the lock lives on one connection, which can end
+ * while the engine runs, so ownership is also fenced: see `Fence`.
+ */
+interface Ownership {
+  readonly store: string
+  /** Why this engine lost the store, once it has: every operation fails with it from then on. */
+  lost: StoreLostError | undefined
+  /** Fails with that error once the store is lost: the engine stops on it, even when it has nothing to write. */
+  readonly lostSignal: Deferred.Deferred<never, StoreLostError>
+  /** PostgreSQL: the owner token this engine wrote when it took the store, checked by each of its transactions. */
+  fence: Fence | undefined
+}
+
+/**
+ * A fencing token. Each engine that takes a PostgreSQL store writes a new token into the store's row (the next
+ * `owner`), under the advisory lock. Every transaction this backend opens reads the token `FOR SHARE` before its first
+ * write, and goes on only if the token is still its own. The row lock orders both: a new owner's token update waits
+ * for every transaction that read the old token to end, and a transaction that starts after the update reads the
+ * new token and fails. So once another engine has taken the store, no write of this one commits, however long
+ * this engine takes to notice that its lock connection ended, and the new owner reads the store only after the old
+ * owner's last commit.
+ */
+interface Fence {
+  readonly token: number
+  /** Reads the token: after `BEGIN` in one round trip, or alone in a transaction this backend did not open. */
+  readonly begin: string
+  readonly read: string
+}
+
+const lostError = (ownership: Ownership, reason: StoreLostError["reason"], cause?: unknown) => {
+  if (ownership.lost === undefined) {
+    ownership.lost = new StoreLostError({ store: ownership.store, reason, cause })
+    Deferred.unsafeDone(ownership.lostSignal, Exit.fail(ownership.lost))
+  }
+  return ownership.lost
+}
+
+/**
+ * Checks the token a fence statement read (the rows of the statement, or of each statement where `BEGIN` came
+ * first): a token that is not this engine's means another engine took the store over.
+ */
+const checkToken = (
+  ownership: Ownership,
+  fence: Fence,
+  result: ReadonlyArray<unknown>
+): Effect.Effect<void, StoreLostError> => {
+  const rows = result.length > 0 && Array.isArray(result[0]) ? result[result.length - 1] : result
+  const row: unknown = Array.isArray(rows) ? rows[0] : undefined
+  const token = typeof row === "object" && row !== null && "owner" in row ? integerColumn(row.owner) : undefined
+  return token === fence.token ? Effect.void : Effect.fail(lostError(ownership, "TakenOver"))
+}
+
+/** Fails once the store is lost, before a statement or commit of this backend. */
+const stillOwned = (ownership: Ownership): Effect.Effect<void, StoreLostError> =>
+  Effect.suspend(() => ownership.lost === undefined ? Effect.void : Effect.fail(ownership.lost))
 
 // --- transactions ------------------------------------------------------------------------------------------------
 
@@ -306,24 +373,37 @@ const reserved = <A, E, R, E2>(
 /**
  * Runs `body` in a transaction of its own, on a reserved connection (see `reserved`): BEGIN, then COMMIT once `body`
  * succeeds, or ROLLBACK once it fails (and after a failed COMMIT). `body`'s own failures pass through unchanged; a
- * failed BEGIN or COMMIT fails with `statementError`.
+ * failed BEGIN or COMMIT fails with `statementError`, and so does a transaction of a store this engine no longer
+ * owns: on PostgreSQL BEGIN checks the fencing token (see `Fence`), and no transaction commits once the store is
+ * known to be lost.
  *
  * BEGIN and COMMIT are prepared once, like the store's other statements, and no span is opened: this is the
  * transaction of every write of the store (@effect/sql's `withTransaction` costs several times a SQLite commit).
  */
 const transaction = <A, E, R, E2>(
   sql: SqlClient.SqlClient,
+  ownership: Ownership,
   body: OnConnection<A, E, R>,
-  statementError: (cause: SqlError) => E2
+  statementError: (cause: SqlError | StoreLostError) => E2
 ): Effect.Effect<A, E | E2, R> =>
   reserved(sql, (connection, restore): Effect.Effect<A, E | E2, R> => {
     const run = (statement: string) => Effect.mapError(connection.execute(statement, [], undefined), statementError)
     const rollback = Effect.ignore(connection.execute("ROLLBACK", [], undefined))
+    const fence = ownership.fence
+    const begin = fence === undefined
+      ? Effect.zipRight(Effect.mapError(stillOwned(ownership), statementError), run("BEGIN"))
+      : Effect.zipRight(stillOwned(ownership), connection.execute(fence.begin, [], undefined)).pipe(
+        Effect.flatMap((result) => checkToken(ownership, fence, result)),
+        // BEGIN may have run before the check failed: the transaction must not stay open on the connection.
+        Effect.tapError(() => rollback),
+        Effect.mapError(statementError)
+      )
+    const commit = Effect.zipRight(Effect.mapError(stillOwned(ownership), statementError), run("COMMIT"))
     return Effect.zipRight(
-      run("BEGIN"),
+      begin,
       Effect.flatMap(Effect.exit(body(connection, restore)), (exit): Effect.Effect<A, E | E2, R> =>
         Exit.isSuccess(exit)
-          ? Effect.as(Effect.tapError(run("COMMIT"), () => rollback), exit.value)
+          ? Effect.as(Effect.tapError(commit, () => rollback), exit.value)
           : Effect.zipRight(rollback, exit))
     )
   }, statementError)
@@ -382,18 +462,32 @@ class LazySavepoints implements SqlConnection.Connection {
   }
 }
 
-/** Runs `effect` in a savepoint opened at once: on the connection of a transaction this backend did not open. */
+/**
+ * Runs `effect` in a savepoint opened at once: on the connection of a transaction this backend did not open. On
+ * PostgreSQL the savepoint first checks the fencing token, in the caller's transaction (see `Fence`).
+ */
 const inSavepoint = <A, E, R, E2>(
   connection: SqlConnection.Connection,
+  ownership: Ownership,
   effect: Effect.Effect<A, E, R>,
-  statementError: (cause: SqlError) => E2
+  statementError: (cause: SqlError | StoreLostError) => E2
 ): Effect.Effect<A, E | E2, R> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.zipRight(
+  Effect.uninterruptibleMask((restore) => {
+    const fence = ownership.fence
+    const check: Effect.Effect<void, E2> = Effect.zipRight(
+      stillOwned(ownership),
+      fence === undefined
+        ? Effect.void
+        : Effect.flatMap(connection.execute(fence.read, [], undefined), (rows) => checkToken(ownership, fence, rows))
+    ).pipe(Effect.mapError(statementError))
+    return Effect.zipRight(
       Effect.mapError(connection.execute("SAVEPOINT intersession", [], undefined), statementError),
-      Effect.flatMap(Effect.exit(restore(effect)), (exit) => closeSavepoint(connection, exit, statementError))
+      Effect.flatMap(
+        Effect.exit(Effect.zipRight(check, restore(effect))),
+        (exit) => closeSavepoint(connection, exit, statementError)
+      )
     )
-  )
+  })
 
 /** Releases a savepoint after its effect succeeded, or rolls back to it first; then ends as the effect did. */
 const closeSavepoint = <A, E, E2>(
@@ -414,18 +508,22 @@ const closeSavepoint = <A, E, E2>(
 /** A nested transaction on the open transaction's connection: lazily where this backend opened it. */
 const nestedTransaction = <A, E, R, E2>(
   connection: SqlConnection.Connection,
+  ownership: Ownership,
   effect: Effect.Effect<A, E, R>,
-  statementError: (cause: SqlError) => E2
+  statementError: (cause: SqlError | StoreLostError) => E2
 ): Effect.Effect<A, E | E2, R> =>
   connection instanceof LazySavepoints
     ? connection.nested(effect, statementError)
-    : inSavepoint(connection, effect, statementError)
+    : inSavepoint(connection, ownership, effect, statementError)
 
+/** The driver's error code, the first along the `cause` chain (`SqlError`, the migrator's errors, …). */
 const errorCode = (error: unknown): string | undefined => {
-  const cause = error instanceof SqlError ? error.cause : error
-  return typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
-    ? cause.code
-    : undefined
+  let current = error
+  for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
+    if ("code" in current && typeof current.code === "string") return current.code
+    current = "cause" in current ? current.cause : undefined
+  }
+  return undefined
 }
 
 /** SQLite refuses a lock another connection holds with `SQLITE_BUSY` (another connection or process). */
@@ -458,9 +556,42 @@ const ownInProcess = (client: SqlClient.SqlClient, prefix: string, store: string
   )
 
 /**
+ * Why a store cannot be used, from the driver's error, where that says so: SQLite's result codes (the extended ones
+ * too, `SQLITE_CORRUPT_INDEX` or `SQLITE_READONLY_DIRECTORY`, say) and PostgreSQL's SQLSTATE for a read-only
+ * transaction (`25006`).
+ */
+const unusableReason = (error: unknown): StoreUnusableError["reason"] | undefined => {
+  const code = errorCode(error)
+  if (code === undefined) return undefined
+  if (code === "SQLITE_NOTADB") return "NotADatabase"
+  if (code.startsWith("SQLITE_CORRUPT")) return "Corrupt"
+  if (code.startsWith("SQLITE_READONLY") || code === "25006") return "ReadOnly"
+  return undefined
+}
+
+/** An error of opening the store: `StoreUnusableError` where the driver says why the store cannot be used. */
+const openError =
+  (store: string, operation: "open" | "migrate" = "open") => (error: unknown): StoreUnusableError | BackendError => {
+    const reason = unusableReason(error)
+    return reason === undefined
+      ? new BackendError({ operation, cause: error })
+      : new StoreUnusableError({ store, reason, cause: error })
+  }
+
+/**
  * Takes SQLite's lock on the database file for as long as the connection lives: exclusive locking mode keeps every
  * lock a connection takes, and `BEGIN EXCLUSIVE` takes the write lock now. Another connection, in this process or
  * another, is refused at once (`busy_timeout = 0`) until this one closes or its process dies.
+ *
+ * The lock cannot lapse while the engine runs: it is the connection's, in this process, and SQLite's unix VFS keeps
+ * it as long as the connection is open. (A POSIX lock is the process's: closing any other descriptor of the file in
+ * this process would drop it, which SQLite guards against for its own connections; an application must not open
+ * the store's file by other means, as SQLite's "How To Corrupt An SQLite Database File" says.)
+ *
+ * First it checks that the store can be written, writing nothing: a write in a transaction it rolls back fails at
+ * once with `SQLITE_READONLY` on a file SQLite opened read-only (where taking the lock would fail with a mere
+ * `SQLITE_IOERR_LOCK`), or whose directory it cannot write; and with `SQLITE_NOTADB` on a file that is not a
+ * database.
  *
  * @internal
  */
@@ -468,22 +599,132 @@ export const lockSqlite = (sql: SqlClient.SqlClient, store: string) =>
   Effect.gen(function*() {
     yield* sql.unsafe("PRAGMA busy_timeout = 0")
     yield* sql.unsafe("PRAGMA locking_mode = EXCLUSIVE")
-    yield* Effect.scoped(Effect.flatMap(sql.reserve, (connection) =>
-      Effect.zipRight(
-        connection.executeUnprepared("BEGIN EXCLUSIVE", [], undefined),
-        connection.executeUnprepared("COMMIT", [], undefined)
-      )))
+    yield* Effect.scoped(Effect.flatMap(sql.reserve, (connection) => {
+      const run = (statement: string) => connection.executeUnprepared(statement, [], undefined)
+      const rollback = Effect.ignore(run("ROLLBACK"))
+      return Effect.all([
+        run("BEGIN"),
+        Effect.onError(run("PRAGMA user_version = 0"), () => rollback),
+        rollback,
+        run("BEGIN EXCLUSIVE"),
+        run("COMMIT")
+      ], { discard: true })
+    }))
   }).pipe(
-    Effect.mapError((error): StoreLockedError | BackendError =>
-      isSqliteBusy(error) ? new StoreLockedError({ store }) : new BackendError({ operation: "open", cause: error })
+    Effect.mapError((error): StoreLockedError | StoreUnusableError | BackendError =>
+      isSqliteBusy(error) ? new StoreLockedError({ store }) : openError(store)(error)
     )
   )
 
 /**
+ * Checks a SQLite store's every page with `PRAGMA quick_check`, reading them all once (a store holds what is
+ * pending, so this is quick), and fails with `StoreUnusableError` when some are damaged.
+ *
+ * @internal
+ */
+export const checkSqliteIntegrity = (sql: SqlClient.SqlClient, store: string) =>
+  sql.unsafe<{ readonly quick_check?: unknown }>("PRAGMA quick_check").pipe(
+    Effect.mapError(openError(store)),
+    Effect.flatMap((rows) => {
+      // Each row is a fault, or "ok"; a fault may start with the name of its database (`*** in database main ***`).
+      const faults = rows.flatMap((row) => String(row.quick_check).split("\n"))
+        .filter((fault) => fault !== "ok" && !fault.startsWith("***"))
+      if (faults.length === 0) return Effect.void
+      const shown = faults.slice(0, 3).join("; ")
+      return Effect.fail(
+        new StoreUnusableError({
+          store,
+          reason: "Corrupt",
+          detail: `the integrity check found ${faults.length === 1 ? "a fault" : `${faults.length} faults`}: ${shown}${
+            faults.length > 3 ? "; …" : ""
+          }`
+        })
+      )
+    })
+  )
+
+/**
+ * A PostgreSQL store must be writable: a server that runs read-only transactions (a standby, or
+ * `default_transaction_read_only`) is refused before anything is tried.
+ */
+const checkPgWritable = (sql: SqlClient.SqlClient, store: string) =>
+  sql.unsafe<{ readonly read_only?: unknown; readonly standby?: unknown }>(
+    "SELECT current_setting('transaction_read_only') AS read_only, pg_is_in_recovery() AS standby"
+  ).pipe(
+    Effect.mapError(openError(store)),
+    Effect.flatMap((rows) => {
+      const row = rows[0]
+      if (row?.standby === true) {
+        return Effect.fail(
+          new StoreUnusableError({ store, reason: "ReadOnly", detail: "the server is a standby, in recovery" })
+        )
+      }
+      if (row?.read_only === "on") {
+        return Effect.fail(
+          new StoreUnusableError({
+            store,
+            reason: "ReadOnly",
+            detail: "the server's transactions are read-only here (transaction_read_only is on: see " +
+              "default_transaction_read_only of the role, the database or the server)"
+          })
+        )
+      }
+      return Effect.void
+    })
+  )
+
+/** How often the lock's connection is checked, besides its own `error` and `end` events. */
+const lockCheckInterval = Duration.seconds(2)
+
+/**
+ * Completes with why the lock's connection ended. `@effect/sql-pg`'s connection exposes its `pg` client, whose
+ * `error` and `end` events say at once that the session is gone (a terminated backend, a dropped socket); any
+ * connection is also checked with a statement every `lockCheckInterval`, which fails once the session is gone.
+ * The check runs uninterruptibly, so closing the store never cancels a statement on the lock's connection.
+ */
+const lockConnectionEnded = (connection: SqlConnection.Connection): Effect.Effect<unknown> => {
+  const client = "pg" in connection ? connection.pg : undefined
+  const events = client instanceof EventEmitter
+    ? Effect.async<unknown>((resume) => {
+      const stop = () => {
+        client.off("error", onError)
+        client.off("end", onEnd)
+      }
+      // A terminated session gives both, `error` first: the first is the reason.
+      const onError = (error: unknown) => {
+        stop()
+        resume(Effect.succeed(error))
+      }
+      const onEnd = () => {
+        stop()
+        resume(Effect.succeed(new Error("the connection ended")))
+      }
+      client.on("error", onError)
+      client.on("end", onEnd)
+      return Effect.sync(stop)
+    })
+    : Effect.never
+  const polled = Effect.flip(
+    Effect.forever(
+      Effect.zipRight(
+        Effect.sleep(lockCheckInterval),
+        Effect.uninterruptible(connection.execute("SELECT 1", [], undefined))
+      )
+    )
+  )
+  return Effect.raceFirst(events, polled)
+}
+
+/**
  * Takes a session-level advisory lock, keyed by the schema and table prefix, on a connection reserved for the
  * scope; it is released when the scope closes, and by the server when the session ends.
+ *
+ * The session can end while the engine runs (a terminated backend, a dropped connection), and then the lock is
+ * gone and another engine can take the store. A fiber of the scope watches the lock's connection and, once it
+ * ends, marks the store lost: every operation fails from then on with `StoreLostError`. That is prompt, not a
+ * guarantee: the fencing token is (see `Fence`).
  */
-const lockPg = (sql: SqlClient.SqlClient, prefix: string, store: string) =>
+const lockPg = (sql: SqlClient.SqlClient, prefix: string, ownership: Ownership) =>
   Effect.gen(function*() {
     const connection = yield* failWith("open")(sql.reserve)
     const key = `intersession/${prefix}`
@@ -497,7 +738,15 @@ const lockPg = (sql: SqlClient.SqlClient, prefix: string, store: string) =>
           ? Effect.ignore(connection.execute(`SELECT pg_advisory_unlock(${lockId})`, [key], undefined))
           : Effect.void
     )
-    if (!locked) return yield* new StoreLockedError({ store })
+    if (!locked) return yield* new StoreLockedError({ store: ownership.store })
+    yield* lockConnectionEnded(connection).pipe(
+      Effect.flatMap((cause) => {
+        const lost = lostError(ownership, "LockLost", cause)
+        return Effect.logError("The store's lock is lost: every operation of this engine fails from now on", lost)
+      }),
+      Effect.annotateLogs({ store: ownership.store }),
+      Effect.forkScoped
+    )
   })
 
 // --- schema ------------------------------------------------------------------------------------------------------
@@ -579,18 +828,66 @@ const migrations = (sql: SqlClient.SqlClient, tables: Tables) => {
             PRIMARY KEY (peer, lane)
           ) WITHOUT ROWID`
         ], { discard: true })
+    }),
+    // The fencing token of PostgreSQL stores (see `Fence`); SQLite stores have the column and leave it at 0.
+    [newestMigration]: sql.onDialectOrElse({
+      pg: () => sql`ALTER TABLE ${store} ADD COLUMN owner bigint NOT NULL DEFAULT 0`,
+      orElse: () => sql`ALTER TABLE ${store} ADD COLUMN owner INTEGER NOT NULL DEFAULT 0`
     })
   })
 }
 
-/** Runs the store's migrations. The migrator turns a failed migration into a defect; this makes it a typed error. */
-const migrate = (sql: SqlClient.SqlClient, tables: Tables) =>
+/**
+ * The newest migration of this version, as the migrator names it (`<id>_<name>`): a store whose table of migrations
+ * records a higher id was written by a newer version, and is refused before anything is written (see `checkSchema`).
+ */
+const newestMigration = "2_owner_token"
+
+/**
+ * Refuses a store written by a newer version of this library: its newest recorded migration has an id this version
+ * does not know. Reads only; a store without a table of migrations is new.
+ */
+const checkSchema = (sql: SqlClient.SqlClient, tables: Tables, store: string) =>
+  Effect.gen(function*() {
+    const exists = yield* sql.onDialectOrElse({
+      pg: () =>
+        Effect.map(
+          sql<{ readonly found?: unknown }>`SELECT to_regclass(${tables.migrations}) IS NOT NULL AS found`,
+          (rows) => rows[0]?.found === true
+        ),
+      orElse: () =>
+        Effect.map(
+          sql<{ readonly found?: unknown }>`SELECT count(*) AS found FROM sqlite_master
+            WHERE type = 'table' AND name = ${tables.migrations}`,
+          (rows) => (integerColumn(rows[0]?.found) ?? 0) > 0
+        )
+    })
+    if (!exists) return
+    const rows = yield* sql<{ readonly migration_id?: unknown; readonly name?: unknown }>`
+      SELECT migration_id, name FROM ${sql(tables.migrations)} ORDER BY migration_id DESC LIMIT 1`
+    const id = integerColumn(rows[0]?.migration_id)
+    const known = Number.parseInt(newestMigration, 10)
+    if (id !== undefined && id > known) {
+      return yield* new StoreUnusableError({
+        store,
+        reason: "NewerSchema",
+        detail: `its newest migration is ${id}_${String(rows[0]?.name)}, and this version of ` +
+          `@intersession/platform-node knows migrations up to ${newestMigration}; upgrade it to open this store`
+      })
+    }
+  }).pipe(Effect.mapError((error) => error instanceof StoreUnusableError ? error : openError(store)(error)))
+
+/**
+ * Runs the store's migrations. The migrator turns a failed migration into a defect; this makes it a typed error
+ * (`StoreUnusableError` where the driver says the store cannot be used).
+ */
+const migrate = (sql: SqlClient.SqlClient, tables: Tables, store: string) =>
   Migrator.make({})({ loader: migrations(sql, tables), table: tables.migrations }).pipe(
     Effect.provideService(SqlClient.SqlClient, sql),
-    failWith("migrate"),
+    Effect.mapError(openError(store, "migrate")),
     Effect.catchSomeDefect((defect) =>
       defect instanceof Migrator.MigrationError || defect instanceof SqlError
-        ? Option.some(Effect.fail(new BackendError({ operation: "migrate", cause: defect })))
+        ? Option.some(Effect.fail(openError(store, "migrate")(defect)))
         : Option.none()
     )
   )
@@ -602,7 +899,7 @@ type Statements<A> = (connection: SqlConnection.Connection) => Effect.Effect<A, 
 
 /** One caller's write, waiting in the queue for the writer. */
 interface Waiting {
-  readonly operation: string
+  readonly operation: BackendTypes.BackendOperation
   /** Runs the caller's statements in the writer's transaction; gives back how to answer the caller once committed. */
   readonly run: (connection: SqlConnection.Connection) => Effect.Effect<() => void, unknown>
   readonly fail: (error: BackendError) => void
@@ -610,7 +907,8 @@ interface Waiting {
   cancelled: boolean
 }
 
-const storeClosed = (operation: string) => new BackendError({ operation, cause: new Error("the store is closed") })
+const storeClosed = (operation: BackendTypes.BackendOperation) =>
+  new BackendError({ operation, cause: new Error("the store is closed") })
 
 /**
  * Group commit, with no hop when there is no contention. A write made outside a transaction while no other write of
@@ -628,7 +926,7 @@ const storeClosed = (operation: string) => new BackendError({ operation, cause: 
  * Once the scope closes, no write of the store runs: those waiting fail with "the store is closed", and so does a
  * caller's own transaction that gets the connection after the close; one already running is waited for.
  */
-const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
+const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect, ownership: Ownership) =>
   Effect.gen(function*() {
     const queue: Array<Waiting> = []
     /**
@@ -643,7 +941,7 @@ const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
     let ownRunning = false
     let ended: (() => void) | undefined
 
-    const failure = (operation: string, cause: Cause.Cause<unknown>) =>
+    const failure = (operation: BackendTypes.BackendOperation, cause: Cause.Cause<unknown>) =>
       closed || Cause.isInterruptedOnly(cause)
         ? storeClosed(operation)
         : new BackendError({ operation, cause: Cause.squash(cause) })
@@ -667,7 +965,9 @@ const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
           Effect.exit(
-            restore(transaction(sql, (connection) => Effect.forEach(batch, (w) => w.run(connection)), identity))
+            restore(
+              transaction(sql, ownership, (connection) => Effect.forEach(batch, (w) => w.run(connection)), identity)
+            )
           ),
           (exit) =>
             Effect.sync(() => {
@@ -705,15 +1005,25 @@ const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
 
     /** A caller's own transaction, on its own fiber: a single statement is one by itself. */
     const runOwn = <A>(
-      operation: string,
+      operation: BackendTypes.BackendOperation,
       statements: Statements<A>,
       oneStatement: boolean
     ): Effect.Effect<A, BackendError> =>
-      (oneStatement ? reserved : transaction)(sql, (connection) => {
-        if (closed) return Effect.fail(storeClosed(operation))
-        ownRunning = true
-        return statements(connection)
-      }, identity).pipe(
+      Effect.suspend(() => {
+        const body: OnConnection<A, unknown, never> = (connection) => {
+          if (closed) return Effect.fail(storeClosed(operation))
+          ownRunning = true
+          return statements(connection)
+        }
+        // A fenced store checks its token in a transaction, even for one statement.
+        return oneStatement && ownership.fence === undefined
+          ? reserved(
+            sql,
+            (connection, restore) => Effect.zipRight(stillOwned(ownership), body(connection, restore)),
+            identity
+          )
+          : transaction(sql, ownership, body, identity)
+      }).pipe(
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.fail(failure(operation, cause))
         )
@@ -731,7 +1041,7 @@ const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
       ended?.()
     })
 
-    const enqueue = <A>(operation: string, statements: Statements<A>) =>
+    const enqueue = <A>(operation: BackendTypes.BackendOperation, statements: Statements<A>) =>
       Effect.async<A, BackendError>((resume) => {
         const waiting: Waiting = {
           operation,
@@ -751,14 +1061,20 @@ const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
      * needs no transaction or savepoint of its own where a failed statement undoes itself and leaves the transaction
      * usable (SQLite; on PostgreSQL it would abort the open transaction, so it gets a savepoint all the same).
      */
-    return <A>(operation: string, statements: Statements<A>, oneStatement: boolean): Effect.Effect<A, BackendError> =>
+    return <A>(
+      operation: BackendTypes.BackendOperation,
+      statements: Statements<A>,
+      oneStatement: boolean
+    ): Effect.Effect<A, BackendError> =>
       Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
         if (Option.isSome(open)) {
           const connection = open.value[0]
-          const write = failWith(operation)(Effect.suspend(() => statements(connection)))
+          const write = failWith(operation)(
+            Effect.zipRight(stillOwned(ownership), Effect.suspend(() => statements(connection)))
+          )
           return oneStatement && dialect === "sqlite"
             ? write
-            : nestedTransaction(connection, write, (cause) => new BackendError({ operation, cause }))
+            : nestedTransaction(connection, ownership, write, (cause) => new BackendError({ operation, cause }))
         }
         // The checks and the change of state happen in one step, so no write slips in after the closing drain, and
         // a caller's own transaction hands on the queue however it ends.
@@ -779,6 +1095,10 @@ const makeGroupCommit = (sql: SqlClient.SqlClient, dialect: Dialect) =>
 export interface MakeOptions {
   readonly tablePrefix?: string | undefined
   readonly name?: string | undefined
+  /** SQLite: check every page of the store (`checkSqliteIntegrity`) before anything is written. */
+  readonly checkIntegrity?: boolean | undefined
+  /** Runs once the store is owned and checked, before anything is written (SQLite's journal mode, say). */
+  readonly prepare?: Effect.Effect<void, BackendError> | undefined
 }
 
 /** Streams in key order: concurrent writers (PostgreSQL's connections) lock them in the same order. */
@@ -810,7 +1130,11 @@ const storedMessages = (
 /** @internal */
 export const make = (
   options: MakeOptions = {}
-): Effect.Effect<Backend["Type"], BackendError | StoreLockedError, SqlClient.SqlClient | Scope.Scope> =>
+): Effect.Effect<
+  Backend["Type"],
+  BackendError | StoreLockedError | StoreUnusableError,
+  SqlClient.SqlClient | Scope.Scope
+> =>
   Effect.gen(function*() {
     const client = yield* SqlClient.SqlClient
     // The store names its tables and columns itself: an application's name transforms must not apply to them.
@@ -832,16 +1156,30 @@ export const make = (
     const store = options.name ?? `${dialect}:${prefix}`
     const tables = tablesOf(prefix)
 
+    const ownership: Ownership = {
+      store,
+      lost: undefined,
+      lostSignal: yield* Deferred.make<never, StoreLostError>(),
+      fence: undefined
+    }
+
+    // Nothing is written to the store until it is owned and known to be usable: a refused store is left as it was.
     yield* ownInProcess(client, prefix, store)
-    if (dialect === "sqlite") yield* lockSqlite(sql, store)
-    else if (dialect === "pg") yield* lockPg(sql, prefix, store)
-    else {
+    if (dialect === "sqlite") {
+      yield* lockSqlite(sql, store)
+      if (options.checkIntegrity === true) yield* checkSqliteIntegrity(sql, store)
+    } else if (dialect === "pg") {
+      yield* checkPgWritable(sql, store)
+      yield* lockPg(sql, prefix, ownership)
+    } else {
       return yield* new BackendError({
         operation: "open",
         cause: new Error("the SQL backend supports SQLite and PostgreSQL clients only")
       })
     }
-    yield* migrate(sql, tables)
+    yield* checkSchema(sql, tables, store)
+    if (options.prepare !== undefined) yield* options.prepare
+    yield* migrate(sql, tables, store)
 
     const storeTable = sql(tables.store)
     const streams = sql(tables.streams)
@@ -850,15 +1188,22 @@ export const make = (
     const received = sql(tables.received)
     const statements = statementsOf(dialect, tables)
 
-    const write = yield* makeGroupCommit(sql, dialect)
+    const write = yield* makeGroupCommit(sql, dialect, ownership)
 
     /** A write of `items`, a statement per chunk of them (see `executeChunks`). */
-    const writeRows = <A>(operation: string, items: ReadonlyArray<A>, options: ChunkOptions<A>) =>
+    const writeRows = <A>(
+      operation: BackendTypes.BackendOperation,
+      items: ReadonlyArray<A>,
+      options: ChunkOptions<A>
+    ) =>
       write(
         operation,
         (connection) => Effect.asVoid(executeChunks(connection, items, options)),
         statementCount(items.length, options.padded, options.text) === 1
       )
+
+    /** Fails once the store is lost (see `Ownership`), before `effect` runs. */
+    const owned = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.zipRight(stillOwned(ownership), effect)
 
     /** Runs `f` on the connection of the open transaction, or on one reserved for it. */
     const withConnection = <A, E>(f: (connection: SqlConnection.Connection) => Effect.Effect<A, E>) =>
@@ -873,10 +1218,20 @@ export const make = (
       const rows = yield* Effect.flatMap(sql`SELECT incarnation FROM ${storeTable} WHERE id = 1`, decodeRows(StoreRow))
       const row = rows[0]
       if (row === undefined) return yield* Effect.fail(new Error("the store's incarnation is missing"))
+      if (dialect === "pg") {
+        // A new fencing token: it waits for the transactions of a previous owner that read the old one to end.
+        const owners = yield* sql<{ readonly owner?: unknown }>`
+          UPDATE ${storeTable} SET owner = owner + 1 WHERE id = 1 RETURNING owner`
+        const token = integerColumn(owners[0]?.owner)
+        if (token === undefined) return yield* Effect.fail(new Error("the store's owner token is missing"))
+        const read = `SELECT owner FROM "${tables.store}" WHERE id = 1 FOR SHARE`
+        ownership.fence = { token, begin: `BEGIN; ${read}`, read }
+      }
       return row.incarnation
     }).pipe(sql.withTransaction, failWith("open"))
 
     const outbound = Effect.gen(function*() {
+      yield* stillOwned(ownership)
       const streamRows = yield* Effect.flatMap(
         sql`SELECT peer, lane, next_seq, first_pending FROM ${streams}`,
         decodeRows(StreamRow)
@@ -976,7 +1331,7 @@ export const make = (
     const read = (peer: PeerId.PeerId, lane: Lane.Lane, fromSeq: number, limit: number) => {
       if (limit <= 0) return Effect.succeed([])
       const params = [peer, lane, fromSeq, limit]
-      return withConnection((connection) => connection.execute(statements.read, params, undefined)).pipe(
+      return owned(withConnection((connection) => connection.execute(statements.read, params, undefined))).pipe(
         Effect.flatMap((rows) => storedMessages(tables.messages, peer, lane, rows)),
         failWith("read")
       )
@@ -1000,14 +1355,14 @@ export const make = (
     }
 
     const setIncarnation = (peer: PeerId.PeerId, next: Incarnation.Incarnation) =>
-      sql`INSERT INTO ${incarnations} (peer, incarnation) VALUES (${peer}, ${next})
-        ON CONFLICT (peer) DO UPDATE SET incarnation = excluded.incarnation`.pipe(
-        Effect.asVoid,
-        failWith("setIncarnation")
+      write(
+        "setIncarnation",
+        (connection) => Effect.asVoid(connection.execute(statements.setIncarnation, [peer, next], undefined)),
+        true
       )
 
     const receivedStates = Effect.flatMap(
-      sql`SELECT peer, lane, incarnation, delivered, runs FROM ${received}`,
+      owned(sql`SELECT peer, lane, incarnation, delivered, runs FROM ${received}`),
       decodeRows(ReceivedRow)
     ).pipe(
       Effect.map((rows) =>
@@ -1050,11 +1405,13 @@ export const make = (
      */
     const withTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BackendError, R> =>
       Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
-        const statementError = (cause: SqlError) => new BackendError({ operation: "withTransaction", cause })
+        const statementError = (cause: SqlError | StoreLostError) =>
+          new BackendError({ operation: "withTransaction", cause })
         return Option.isSome(open)
-          ? nestedTransaction(open.value[0], effect, statementError)
+          ? nestedTransaction(open.value[0], ownership, effect, statementError)
           : transaction(
             sql,
+            ownership,
             (connection, restore) =>
               restore(
                 Effect.provideService(effect, SqlClient.TransactionConnection, [new LazySavepoints(connection), 0])
@@ -1073,6 +1430,8 @@ export const make = (
       setIncarnation,
       received: receivedStates,
       commitReceived,
-      withTransaction
+      withTransaction,
+      // SQLite's file lock lasts as long as the connection, which lasts as long as the engine: it cannot lapse.
+      ...(dialect === "pg" ? { lost: Deferred.await(ownership.lostSignal) } : {})
     })
   })

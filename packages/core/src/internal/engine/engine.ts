@@ -57,6 +57,8 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   yield* supervisor.fork("inbox reorderer", Reorderer.make(env, workers))
   yield* supervisor.fork("delivery workers", FiberMap.join(workers))
   yield* supervisor.fork("hello loops", FiberMap.join(helloLoops))
+  const lost = env.backend.lost
+  if (lost !== undefined) yield* supervisor.fork("store", lost)
 
   return Api.make(env, appender, supervisor)
 })

@@ -15,9 +15,15 @@ import * as TRef from "effect/TRef"
 import { EngineClosedError } from "../../IlmError.js"
 import type { Env } from "./env.js"
 
+/** `: <message>` of a typed failure (a lost store, say), so the engine's error says why; nothing for a defect. */
+const failureMessage = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  return failure._tag === "Some" && failure.value instanceof Error ? `: ${failure.value.message}` : ""
+}
+
 export interface Supervisor {
-  /** Runs an effect as one of the engine's fibers. */
-  readonly fork: (name: string, effect: Effect.Effect<unknown>) => Effect.Effect<void>
+  /** Runs an effect as one of the engine's fibers; its failure, like its end, stops the engine. */
+  readonly fork: (name: string, effect: Effect.Effect<unknown, unknown>) => Effect.Effect<void>
   /** Completes when the engine stops: succeeds when its scope closed, fails with why it stopped otherwise. */
   readonly closed: Deferred.Deferred<void, EngineClosedError>
   /** The error callers get once the engine has stopped. */
@@ -58,7 +64,7 @@ export const make = (env: Env, stop: (error: EngineClosedError) => Effect.Effect
           ? `its ${name} ended`
           : Cause.isInterruptedOnly(exit.cause)
           ? `its ${name} was interrupted`
-          : `its ${name} failed`
+          : `its ${name} failed${failureMessage(exit.cause)}`
         const next = new EngineClosedError({
           peer: env.self,
           reason,
@@ -73,7 +79,7 @@ export const make = (env: Env, stop: (error: EngineClosedError) => Effect.Effect
         )
       })
 
-    const fork = (name: string, effect: Effect.Effect<unknown>) =>
+    const fork = (name: string, effect: Effect.Effect<unknown, unknown>) =>
       FiberSet.run(
         fibers,
         effect.pipe(
