@@ -47,6 +47,12 @@ export interface TcpSetup {
   readonly synchronous: "NORMAL" | "FULL"
 }
 
+/**
+ * Whether TCP links seal their frames (the default). `BENCH_UNPROTECTED_FRAMES=1` turns it off in a run, and in its
+ * receiver processes, which inherit the environment: to measure what the protection costs.
+ */
+const protectFrames = process.env["BENCH_UNPROTECTED_FRAMES"] !== "1"
+
 /** The layer of one peer of a TCP cluster. */
 export const tcpPeer = (
   setup: TcpSetup,
@@ -57,7 +63,7 @@ export const tcpPeer = (
   const addresses = new Map(setup.addresses)
   return ILM.layer(config).pipe(
     Layer.provide(deliveryOf(deliver)),
-    Layer.provide(TcpNetwork.layer({ peer: id, listen: addresses.get(id)!, peers: addresses, key })),
+    Layer.provide(TcpNetwork.layer({ peer: id, listen: addresses.get(id)!, peers: addresses, key, protectFrames })),
     Layer.provide(SqliteBackend.layer({ filename: join(setup.dir, `${id}.db`), synchronous: setup.synchronous }))
   )
 }

@@ -13,9 +13,16 @@
  * - A lost peer is dialled again with exponential back-off and jitter. Both sides send a `Ping` every
  *   `pingInterval`; a connection on which nothing arrives for `idleTimeout` is closed, so a half-open connection
  *   is found.
- *
- * The handshake authenticates the peer at the other end; it does not encrypt or sign the frames that follow. Run it
- * on a trusted network, set the `tls` option, or use a tunnel or VPN when the path is not trusted.
+ * - Before it authenticates, an accepted connection costs bounded memory: at most `maxUnauthenticated` of them at
+ *   once (`maxUnauthenticatedPerAddress` from one address), each allowed 16 KiB and `handshakeTimeout` (over TLS:
+ *   `handshakeTimeout` for the TLS handshake, then as much for the key handshake). Over a bound, a connection is
+ *   destroyed at once, as is any connection refused before authentication; `handshakes` counts them by reason.
+ * - A client learns nothing about the address book without the key: every `Hello` gets a `Challenge`, and an id
+ *   that is not in the book is refused only at the proof, exactly as a wrong proof is.
+ * - Every frame after the handshake is encrypted and authenticated (AES-256-GCM, a key per direction derived with
+ *   HKDF from the pre-shared key, both nonces and both ids, a counter nonce), so a frame read, altered, replayed,
+ *   reordered, dropped or forged on the path is seen: the connection is closed and counted in `tampered`. The
+ *   `protectFrames` option turns it off, for a path protected otherwise.
  * - With `tls` set, every connection is TLS with mutual authentication: each side presents its certificate and
  *   requires the other's to chain to the deployment's CA, and the pre-shared-key handshake still runs inside the TLS
  *   stream. The certificate proves membership of the deployment; the handshake establishes the peer id. Server
@@ -36,6 +43,7 @@ import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type * as Subscribable from "effect/Subscribable"
+import type * as Admission from "./internal/admission.js"
 import * as Net from "./internal/net.js"
 import * as Tls from "./internal/tls.js"
 
@@ -72,7 +80,9 @@ export type AddressBook = ReadonlyMap<PeerId, Address> | Subscribable.Subscribab
 
 /**
  * Settings of a TCP network. Durations take any `Duration.DurationInput`; every setting but `peer`, `listen`,
- * `peers` and `key` has a default (see {@link defaults}).
+ * `peers` and `key` has a default (see {@link defaults}). `maxUnauthenticated` and `maxUnauthenticatedPerAddress`
+ * bound the connections that have not authenticated yet, in all and per remote address; one more is destroyed as soon
+ * as it is accepted.
  *
  * @since 0.1.0
  * @category models
@@ -87,8 +97,18 @@ export interface Options extends Net.ConnectionOptions {
     readonly port: number
   }
   readonly peers: AddressBook
-  /** The pre-shared key every peer of the deployment holds: at least 16 bytes, a string taken as UTF-8. */
-  readonly key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+  /**
+   * The pre-shared key every peer of the deployment holds: at least 16 bytes, a string taken as UTF-8. Or, to rotate
+   * keys, a list of keys, current first: a peer proves the first key of its list that the other side holds, and
+   * `connections` tells which (`keyIndex`). The acceptor's challenge is made with its current key, which the dialler
+   * must hold: to rotate, add the new key last on every peer, then move it first on every peer, then remove the old.
+   */
+  readonly key:
+    | Redacted.Redacted<string>
+    | Redacted.Redacted<Uint8Array>
+    | ReadonlyArray<
+      Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+    >
   /**
    * Run every connection over TLS with mutual authentication: this peer presents `cert` (with `key`) and requires
    * the other side's certificate to chain to `ca`. Every peer of the deployment must set it. The pre-shared-key
@@ -101,7 +121,8 @@ export interface Options extends Net.ConnectionOptions {
 /**
  * The defaults: frames up to 1 MiB + 64 KiB (the engine's default largest payload plus room for its fields), 10 s
  * to open a connection and finish its handshake, a `Ping` every 5 s, connections closed after 20 s without
- * traffic, and dialling again after 100 ms, doubling with jitter up to 10 s.
+ * traffic, dialling again after 100 ms, doubling with jitter up to 10 s, and at most 128 connections that have not
+ * authenticated yet, 32 of them from one address.
  *
  * @since 0.1.0
  * @category constants
@@ -117,6 +138,16 @@ export const defaults: Net.Settings = Net.defaults
 export type ConnectionInfo = Net.ConnectionInfo
 
 /**
+ * Accepted connections before they authenticate, for diagnostics: how many there are now (`pending`), the most at
+ * once (`peak`), and how many ended before authenticating, by reason (`failed`: `Busy` for those refused over a cap,
+ * `TooManyBytes`, `HandshakeTimeout`, `Unauthenticated`, `UnknownPeer`, `Malformed`, `TlsHandshake`…).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type HandshakeStats = Net.HandshakeStats
+
+/**
  * A TCP network: the `Network` service, the address it listens on, and its connections.
  *
  * @since 0.1.0
@@ -127,6 +158,10 @@ export type TcpNetwork = Network["Type"] & {
   readonly address: Address
   /** The connections in use now, one per connected peer. */
   readonly connections: Net.NetworkWithConnections["connections"]
+  /** Accepted connections before they authenticate: how many now, the most at once, and how those that failed ended. */
+  readonly handshakes: Net.NetworkWithConnections["handshakes"]
+  /** How many frames failed authentication since the network started (see `protectFrames`); each closed its connection. */
+  readonly tampered: Net.NetworkWithConnections["tampered"]
 }
 
 /**
@@ -151,10 +186,14 @@ const connectionSettings = (options: Options) => Either.mapLeft(Net.checkOptions
 
 const addressKey = (to: Address) => `${to.host}:${to.port}`
 
-/** Plain TCP: the platform's listener and sockets. */
+/**
+ * Plain TCP: the platform's listener and sockets. A connection takes its guard as its handler starts; one that gets
+ * none is destroyed there and then.
+ */
 const plainListener = (
   options: Options,
   settings: Net.Settings,
+  admission: Admission.Admission,
   listenError: (cause: unknown) => TcpNetworkError
 ) =>
   Effect.gen(function*() {
@@ -172,14 +211,15 @@ const plainListener = (
         NodeSocket.makeNet({ host: to.host, port: to.port, noDelay: true, openTimeout: settings.handshakeTimeout }),
       serve: (handler) =>
         server.run((socket) =>
-          Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) =>
-            handler(
-              socket,
-              Option.match(net, {
-                onNone: () => "unknown",
-                onSome: (net) => `${net.remoteAddress}:${net.remotePort}`
-              })
-            ))
+          Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) => {
+            // The platform provides the Node socket of every connection it accepts; without it nothing can be
+            // guarded, and returning closes the connection.
+            if (Option.isNone(net)) return Effect.void
+            const conn = net.value
+            const guard = admission.admit(conn.remoteAddress ?? "unknown", () => conn.destroy())
+            if (guard === undefined) return Effect.sync(() => conn.destroy())
+            return handler(socket, { remote: `${conn.remoteAddress}:${conn.remotePort}`, guard, countsBytes: false })
+          })
         ),
       addressKey
     }
@@ -195,7 +235,7 @@ const plainListener = (
  */
 export const make = (options: Options): Effect.Effect<TcpNetwork, TcpNetworkError, Scope.Scope> =>
   Effect.gen(function*() {
-    const { key, settings } = yield* connectionSettings(options)
+    const { keys, settings } = yield* connectionSettings(options)
     const credentials = options.tls === undefined
       ? undefined
       : yield* Either.mapLeft(Tls.credentials(options.tls), invalid)
@@ -205,18 +245,20 @@ export const make = (options: Options): Effect.Effect<TcpNetwork, TcpNetworkErro
         detail: `cannot listen on ${options.listen.host ?? "*"}:${options.listen.port}`,
         cause
       })
+    const admission = Net.admission(settings)
     const listener: {
       readonly address: Address
       readonly transport: Net.Transport<Address>
     } = credentials === undefined
-      ? yield* plainListener(options, settings, listenError)
+      ? yield* plainListener(options, settings, admission, listenError)
       : yield* Effect.map(
         Effect.mapError(
           Tls.listen({
             host: options.listen.host,
             port: options.listen.port,
             credentials,
-            handshakeTimeout: settings.handshakeTimeout
+            handshakeTimeout: settings.handshakeTimeout,
+            admission
           }),
           listenError
         ),
@@ -232,10 +274,11 @@ export const make = (options: Options): Effect.Effect<TcpNetwork, TcpNetworkErro
     const network = yield* Net.make<Address>({
       name: "tcp",
       local: options.peer,
-      key,
+      keys,
       book: options.peers,
       settings,
-      transport: listener.transport
+      transport: listener.transport,
+      admission
     })
     const address = listener.address
     return { ...network, address } satisfies TcpNetwork

@@ -4,8 +4,17 @@
  * same pre-shared-key handshake, the same rule that keeps one connection per pair of peers, the same back-off and
  * keep-alive. Peers are dialled at a `ws://` or `wss://` URL; the listening side is a `ws` server.
  *
- * The handshake authenticates the peer at the other end; it does not encrypt or sign the frames that follow. Use
- * `wss://` through a TLS-terminating proxy when the path is not trusted.
+ * Every frame after the handshake is encrypted and authenticated as over TCP (see `protectFrames`): a proxy on the
+ * path sees neither the frames nor can it change, replay or drop one without the connection being closed.
+ *
+ * Before it authenticates, a connection costs bounded memory, as over TCP: at most `maxUnauthenticated` at once
+ * (`maxUnauthenticatedPerAddress` from one address), counted from the TCP accept, before the HTTP upgrade; a connection
+ * over a cap is destroyed at once. Each is allowed `handshakeTimeout` to upgrade, then as much for the key handshake,
+ * and 16 KiB after the upgrade, counted on the TCP socket as the bytes arrive: the `ws` server buffers a whole message
+ * (up to its `maxPayload`, which authenticated peers need large) before it hands it on, so the bytes are counted under
+ * it, and a client that announces a large message is destroyed after 16 KiB, not after the message. A connection
+ * refused before authentication is destroyed, without a WebSocket close handshake that would keep it for `ws`'s close
+ * timeout. Behind a proxy every connection comes from the proxy's address: raise `maxUnauthenticatedPerAddress`.
  *
  * @since 0.1.0
  */
@@ -22,6 +31,9 @@ import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type * as Subscribable from "effect/Subscribable"
+import * as Http from "node:http"
+import type * as NodeNet from "node:net"
+import type * as Admission from "./internal/admission.js"
 import * as Net from "./internal/net.js"
 
 /**
@@ -35,7 +47,9 @@ export type AddressBook = ReadonlyMap<PeerId, string> | Subscribable.Subscribabl
 
 /**
  * Settings of a WebSocket network. Every setting but `peer`, `listen`, `peers` and `key` has a default (see
- * {@link defaults}).
+ * {@link defaults}). `maxUnauthenticated` and `maxUnauthenticatedPerAddress` bound the connections that have not
+ * authenticated yet, in all and per remote address (behind a proxy, the proxy's); one more is destroyed as soon as it
+ * is accepted.
  *
  * @since 0.1.0
  * @category models
@@ -52,8 +66,18 @@ export interface Options extends Net.ConnectionOptions {
     readonly path?: string | undefined
   }
   readonly peers: AddressBook
-  /** The pre-shared key every peer of the deployment holds: at least 16 bytes, a string taken as UTF-8. */
-  readonly key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+  /**
+   * The pre-shared key every peer of the deployment holds: at least 16 bytes, a string taken as UTF-8. Or, to rotate
+   * keys, a list of keys, current first: a peer proves the first key of its list that the other side holds, and
+   * `connections` tells which (`keyIndex`). The acceptor's challenge is made with its current key, which the dialler
+   * must hold: to rotate, add the new key last on every peer, then move it first on every peer, then remove the old.
+   */
+  readonly key:
+    | Redacted.Redacted<string>
+    | Redacted.Redacted<Uint8Array>
+    | ReadonlyArray<
+      Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+    >
 }
 
 /**
@@ -73,6 +97,16 @@ export const defaults: Net.Settings = Net.defaults
 export type ConnectionInfo = Net.ConnectionInfo
 
 /**
+ * Accepted connections before they authenticate, for diagnostics: how many there are now (`pending`), the most at
+ * once (`peak`), and how many ended before authenticating, by reason (`failed`: `Busy` for those refused over a cap,
+ * `TooManyBytes`, `HandshakeTimeout`, `Unauthenticated`, `UnknownPeer`, `Malformed`…).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type HandshakeStats = Net.HandshakeStats
+
+/**
  * A WebSocket network: the `Network` service, the URL it is reached at, and its connections.
  *
  * @since 0.1.0
@@ -83,6 +117,10 @@ export type WebSocketNetwork = Network["Type"] & {
   readonly url: string
   /** The connections in use now, one per connected peer. */
   readonly connections: Net.NetworkWithConnections["connections"]
+  /** Accepted connections before they authenticate: how many now, the most at once, and how those that failed ended. */
+  readonly handshakes: Net.NetworkWithConnections["handshakes"]
+  /** How many frames failed authentication since the network started (see `protectFrames`); each closed its connection. */
+  readonly tampered: Net.NetworkWithConnections["tampered"]
 }
 
 /**
@@ -108,6 +146,58 @@ const connectionSettings = (options: Options) => Either.mapLeft(Net.checkOptions
 const urlHost = (host: string) => (host.includes(":") ? `[${host}]` : host)
 
 /**
+ * The HTTP server under the `ws` server, made here so that every TCP connection is guarded from its accept:
+ * `connection` takes a guard (or destroys the connection), and `upgrade` starts counting the bytes that arrive on the
+ * socket before `ws` reads them (this listener comes first), so a large message is stopped as it arrives instead of
+ * after `ws` buffered it. A plain HTTP request is answered `426 Upgrade Required` and closed.
+ */
+const httpServer = (admission: Admission.Admission) =>
+  Effect.gen(function*() {
+    const guards = new WeakMap<object, Admission.Guard>()
+    const open = new Set<NodeNet.Socket>()
+    let closed = false
+    const server = Http.createServer((_request, response) => {
+      response.writeHead(426, { "Content-Type": "text/plain", Connection: "close" })
+      response.end("Upgrade Required")
+    })
+    server.on("connection", (raw: NodeNet.Socket) => {
+      if (closed) {
+        raw.destroy()
+        return
+      }
+      const guard = admission.admit(raw.remoteAddress ?? "unknown", () => raw.destroy())
+      if (guard === undefined) {
+        raw.destroy()
+        return
+      }
+      guards.set(raw, guard)
+      open.add(raw)
+      raw.once("close", () => {
+        open.delete(raw)
+        guard.release()
+      })
+    })
+    server.on("upgrade", (_request, raw) => {
+      const guard = guards.get(raw)
+      if (guard === undefined) {
+        raw.destroy()
+        return
+      }
+      raw.on("data", (chunk: Uint8Array) => guard.arrived(chunk.length))
+    })
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => {
+        closed = true
+        for (const raw of open) raw.destroy()
+        open.clear()
+        if (!server.listening) return resume(Effect.void)
+        server.close(() => resume(Effect.void))
+      })
+    )
+    return { server, guards }
+  })
+
+/**
  * Starts a WebSocket network in the current scope: listens, then dials the peers of the address book with the
  * `WebSocketConstructor` in context. Closing the scope closes every connection and the server.
  *
@@ -118,7 +208,7 @@ export const make = (
   options: Options
 ): Effect.Effect<WebSocketNetwork, WebSocketNetworkError, Scope.Scope | Socket.WebSocketConstructor> =>
   Effect.gen(function*() {
-    const { key, settings } = yield* connectionSettings(options)
+    const { keys, settings } = yield* connectionSettings(options)
     const construct = yield* Socket.WebSocketConstructor
     // Binary messages as `ArrayBuffer`s: a `Blob` would be read asynchronously, and messages could overtake each other.
     const constructor = Socket.WebSocketConstructor.of((url, protocols) => {
@@ -126,10 +216,25 @@ export const make = (
       socket.binaryType = "arraybuffer"
       return socket
     })
+    const admission = Net.admission(settings)
+    const http = yield* httpServer(admission)
+    // The platform's server waits for `listening` from the `ws` server, which passes on the HTTP server's. So the HTTP
+    // server starts listening as the `ws` server attaches to it (`upgrade` is the last event it listens to), as `ws`
+    // itself does when it makes its own server; `listening` and any error come on a later tick.
+    const startListening = (event: string | symbol) => {
+      if (event !== "upgrade") return
+      http.server.off("newListener", startListening)
+      http.server.listen({
+        port: options.listen.port,
+        ...(options.listen.host === undefined ? {} : { host: options.listen.host })
+      })
+    }
+    http.server.on("newListener", startListening)
     const server = yield* NodeSocketServer.makeWebSocket({
-      port: options.listen.port,
+      server: http.server,
+      // What an authenticated peer may send in one message; before authentication the guard stops a client long
+      // before this.
       maxPayload: Net.maxWriteBytes(settings),
-      ...(options.listen.host === undefined ? {} : { host: options.listen.host }),
       ...(options.listen.path === undefined ? {} : { path: options.listen.path })
     }).pipe(
       Effect.mapError((cause) =>
@@ -147,9 +252,10 @@ export const make = (
     const network = yield* Net.make<string>({
       name: "websocket",
       local: options.peer,
-      key,
+      keys,
       book: options.peers,
       settings,
+      admission,
       transport: {
         dial: (to) =>
           Effect.provideService(
@@ -159,14 +265,14 @@ export const make = (
           ),
         serve: (handler) =>
           server.run((socket) =>
-            Effect.flatMap(Effect.serviceOption(NodeSocketServer.IncomingMessage), (request) =>
-              handler(
-                socket,
-                Option.match(request, {
-                  onNone: () => "unknown",
-                  onSome: (request) => `${request.socket.remoteAddress}:${request.socket.remotePort}`
-                })
-              ))
+            Effect.flatMap(Effect.serviceOption(NodeSocketServer.IncomingMessage), (request) => {
+              // The platform provides the upgrade request of every connection; without it (and its socket's guard)
+              // nothing can be guarded, and returning closes the connection.
+              const raw = Option.isSome(request) ? request.value.socket : undefined
+              const guard = raw === undefined ? undefined : http.guards.get(raw)
+              if (raw === undefined || guard === undefined) return Effect.void
+              return handler(socket, { remote: `${raw.remoteAddress}:${raw.remotePort}`, guard, countsBytes: true })
+            })
           ),
         addressKey: (to) => to
       }

@@ -4,8 +4,10 @@ import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
 import * as Frame from "../src/internal/frame.js"
 import * as Handshake from "../src/internal/handshake.js"
+import * as LinkCipher from "../src/internal/linkCipher.js"
 import type { Link } from "../src/internal/netLink.js"
 import { fromFrameError } from "../src/internal/netLink.js"
+import * as NetKit from "./NetKit.js"
 
 const A = PeerId.make("peer-a")
 const B = PeerId.make("peer-b")
@@ -17,7 +19,8 @@ const otherKey = new TextEncoder().encode("another key, not the tests' one")
 const link = (
   incoming: Queue.Queue<Uint8Array>,
   outgoing: Queue.Queue<Uint8Array>,
-  tamper: (bytes: Uint8Array) => Uint8Array = (bytes) => bytes
+  tamper: (bytes: Uint8Array) => Uint8Array = (bytes) => bytes,
+  sessions: Array<LinkCipher.Session> = []
 ): Link => {
   const decoder = new Frame.FrameDecoder(Handshake.maxHandshakeFrame)
   const next: Link["next"] = Effect.suspend(() => {
@@ -38,6 +41,9 @@ const link = (
     closed: Effect.never,
     setLimit: (value) => {
       decoder.limit = value
+    },
+    protect: (session) => {
+      sessions.push(session)
     }
   }
 }
@@ -50,19 +56,105 @@ const pair = (tamperAcceptor?: (bytes: Uint8Array) => Uint8Array) =>
   })
 
 const options = (local: PeerId.PeerId, overrides: Partial<Handshake.HandshakeOptions> = {}) =>
-  Effect.map(Handshake.randomBytes(Handshake.instanceSize), (instance): Handshake.HandshakeOptions => ({
-    local,
-    instance,
-    key,
-    knows: () => true,
-    lastConnection: () => undefined,
-    ...overrides
-  }))
+  Effect.map(
+    Effect.all([Handshake.randomBytes(Handshake.instanceSize), Handshake.randomBytes(32)]),
+    ([instance, decoy]): Handshake.HandshakeOptions => ({
+      local,
+      instance,
+      keys: [key],
+      protect: true,
+      decoy,
+      knows: () => true,
+      lastConnection: () => undefined,
+      ...overrides
+    })
+  )
+
+/**
+ * A dialler that plays by hand: sends a `Hello` from `from` to `to`, takes the answer, and, when it is a
+ * `Challenge`, sends a `Proof` made with `proofKey` whatever the Challenge's own MAC says.
+ */
+const handDial = (link: Link, from: PeerId.PeerId, to: PeerId.PeerId, proofKey: Uint8Array) =>
+  Effect.gen(function*() {
+    const hello = yield* NetKit.freshHello(from, to)
+    yield* link.write(Frame.encode(Frame.FrameType.Hello, hello))
+    const answer = yield* link.next
+    const signed = answer.body.subarray(0, answer.body.length - 32)
+    if (answer.type === Frame.FrameType.Challenge) {
+      yield* link.write(Frame.encode(Frame.FrameType.Proof, yield* Handshake.mac(proofKey, "dialler", hello, signed)))
+    }
+    return { hello, answer, signed }
+  })
+
+/** Runs the acceptor and counts how often it declared the dialler proven. */
+const acceptCounting = (acceptor: Link, options: Handshake.HandshakeOptions) =>
+  Effect.gen(function*() {
+    let proven = 0
+    const result = yield* Effect.either(
+      Handshake.accept(acceptor, options, Effect.sync(() => proven++))
+    )
+    return { result, proven }
+  })
 
 const both = <A, E, B, E2>(dialler: Effect.Effect<A, E>, acceptor: Effect.Effect<B, E2>) =>
   Effect.all([Effect.either(dialler), Effect.either(acceptor)], { concurrency: "unbounded" })
 
 describe("handshake", () => {
+  it.live("with several keys: proves the first shared one, says which, and both ends protect with it", () =>
+    Effect.gen(function*() {
+      const run = (diallerKeys: ReadonlyArray<Uint8Array>, acceptorKeys: ReadonlyArray<Uint8Array>) =>
+        Effect.gen(function*() {
+          const toAcceptor = yield* Queue.unbounded<Uint8Array>()
+          const toDialler = yield* Queue.unbounded<Uint8Array>()
+          const diallerSessions: Array<LinkCipher.Session> = []
+          const acceptorSessions: Array<LinkCipher.Session> = []
+          const [dialled, accepted] = yield* both(
+            Handshake.dial(
+              link(toDialler, toAcceptor, undefined, diallerSessions),
+              yield* options(B, { keys: diallerKeys }),
+              A
+            ),
+            Effect.timeout(
+              Handshake.accept(
+                link(toAcceptor, toDialler, undefined, acceptorSessions),
+                yield* options(A, { keys: acceptorKeys })
+              ),
+              "200 millis"
+            )
+          )
+          return { dialled, accepted, diallerSessions, acceptorSessions }
+        })
+      // The dialler holds the acceptor's current key second.
+      const rotating = yield* run([otherKey, key], [key, otherKey])
+      assert.isTrue(rotating.dialled._tag === "Right" && rotating.dialled.right.keyIndex === 1)
+      assert.isTrue(rotating.accepted._tag === "Right" && rotating.accepted.right.keyIndex === 0)
+      const [diallerSession] = rotating.diallerSessions
+      const [acceptorSession] = rotating.acceptorSessions
+      assert.isDefined(diallerSession)
+      assert.isDefined(acceptorSession)
+      const sealed = LinkCipher.seal(diallerSession!.send, Uint8Array.of(Frame.FrameType.Data, 1, 2, 3))!
+      assert.deepStrictEqual(
+        LinkCipher.open(acceptorSession!.receive, sealed),
+        Uint8Array.of(Frame.FrameType.Data, 1, 2, 3)
+      )
+      const back = LinkCipher.seal(acceptorSession!.send, Uint8Array.of(Frame.FrameType.Ping))!
+      assert.deepStrictEqual(LinkCipher.open(diallerSession!.receive, back), Uint8Array.of(Frame.FrameType.Ping))
+      // The acceptor's current key is not the dialler's: refused, nothing protected.
+      const stale = yield* run([otherKey], [key, otherKey])
+      assert.isTrue(stale.dialled._tag === "Left" && stale.dialled.left.reason === "Unauthenticated")
+      assert.strictEqual(stale.diallerSessions.length + stale.acceptorSessions.length, 0)
+      // Protection off: no session.
+      const toAcceptor = yield* Queue.unbounded<Uint8Array>()
+      const toDialler = yield* Queue.unbounded<Uint8Array>()
+      const unprotected: Array<LinkCipher.Session> = []
+      const [plainDial, plainAccept] = yield* both(
+        Handshake.dial(link(toDialler, toAcceptor, undefined, unprotected), yield* options(B, { protect: false }), A),
+        Handshake.accept(link(toAcceptor, toDialler, undefined, unprotected), yield* options(A, { protect: false }))
+      )
+      assert.isTrue(plainDial._tag === "Right" && plainAccept._tag === "Right")
+      assert.strictEqual(unprotected.length, 0)
+    }))
+
   it.live("authenticates both ends, agrees on the connection id, and passes the dialler's last connection", () =>
     Effect.gen(function*() {
       const { acceptor, dialler } = yield* pair()
@@ -81,14 +173,36 @@ describe("handshake", () => {
       assert.deepStrictEqual(accepted.right.remoteLast, last)
     }))
 
-  it.live("a dialler without the key cannot check the acceptor, and the acceptor refuses a wrong proof", () =>
+  it.live("a dialler without the key cannot check the acceptor's Challenge, and sends no proof", () =>
     Effect.gen(function*() {
       const { acceptor, dialler } = yield* pair()
-      const [dialled] = yield* both(
-        Handshake.dial(dialler, yield* options(B, { key: otherKey }), A),
+      const [dialled, accepted] = yield* both(
+        Handshake.dial(dialler, yield* options(B, { keys: [otherKey] }), A),
         Effect.timeout(Handshake.accept(acceptor, yield* options(A)), "200 millis")
       )
       assert.isTrue(dialled._tag === "Left" && dialled.left.reason === "Unauthenticated")
+      assert.isTrue(accepted._tag === "Left" && accepted.left._tag === "TimeoutException", "the acceptor still waits")
+    }))
+
+  it.live("the acceptor refuses a wrong proof itself, and declares only a right one proven", () =>
+    Effect.gen(function*() {
+      for (const [what, proofKey] of [["a proof made with another key", otherKey], ["the right proof", key]] as const) {
+        const { acceptor, dialler } = yield* pair()
+        const [, accepted] = yield* Effect.all([
+          handDial(dialler, B, A, proofKey),
+          acceptCounting(acceptor, yield* options(A))
+        ], { concurrency: "unbounded" })
+        if (proofKey === key) {
+          assert.isTrue(accepted.result._tag === "Right" && accepted.result.right.peer === B, `${what}: accepted`)
+          assert.strictEqual(accepted.proven, 1, `${what}: declared proven once`)
+        } else {
+          assert.isTrue(
+            accepted.result._tag === "Left" && accepted.result.left.reason === "Unauthenticated",
+            `${what}: refused by the acceptor`
+          )
+          assert.strictEqual(accepted.proven, 0, `${what}: never declared proven`)
+        }
+      }
     }))
 
   it.live("an acceptor with another key is refused by the dialler", () =>
@@ -96,7 +210,7 @@ describe("handshake", () => {
       const { acceptor, dialler } = yield* pair()
       const [dialled] = yield* both(
         Handshake.dial(dialler, yield* options(B), A),
-        Effect.timeout(Handshake.accept(acceptor, yield* options(A, { key: otherKey })), "200 millis")
+        Effect.timeout(Handshake.accept(acceptor, yield* options(A, { keys: [otherKey] })), "200 millis")
       )
       assert.isTrue(dialled._tag === "Left" && dialled.left.reason === "Unauthenticated")
     }))
@@ -160,15 +274,38 @@ describe("handshake", () => {
       assert.isFalse(Handshake.sameMac(base, moved))
     }))
 
-  it.live("an id not in the address book, or the local id, is refused before any challenge", () =>
+  it.live("an id not in the address book, or the local id, is challenged like a known one and refused at the proof", () =>
     Effect.gen(function*() {
-      for (const [who, knows] of [[C, (peer: PeerId.PeerId) => peer !== C], [A, () => true]] as const) {
+      const knows = (peer: PeerId.PeerId) => peer !== C
+      const answers: Array<{ readonly type: number; readonly length: number; readonly fields: Uint8Array }> = []
+      const acceptorOptions = yield* options(A, { knows })
+      for (const who of [B, C, A]) {
         const { acceptor, dialler } = yield* pair()
-        const [, accepted] = yield* both(
-          Effect.timeout(Handshake.dial(dialler, yield* options(who), A), "100 millis"),
-          Handshake.accept(acceptor, yield* options(A, { knows }))
+        // Every one of them sends a proof made with the key: only the known one is accepted.
+        const [dialled, accepted] = yield* Effect.all([
+          handDial(dialler, who, A, key),
+          acceptCounting(acceptor, acceptorOptions)
+        ], { concurrency: "unbounded" })
+        // Type, size, and everything but the nonce and the MAC: the same for every id.
+        const { answer, hello, signed } = dialled
+        answers.push({ type: answer.type, length: answer.body.length, fields: answer.body.subarray(33, signed.length) })
+        const macChecks = Handshake.sameMac(
+          answer.body.subarray(signed.length),
+          yield* Handshake.mac(key, "acceptor", hello, signed)
         )
-        assert.isTrue(accepted._tag === "Left" && accepted.left.reason === "UnknownPeer", who)
+        if (who === B) {
+          assert.isTrue(accepted.result._tag === "Right", "the known id is accepted")
+          assert.isTrue(macChecks, "the known id's Challenge is made with the key")
+        } else {
+          assert.isTrue(accepted.result._tag === "Left" && accepted.result.left.reason === "UnknownPeer", who)
+          assert.strictEqual(accepted.proven, 0, `${who}: never declared proven`)
+          assert.isFalse(macChecks, `${who}: the Challenge is made with the decoy key, not the key`)
+        }
+      }
+      for (const answer of answers) {
+        assert.strictEqual(answer.type, Frame.FrameType.Challenge)
+        assert.strictEqual(answer.length, answers[0]!.length)
+        assert.deepStrictEqual(answer.fields, answers[0]!.fields)
       }
     }))
 
@@ -192,7 +329,7 @@ describe("handshake", () => {
         from: B,
         to: A
       })
-      hello[0] = 2
+      hello[0] = Handshake.version - 1
       yield* dialler.write(Frame.encode(Frame.FrameType.Hello, hello))
       const error = yield* Effect.flip(Handshake.accept(acceptor, yield* options(A)))
       assert.strictEqual(error.reason, "Version")

@@ -2,14 +2,15 @@
  * What the TCP and WebSocket network tests share: a kit per transport, peers that record what they see, a logger
  * the tests can wait on, raw clients that speak (or break) the protocol, and the tests beyond the conformance suite.
  */
-import type * as Socket from "@effect/platform/Socket"
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as Socket from "@effect/platform/Socket"
 import { assert, describe, it } from "@effect/vitest"
 import * as Delivery from "@intersession/core/Delivery"
 import * as ILM from "@intersession/core/ILM"
 import { type Inbound, Network } from "@intersession/core/Network"
 import * as PeerId from "@intersession/core/PeerId"
 import * as InMemoryBackend from "@intersession/testing/InMemoryBackend"
-import { NetworkFixture } from "@intersession/testing/NetworkSuite"
+import { NetworkFixture, type RawAccess } from "@intersession/testing/NetworkSuite"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -17,6 +18,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as HashMap from "effect/HashMap"
 import * as HashSet from "effect/HashSet"
 import * as Layer from "effect/Layer"
@@ -31,8 +33,11 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as NodeNet from "node:net"
 import * as Frame from "../src/internal/frame.js"
 import * as Handshake from "../src/internal/handshake.js"
-import type * as Net from "../src/internal/net.js"
+import * as LinkCipher from "../src/internal/linkCipher.js"
+import * as Net from "../src/internal/net.js"
 import * as NetLink from "../src/internal/netLink.js"
+import * as TcpNetwork from "../src/TcpNetwork.js"
+import * as WebSocketNetwork from "../src/WebSocketNetwork.js"
 
 export const key = Redacted.make("the pre-shared key of the network tests")
 export const wrongKey = Redacted.make("not the key of the network tests!")
@@ -53,6 +58,8 @@ export const limit = Duration.seconds(10)
 
 export type TestNetwork = Network["Type"] & {
   readonly connections: Net.NetworkWithConnections["connections"]
+  readonly handshakes: Net.NetworkWithConnections["handshakes"]
+  readonly tampered: Net.NetworkWithConnections["tampered"]
   /** The port it listens on. */
   readonly port: number
 }
@@ -68,7 +75,7 @@ export interface Kit<A> {
     readonly peer: PeerId.PeerId
     readonly port: number
     readonly book: Book<A>
-    readonly key?: Redacted.Redacted<string> | undefined
+    readonly key?: Net.Keys | undefined
     readonly settings?: Net.ConnectionOptions | undefined
   }) => Effect.Effect<TestNetwork, unknown, Scope.Scope>
   /** A raw socket to the peer listening on `port`; it connects when run. */
@@ -85,23 +92,113 @@ export const freePort: Effect.Effect<number> = Effect.async<number>((resume) => 
   })
 })
 
-/** The conformance suite's fixture: each peer gets a port on first start and keeps it when started again. */
+/** The TCP kit: peers on the loopback interface, raw clients as plain TCP sockets. */
+export const tcpKit: Kit<TcpNetwork.Address> = {
+  name: "TcpNetwork",
+  address: (port) => ({ host: "127.0.0.1", port }),
+  make: (options) =>
+    Effect.map(
+      TcpNetwork.make({
+        ...options.settings,
+        peer: options.peer,
+        listen: { host: "127.0.0.1", port: options.port },
+        peers: options.book,
+        key: options.key ?? key
+      }),
+      (network) => ({ ...network, port: network.address.port })
+    ),
+  connect: (port) => NodeSocket.makeNet({ host: "127.0.0.1", port })
+}
+
+const wsUrl = (port: number) => `ws://127.0.0.1:${port}/intersession`
+
+/** The WebSocket kit: peers at `ws://127.0.0.1:port/intersession`, raw clients as `ws` clients. */
+export const webSocketKit: Kit<string> = {
+  name: "WebSocketNetwork",
+  address: wsUrl,
+  make: (options) =>
+    WebSocketNetwork.make({
+      ...options.settings,
+      peer: options.peer,
+      listen: { host: "127.0.0.1", port: options.port, path: "/intersession" },
+      peers: options.book,
+      key: options.key ?? key
+    }).pipe(
+      Effect.map((network) => ({ ...network, port: Number(new URL(network.url).port) })),
+      Effect.provide(NodeSocket.layerWebSocketConstructor)
+    ),
+  connect: (port) =>
+    Effect.provide(
+      Socket.makeWebSocket(wsUrl(port), { openTimeout: "5 seconds" }),
+      NodeSocket.layerWebSocketConstructor
+    )
+}
+
+/**
+ * The settings of the conformance suite's peers: {@link fast}, but a handshake and idle timeout long enough that the
+ * hostile-input tests tell a refusal (at once) from a timeout.
+ */
+export const suiteSettings = {
+  ...fast,
+  handshakeTimeout: Duration.seconds(5),
+  idleTimeout: Duration.seconds(5)
+} satisfies Net.ConnectionOptions
+
+/**
+ * The conformance suite's fixture: each peer gets a port on first start and keeps it when started again. Its raw
+ * access opens raw clients to a peer's port; an authenticated one plays the handshake as an id that the fixture puts
+ * in the address book first, at a free port where nothing listens.
+ */
 export const fixture = <A>(kit: Kit<A>): Layer.Layer<NetworkFixture> =>
   Layer.effect(
     NetworkFixture,
     Effect.gen(function*() {
       const book: Book<A> = yield* SubscriptionRef.make<ReadonlyMap<PeerId.PeerId, A>>(new Map())
       const ports = new Map<PeerId.PeerId, number>()
+      const portOf = (peer: PeerId.PeerId) => {
+        const port = ports.get(peer)
+        return port === undefined ? Effect.fail(new Error(`${peer} was never online`)) : Effect.succeed(port)
+      }
+      const rawConnection = (link: NetLink.Link) => ({
+        write: link.write,
+        end: link.abort("the test ends the connection"),
+        closed: link.closed
+      })
+      const raw: RawAccess = {
+        connect: (peer) => Effect.map(Effect.flatMap(portOf(peer), (port) => rawLink(kit, port)), rawConnection),
+        authenticated: (peer, as) =>
+          Effect.gen(function*() {
+            const port = yield* portOf(peer)
+            if (!(yield* book.get).has(as)) {
+              const nowhere = yield* freePort
+              yield* SubscriptionRef.update(book, (entries) => new Map(entries).set(as, kit.address(nowhere)))
+            }
+            // `peer` dials `as` too (it is in the book), and while it does, it keeps its own dial if it decides for
+            // the pair (the lower id), refusing this one: then try again once its dial failed.
+            const link = yield* Effect.tap(rawLink(kit, port), (link) => authenticate(link, as, peer, keyBytes)).pipe(
+              Effect.retry({
+                while: (error) => error instanceof NetLink.ConnectionError && error.reason === "Rejected",
+                schedule: Schedule.spaced("20 millis"),
+                times: 50
+              })
+            )
+            return rawConnection(link)
+          }),
+        frame: (payload) => Frame.encode(Frame.FrameType.Data, payload),
+        maxFrameSize: Net.defaultMaxFrameSize,
+        patience: Duration.min(suiteSettings.handshakeTimeout, suiteSettings.idleTimeout)
+      }
       return NetworkFixture.of({
         make: (peer) =>
           Effect.gen(function*() {
-            const network = yield* kit.make({ peer, port: ports.get(peer) ?? 0, book, settings: fast })
+            const network = yield* kit.make({ peer, port: ports.get(peer) ?? 0, book, settings: suiteSettings })
             if (!ports.has(peer)) {
               ports.set(peer, network.port)
               yield* SubscriptionRef.update(book, (entries) => new Map(entries).set(peer, kit.address(network.port)))
             }
             return network
-          })
+          }),
+        raw
       })
     })
   )
@@ -186,7 +283,7 @@ export const startPeer = <A>(
     readonly peer: PeerId.PeerId
     readonly port: number
     readonly book: Book<A>
-    readonly key?: Redacted.Redacted<string> | undefined
+    readonly key?: Net.Keys | undefined
     readonly settings?: Net.ConnectionOptions | undefined
   }
 ): Effect.Effect<Peer, unknown, Scope.Scope> =>
@@ -217,7 +314,8 @@ export const bookFor = <A>(kit: Kit<A>, ids: ReadonlyArray<PeerId.PeerId>) =>
     return { book, port: (id: PeerId.PeerId) => ports.get(id)! }
   })
 
-const within = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =>
+/** Fails with a readable error when `effect` does not finish within {@link limit}. */
+export const within = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =>
   Effect.timeoutFail(effect, {
     duration: limit,
     onTimeout: () => new Error(`not within ${Duration.format(limit)}: ${what}`)
@@ -274,9 +372,60 @@ export const flapped = (peer: Peer, other: PeerId.PeerId): boolean => {
 // ---------------------------------------------------------------------------------------------------------------
 // raw clients
 
-/** A raw connection to the peer on `port`, read as frames. */
+/** A raw connection, read as frames. */
+export type RawLink = NetLink.Link
+
+/** A raw connection to the peer on `port`, read as frames; protected once the handshake says so. */
 export const rawLink = <A>(kit: Kit<A>, port: number) =>
-  Effect.flatMap(kit.connect(port), (socket) => NetLink.make(socket, 16 * 1024 * 1024))
+  Effect.map(Effect.flatMap(kit.connect(port), (socket) => NetLink.make(socket, 16 * 1024 * 1024)), rawProtection)
+
+/**
+ * A link that protects frames itself once the handshake calls `protect`, so that a raw client can still write what
+ * it likes: the whole frames at the start of a write are sealed, and what follows (a cut frame, garbage) goes as it
+ * is, except that a length it announces grows by the tag, as a sealed frame's would.
+ */
+const rawProtection = (link: NetLink.Link): NetLink.Link => {
+  let session: LinkCipher.Session | undefined = undefined
+  const open = (frame: Frame.Frame): Effect.Effect<Frame.Frame, NetLink.ConnectionError> => {
+    if (session === undefined) return Effect.succeed(frame)
+    const content = new Uint8Array(frame.body.length + 1)
+    content[0] = frame.type
+    content.set(frame.body, 1)
+    const opened = LinkCipher.open(session.receive, content)
+    return opened === undefined
+      ? Effect.fail(new NetLink.ConnectionError({ reason: "Tampered", detail: "a frame failed authentication" }))
+      : Effect.succeed(Frame.toFrame(opened))
+  }
+  const seal = (direction: LinkCipher.Direction, bytes: Uint8Array): Uint8Array => {
+    let whole = 0
+    while (whole + Frame.headerSize <= bytes.length) {
+      const length = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32BE(whole)
+      if (length === 0 || whole + Frame.headerSize + length > bytes.length) break
+      whole += Frame.headerSize + length
+    }
+    const sealed = whole === 0 ? new Uint8Array(0) : LinkCipher.sealFrames(direction, bytes.subarray(0, whole))!
+    const rest = Uint8Array.from(bytes.subarray(whole))
+    if (rest.length >= Frame.headerSize) {
+      const view = Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength)
+      const length = view.readUInt32BE(0)
+      if (length > 0 && length + LinkCipher.tagSize <= 0xffff_ffff) view.writeUInt32BE(length + LinkCipher.tagSize, 0)
+    }
+    const out = new Uint8Array(sealed.length + rest.length)
+    out.set(sealed)
+    out.set(rest, sealed.length)
+    return out
+  }
+  return {
+    ...link,
+    next: Effect.flatMap(link.next, open),
+    nextBatch: Effect.flatMap(link.nextBatch, (frames) => Effect.forEach(frames, open)),
+    write: (bytes) => link.write(session === undefined ? bytes : seal(session.send, bytes)),
+    setLimit: (limit) => link.setLimit(limit + LinkCipher.tagSize),
+    protect: (value) => {
+      session = value
+    }
+  }
+}
 
 /** Plays a peer's side of the handshake as `local` with `key`, up to the verdict. */
 export const authenticate = (link: NetLink.Link, local: PeerId.PeerId, expected: PeerId.PeerId, key: Uint8Array) =>
@@ -284,7 +433,9 @@ export const authenticate = (link: NetLink.Link, local: PeerId.PeerId, expected:
     const authenticated = yield* Handshake.dial(link, {
       local,
       instance: yield* Handshake.randomBytes(Handshake.instanceSize),
-      key,
+      keys: [key],
+      protect: true,
+      decoy: yield* Handshake.randomBytes(32),
       knows: () => true,
       lastConnection: () => undefined
     }, expected)
@@ -308,6 +459,144 @@ export const proveWithKey = (link: NetLink.Link, local: PeerId.PeerId, expected:
     assert.strictEqual(challenge.type, Frame.FrameType.Challenge)
     const signed = challenge.body.subarray(0, challenge.body.length - 32)
     yield* link.write(Frame.encode(Frame.FrameType.Proof, yield* Handshake.mac(key, "dialler", hello, signed)))
+  })
+
+/** A plain TCP client, below any transport: what it received, and whether the other side ended it. */
+export interface PlainClient {
+  readonly write: (bytes: Uint8Array | string) => Effect.Effect<void>
+  /** Bytes received so far. */
+  readonly received: () => Buffer
+  readonly isClosed: () => boolean
+  /** Succeeds once the connection has closed. */
+  readonly closed: Effect.Effect<void>
+}
+
+/**
+ * Connects to `port` on the loopback interface from `localAddress` (any of 127.0.0.0/8 on Linux, so that a test can
+ * play several remote addresses), for the scope.
+ */
+export const plainClient = (port: number, localAddress = "127.0.0.1") =>
+  Effect.gen(function*() {
+    let closed = false
+    let waiting: Array<() => void> = []
+    let received = Buffer.alloc(0)
+    const socket = yield* Effect.acquireRelease(
+      Effect.async<NodeNet.Socket, Error>((resume) => {
+        const socket = NodeNet.connect({ host: "127.0.0.1", port, localAddress })
+        socket.on("data", (data: Buffer) => {
+          received = Buffer.concat([received, data])
+        })
+        socket.on("error", () => {})
+        socket.once("close", () => {
+          closed = true
+          for (const wake of waiting) wake()
+          waiting = []
+        })
+        socket.once("connect", () => resume(Effect.succeed(socket)))
+        socket.once("error", (error) => resume(Effect.fail(error)))
+      }),
+      (socket) => Effect.sync(() => socket.destroy())
+    )
+    return {
+      write: (bytes) =>
+        Effect.async<void>((resume) => {
+          if (closed) return resume(Effect.void)
+          socket.write(bytes, () => resume(Effect.void))
+        }),
+      received: () => received,
+      isClosed: () => closed,
+      closed: Effect.async<void>((resume) => {
+        if (closed) return resume(Effect.void)
+        waiting.push(() => resume(Effect.void))
+      })
+    } satisfies PlainClient
+  })
+
+/** A TCP proxy on the path to a peer: it records what goes through, and can rewrite one chunk. */
+export interface Middle {
+  readonly port: number
+  /** Bytes from the dialler to the peer behind the proxy, so far, all connections. */
+  readonly upstream: () => Buffer
+  /** Bytes from the peer behind the proxy to the dialler, so far, all connections. */
+  readonly downstream: () => Buffer
+  /**
+   * Rewrites the next chunk from the peer of at least `minBytes` into what `rewrite` returns (then forwards chunks as
+   * they are again); succeeds once it has.
+   */
+  readonly rewriteNext: (minBytes: number, rewrite: (chunk: Buffer) => ReadonlyArray<Buffer>) => Effect.Effect<void>
+}
+
+/** A proxy on the loopback interface to `target`, for the scope. */
+export const middle = (target: number) =>
+  Effect.gen(function*() {
+    const up: Array<Buffer> = []
+    const down: Array<Buffer> = []
+    let rewrite: { readonly minBytes: number; readonly apply: (chunk: Buffer) => ReadonlyArray<Buffer> } | undefined
+    let rewritten: Array<() => void> = []
+    const sockets = new Set<NodeNet.Socket>()
+    const server = NodeNet.createServer((client) => {
+      const server = NodeNet.connect({ host: "127.0.0.1", port: target })
+      sockets.add(client).add(server)
+      client.on("data", (chunk: Buffer) => {
+        up.push(chunk)
+        server.write(chunk)
+      })
+      server.on("data", (chunk: Buffer) => {
+        down.push(chunk)
+        const active = rewrite
+        if (active === undefined || chunk.length < active.minBytes) return void client.write(chunk)
+        rewrite = undefined
+        for (const part of active.apply(chunk)) client.write(part)
+        for (const wake of rewritten) wake()
+        rewritten = []
+      })
+      const end = () => {
+        client.destroy()
+        server.destroy()
+      }
+      client.on("error", end).on("close", end)
+      server.on("error", end).on("close", end)
+    })
+    const port = yield* Effect.acquireRelease(
+      Effect.async<number>((resume) => {
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(Effect.succeed(address !== null && typeof address === "object" ? address.port : 0))
+        })
+      }),
+      () =>
+        Effect.sync(() => {
+          for (const socket of sockets) socket.destroy()
+          server.close()
+        })
+    )
+    return {
+      port,
+      upstream: () => Buffer.concat(up),
+      downstream: () => Buffer.concat(down),
+      rewriteNext: (minBytes, apply) =>
+        Effect.async<void>((resume) => {
+          rewrite = { minBytes, apply }
+          rewritten.push(() => resume(Effect.void))
+        })
+    } satisfies Middle
+  })
+
+/** Waits until the handshake counters of `peer` satisfy `predicate`, and returns them. */
+export const awaitHandshakes = (
+  peer: Peer,
+  what: string,
+  predicate: (stats: Net.HandshakeStats) => boolean
+) => within(`${peer.id}: ${what}`, poll(peer.network.handshakes, predicate))
+
+/** Runs `effect` every 5 ms until its value satisfies `predicate`, and returns that value. */
+export const poll = <A, E, R>(effect: Effect.Effect<A, E, R>, predicate: (value: A) => boolean) =>
+  Effect.gen(function*() {
+    while (true) {
+      const value = yield* effect
+      if (predicate(value)) return value
+      yield* Effect.sleep(Duration.millis(5))
+    }
   })
 
 /** Waits until the other side closed `link`. */
@@ -432,11 +721,16 @@ export const networkBehaviour = <A>(kit: Kit<A>): void => {
         )
         yield* logs.waitFor("C refuses A", reason("Unauthenticated", C))
 
-        // The right key, but an id that is not in the book.
+        // An id that is not in the book gets a Challenge like any other, made with a decoy key: a client holding the
+        // key sees that it does not check out.
         const stranger = yield* rawLink(kit, port(A))
         const unknown = yield* Effect.flip(authenticate(stranger, PeerId.make("peer-x"), A, keyBytes))
-        assert.strictEqual(unknown.reason, "Closed", "A closes on a stranger")
-        yield* logs.waitFor("A refuses the stranger", reason("UnknownPeer", A))
+        assert.strictEqual(unknown.reason, "Unauthenticated", "the stranger's Challenge is not made with the key")
+        // With the key, but not in the book: refused at the proof.
+        const outsider = yield* rawLink(kit, port(A))
+        yield* proveWithKey(outsider, PeerId.make("peer-y"), A, keyBytes)
+        yield* awaitClosed(outsider, "the outsider is closed")
+        yield* logs.waitFor("A refuses the outsider", reason("UnknownPeer", A))
 
         // Authenticated (as peer-0, which decides for its pairs), then a frame of an unknown type: closed.
         const rogue = yield* rawLink(kit, port(A))
@@ -447,6 +741,12 @@ export const networkBehaviour = <A>(kit: Kit<A>): void => {
         yield* logs.waitFor("A closes the rogue connection", reason("Malformed", A), beforeRogue)
 
         yield* exchange(a, b, "after the attacks")
+        // A counted each refusal of a client that dialled it (C, without the key, gives up before a proof).
+        const { failed } = yield* a.network.handshakes
+        assert.isAtLeast((failed["FrameTooLarge"] ?? 0) + (failed["Malformed"] ?? 0), 1, "the garbage")
+        assert.isAtLeast(failed["HandshakeTimeout"] ?? 0, 1, "the silent client")
+        assert.strictEqual(failed["Unauthenticated"], 1, "the impostor")
+        assert.strictEqual(failed["UnknownPeer"], 1, "the outsider")
         assert.deepStrictEqual(yield* connectionTo(a, B), [kept!], "A kept its connection with B throughout")
         assert.isFalse(flapped(a, B), "B never left A's connected")
         assert.isFalse(flapped(b, A), "A never left B's connected")
@@ -548,4 +848,172 @@ export const networkBehaviour = <A>(kit: Kit<A>): void => {
         yield* within("everything is acknowledged", Context.get(two, ILM.ILM).drain("5 seconds"))
       }))
   })
+
+  describe(`${kit.name} frame protection`, () => {
+    /**
+     * A and B, A dialling B through a proxy: B's book has A where nothing listens, so the only connection between
+     * them goes through the proxy (A has the lower id and keeps its own dial anyway).
+     */
+    const proxied = (settings: Net.ConnectionOptions = fast) =>
+      Effect.gen(function*() {
+        const [portA, portB, nowhere] = [yield* freePort, yield* freePort, yield* freePort]
+        const bookOf = (entries: ReadonlyArray<readonly [PeerId.PeerId, number]>) =>
+          SubscriptionRef.make<ReadonlyMap<PeerId.PeerId, A>>(
+            new Map(entries.map(([peer, port]) => [peer, kit.address(port)] as const))
+          )
+        const b = yield* startPeer(kit, {
+          peer: B,
+          port: portB,
+          book: yield* bookOf([[A, nowhere], [B, portB]]),
+          settings
+        })
+        const proxy = yield* middle(portB)
+        const a = yield* startPeer(kit, {
+          peer: A,
+          port: portA,
+          book: yield* bookOf([[A, portA], [B, proxy.port]]),
+          settings
+        })
+        yield* awaitMesh([a, b])
+        return { a, b, proxy }
+      })
+
+    const secret = (label: string) => text(`${label}: plaintext nobody on the path may read ${"*".repeat(2000)}`)
+    const contains = (haystack: Buffer, needle: string) => haystack.includes(Buffer.from(needle))
+
+    /**
+     * Sends numbered frames from `from` to `to` until one arrives (the connection may still be the old one, closed
+     * under the sender), and returns every frame `to` received meanwhile, as `from:text`.
+     */
+    const deliverEventually = (from: Peer, to: Peer, label: string) =>
+      within(
+        `${from.id} reaches ${to.id} again`,
+        Effect.gen(function*() {
+          const received: Array<string> = []
+          for (let i = 0;; i++) {
+            yield* Effect.ignore(from.network.send(to.id, [text(`${label} ${i}`)]))
+            const got = yield* Effect.timeout(Queue.take(to.mailbox), "200 millis").pipe(Effect.option)
+            if (got._tag === "Some") {
+              received.push(`${got.value.from}:${decoder.decode(got.value.frame)}`)
+              const rest = yield* Queue.takeAll(to.mailbox)
+              for (const inbound of rest) received.push(`${inbound.from}:${decoder.decode(inbound.frame)}`)
+              return received
+            }
+          }
+        })
+      )
+
+    test("frames are not readable on the path (and are with protectFrames: false)", () =>
+      Effect.gen(function*() {
+        const { a, b, proxy } = yield* proxied()
+        yield* a.network.send(B, [secret("from a")])
+        yield* b.network.send(A, [secret("from b")])
+        assert.deepStrictEqual(yield* receive(b, 1), [`${A}:${decoder.decode(secret("from a"))}`])
+        assert.deepStrictEqual(yield* receive(a, 1), [`${B}:${decoder.decode(secret("from b"))}`])
+        assert.isFalse(contains(proxy.upstream(), "plaintext nobody"), "A's frame is not readable on the path")
+        assert.isFalse(contains(proxy.downstream(), "plaintext nobody"), "B's frame is not readable on the path")
+        assert.strictEqual((yield* a.network.connections)[0]?.keyIndex, 0)
+
+        // The control: the same path without protection shows the frames (B → A; a WebSocket client masks its own).
+        const plain = yield* proxied({ ...fast, protectFrames: false })
+        yield* plain.b.network.send(A, [secret("plain from b")])
+        assert.deepStrictEqual(yield* receive(plain.a, 1), [`${B}:${decoder.decode(secret("plain from b"))}`])
+        assert.isTrue(contains(plain.proxy.downstream(), "plain from b: plaintext nobody"))
+      }))
+
+    test("a bit flipped on the path closes the connection, is counted, and nothing altered is delivered", (logs) =>
+      Effect.gen(function*() {
+        const { a, b, proxy } = yield* proxied()
+        const mark = logs.mark()
+        const original = secret("flipped")
+        const flipped = yield* Effect.fork(proxy.rewriteNext(1000, (chunk) => {
+          const altered = Buffer.from(chunk)
+          altered[altered.length - 100] = altered[altered.length - 100]! ^ 0x04
+          return [altered]
+        }))
+        yield* b.network.send(A, [original])
+        yield* within("the proxy flips a bit", Fiber.join(flipped))
+        yield* logs.waitFor(
+          "A closes the connection",
+          (record) => reason("Tampered", A)(record) && record.message.startsWith("connection closed"),
+          mark
+        )
+        assert.isAtLeast(yield* a.network.tampered, 1)
+        assert.strictEqual(yield* b.network.tampered, 0)
+        // The connection is made again; what A received since is only what B sent after.
+        const received = yield* deliverEventually(b, a, "after")
+        assert.isTrue(received.length >= 1)
+        for (const line of received) assert.match(line, new RegExp(`^${B}:after \\d+$`))
+      }))
+
+    test("a frame replayed on the path closes the connection and is delivered once", (logs) =>
+      Effect.gen(function*() {
+        const { a, b, proxy } = yield* proxied()
+        const mark = logs.mark()
+        const original = secret("replayed")
+        const replayed = yield* Effect.fork(proxy.rewriteNext(1000, (chunk) => [chunk, Buffer.from(chunk)]))
+        yield* b.network.send(A, [original])
+        yield* within("the proxy replays a chunk", Fiber.join(replayed))
+        assert.deepStrictEqual(yield* receive(a, 1), [`${B}:${decoder.decode(original)}`])
+        yield* logs.waitFor("A closes the connection", (record) =>
+          reason("Tampered", A)(record) && record.message.startsWith("connection closed"), mark)
+        assert.isAtLeast(yield* a.network.tampered, 1)
+        const received = yield* deliverEventually(b, a, "after")
+        for (const line of received) {
+          assert.match(line, new RegExp(`^${B}:after \\d+$`))
+        }
+      }))
+
+    const newKey = Redacted.make("the next pre-shared key of the network tests")
+
+    test("rotation: a peer with [new, old] links with a peer with [old], proving the old key", () =>
+      Effect.gen(function*() {
+        const { book, port } = yield* bookFor(kit, [A, B])
+        const a = yield* startPeer(kit, { peer: A, port: port(A), book, key: [newKey, key] })
+        const b = yield* startPeer(kit, { peer: B, port: port(B), book, key: [key] })
+        yield* awaitMesh([a, b])
+        yield* exchange(a, b, "rotating")
+        const [atA] = yield* connectionTo(a, B)
+        const [atB] = yield* connectionTo(b, A)
+        assert.strictEqual(atA?.keyIndex, 1, "A proved its second key, the old one")
+        assert.strictEqual(atB?.keyIndex, 0)
+        // A list needs a key, and every key of it must be long enough.
+        for (const keys of [[], [newKey, Redacted.make("short")]]) {
+          const refused = yield* Effect.flip(kit.make({ peer: C, port: 0, book, key: keys }))
+          assert.match(String(refused), /InvalidOptions|invalid/i)
+        }
+      }))
+
+    test("rotation: a peer with [new] and a peer with [old] do not link", (logs) =>
+      Effect.gen(function*() {
+        const { book, port } = yield* bookFor(kit, [A, B])
+        const a = yield* startPeer(kit, { peer: A, port: port(A), book, key: [newKey] })
+        const b = yield* startPeer(kit, { peer: B, port: port(B), book, key })
+        yield* logs.waitFor("A's dial fails", reason("Unauthenticated", A))
+        yield* logs.waitFor("B's dial fails", reason("Unauthenticated", B))
+        assert.strictEqual(HashSet.size(yield* a.network.connected.get), 0)
+        assert.strictEqual(HashSet.size(yield* b.network.connected.get), 0)
+      }))
+  })
 }
+
+/** A client's binary WebSocket message header announcing `length` bytes, masked with a zero key. */
+export const webSocketMessageHeader = (length: number) => {
+  const header = Buffer.alloc(14)
+  header[0] = 0x82
+  header[1] = 0x80 | 127
+  header.writeBigUInt64BE(BigInt(length), 2)
+  return header
+}
+
+/** The body of a first `Hello` from `from` to `to`: fresh nonce and instance, no last connection. */
+export const freshHello = (from: PeerId.PeerId, to: PeerId.PeerId) =>
+  Effect.gen(function*() {
+    return Handshake.encodeHello({
+      nonce: yield* Handshake.randomBytes(Handshake.nonceSize),
+      instance: yield* Handshake.randomBytes(Handshake.instanceSize),
+      last: undefined,
+      from,
+      to
+    })
+  })

@@ -8,7 +8,6 @@ import * as PeerId from "@intersession/core/PeerId"
 import * as NetworkSuite from "@intersession/testing/NetworkSuite"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as HashSet from "effect/HashSet"
 import type * as Scope from "effect/Scope"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
@@ -157,6 +156,14 @@ const clientWithoutCertificate = (port: number, ca: string) =>
 
 const isTlsRefusal = (local: PeerId.PeerId) => NetKit.reason("TlsHandshake", local)
 
+/** An attempt of `local` to reach `peer` ended: its dial or its handshake failed. */
+const dialFailed = (local: PeerId.PeerId, peer: PeerId.PeerId) => (record: NetKit.LogRecord) =>
+  record.annotations["local"] === local && record.annotations["peer"] === peer &&
+  (record.message.startsWith("dial failed") || record.message.startsWith("handshake failed"))
+
+/** Whether `other` was ever in `peer`'s `connected`, from its start until now. */
+const everSaw = (peer: NetKit.Peer, other: PeerId.PeerId) => peer.history.some((peers) => peers.includes(other))
+
 if ("material" in made) {
   const { material } = made
   const peerTls = (peer: PeerId.PeerId) => peer === A ? material.peers.a : material.peers.b
@@ -167,7 +174,7 @@ if ("material" in made) {
   )
   const rogueKit = kitWith("TcpNetwork, rogue", (peer) => peer === C ? material.rogue : peerTls(peer))
 
-  NetworkSuite.networkSuite("TcpNetwork over TLS", NetKit.fixture(tlsKit))
+  NetworkSuite.networkSuite("TcpNetwork over TLS", NetKit.fixture(tlsKit), { raw: true })
 
   describe("TcpNetwork over TLS", () => {
     test("two TLS peers connect and exchange frames both ways", () =>
@@ -194,14 +201,20 @@ if ("material" in made) {
         assert.notStrictEqual(error, "", "the client saw why it was closed")
         yield* logs.waitFor("A refuses the client without a certificate", isTlsRefusal(A), mark)
 
-        // The rogue holds the pre-shared key and is in the book, but its certificate is from another CA.
+        // The rogue holds the pre-shared key and is in the book, but its certificate is from another CA. Every
+        // attempt, in each direction, ends refused; and no peer ever saw the rogue connected, nor the rogue them.
+        const refusedBefore = (yield* a.network.handshakes).failed["TlsHandshake"] ?? 0
         const rogue = yield* NetKit.startPeer(rogueKit, { peer: C, port: port(C), book })
-        yield* logs.waitFor("A refuses the rogue", isTlsRefusal(A), logs.mark())
-        yield* logs.waitFor("B refuses the rogue", isTlsRefusal(B), logs.mark())
-        yield* Effect.sleep(Duration.millis(300))
-        assert.deepStrictEqual(Array.from(yield* rogue.network.connected.get), [])
-        assert.isFalse(HashSet.has(yield* a.network.connected.get, C))
-        assert.isFalse(HashSet.has(yield* b.network.connected.get, C))
+        const dialsEnded = logs.mark()
+        yield* logs.waitFor("A refuses the rogue", isTlsRefusal(A), dialsEnded)
+        yield* logs.waitFor("B refuses the rogue", isTlsRefusal(B), dialsEnded)
+        for (const [from, to] of [[C, A], [C, B], [A, C], [B, C]] as const) {
+          yield* logs.waitFor(`${from}'s dial of ${to} fails`, dialFailed(from, to), dialsEnded)
+        }
+        assert.isAbove((yield* a.network.handshakes).failed["TlsHandshake"] ?? 0, refusedBefore, "A counted it")
+        assert.isFalse(everSaw(rogue, A) || everSaw(rogue, B), "the rogue never saw A or B connected")
+        assert.isFalse(everSaw(a, C), "A never saw the rogue connected")
+        assert.isFalse(everSaw(b, C), "B never saw the rogue connected")
 
         // The legitimate peers kept their connection and still exchange frames.
         yield* NetKit.exchange(a, b, "after the refusals")
@@ -218,14 +231,46 @@ if ("material" in made) {
         const a = yield* NetKit.startPeer(mixedKit, { peer: A, port: port(A), book })
         const plain = yield* NetKit.startPeer(mixedKit, { peer: C, port: port(C), book })
         yield* logs.waitFor("A refuses the plain TCP client", isTlsRefusal(A), mark)
-        yield* logs.waitFor(
-          "the plain peer's handshake fails",
-          (record) => record.annotations["local"] === C && record.message.startsWith("handshake failed"),
-          mark
-        )
-        yield* Effect.sleep(Duration.millis(300))
-        assert.deepStrictEqual(Array.from(yield* a.network.connected.get), [])
-        assert.deepStrictEqual(Array.from(yield* plain.network.connected.get), [])
+        yield* logs.waitFor("the plain peer's dial of A fails", dialFailed(C, A), mark)
+        yield* logs.waitFor("A's dial of the plain peer fails", dialFailed(A, C), mark)
+        // The plain peer took A's TLS bytes for a frame of no sense, and said so.
+        const refusedByPlain = (yield* plain.network.handshakes).failed
+        assert.isAtLeast((refusedByPlain["FrameTooLarge"] ?? 0) + (refusedByPlain["Malformed"] ?? 0), 1)
+        assert.isAtLeast((yield* a.network.handshakes).failed["TlsHandshake"] ?? 0, 1, "A counted its refusal")
+        assert.isFalse(everSaw(a, C), "A never saw the plain peer connected")
+        assert.isFalse(everSaw(plain, A), "the plain peer never saw A connected")
+      }))
+
+    test("connections in their TLS handshake count against the caps; one more is destroyed at once", (logs) =>
+      Effect.gen(function*() {
+        const { book, port } = yield* NetKit.bookFor(tlsKit, [A, B])
+        const settings = {
+          ...NetKit.fast,
+          // Long enough that no waiting client is timed out during the test.
+          handshakeTimeout: Duration.seconds(30),
+          maxUnauthenticatedPerAddress: 2
+        }
+        const a = yield* NetKit.startPeer(tlsKit, { peer: A, port: port(A), book, settings })
+        const b = yield* NetKit.startPeer(tlsKit, { peer: B, port: port(B), book })
+        yield* NetKit.awaitMesh([a, b])
+        // Clients that open TCP and never start TLS.
+        const waiting = yield* Effect.forEach(["127.0.0.2", "127.0.0.2"], (from) => NetKit.plainClient(port(A), from))
+        yield* NetKit.awaitHandshakes(a, "2 pending", (stats) => stats.pending === 2)
+        const mark = logs.mark()
+        for (let i = 0; i < 3; i++) {
+          const over = yield* NetKit.plainClient(port(A), "127.0.0.2")
+          yield* NetKit.within(`client ${i + 3} of 127.0.0.2 is destroyed`, over.closed)
+          assert.strictEqual(over.received().length, 0, "nothing written to a refused client")
+        }
+        yield* logs.waitFor("A reports the refusals", NetKit.reason("Busy", A), mark)
+        yield* NetKit.exchange(a, b, "while the cap is full")
+        const { failed, pending } = yield* a.network.handshakes
+        assert.strictEqual(failed["Busy"], 3)
+        assert.strictEqual(pending, 2)
+        // The TLS server never saw them: no failed TLS handshake, counted or logged, for a refusal.
+        assert.isUndefined(failed["TlsHandshake"])
+        assert.isUndefined(logs.records.slice(mark).find(isTlsRefusal(A)))
+        assert.isFalse(waiting.some((client) => client.isClosed()), "the admitted clients still wait")
       }))
 
     it.effect("bad PEM material is refused at start", () =>

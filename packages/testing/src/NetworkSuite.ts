@@ -5,6 +5,11 @@
  * steps, so it suits real sockets as well as the in-memory hub; its time limits only bound a test that would
  * otherwise hang.
  *
+ * A transport over sockets also runs the suite's hostile-input tests at the socket level: random bytes, truncated,
+ * oversized and premature frames, before and after authentication, against a peer's listener, while honest frames
+ * flow. They need raw access to the listeners ({@link RawAccess}), which the fixture provides and the caller of
+ * {@link networkSuite} declares with `{ raw: true }`; without it they are skipped, and their names say why.
+ *
  * @since 0.1.0
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -12,11 +17,13 @@ import type { Inbound, Network } from "@intersession/core/Network"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as HashSet from "effect/HashSet"
 import type * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -27,10 +34,62 @@ import { NotReachedError } from "./Eventually.js"
 import { assertBytes, decoder, pattern, range, text } from "./internal/suiteKit.js"
 
 /**
+ * A raw connection to a peer's listener, as the hostile-input tests drive it.
+ *
+ * @since 0.3.0
+ * @category fixtures
+ */
+export interface RawConnection {
+  /** Writes bytes as they are, in order (over a message transport, one message per write); fails once closed. */
+  readonly write: (bytes: Uint8Array) => Effect.Effect<void, unknown>
+  /** Ends the connection from this side. */
+  readonly end: Effect.Effect<void>
+  /** Succeeds once the connection has closed, whichever side closed it. */
+  readonly closed: Effect.Effect<void>
+}
+
+/**
+ * Raw access to the listeners of a fixture's peers, for the socket-level hostile-input tests: connections that
+ * carry whatever bytes the suite writes, and the transport's framing, so that the suite can write frames whole, cut
+ * short or oversized without knowing the format.
+ *
+ * @since 0.3.0
+ * @category fixtures
+ */
+export interface RawAccess {
+  /**
+   * A connection to the listener of `peer` (online), as a client that has not authenticated: the first bytes the
+   * suite writes are the first the listener reads.
+   */
+  readonly connect: (peer: PeerId.PeerId) => Effect.Effect<RawConnection, unknown, Scope.Scope>
+  /**
+   * A connection to the listener of `peer` that has authenticated as `as`, an id the fixture lets in (in the address
+   * book, holding the key) and that is not online otherwise: what the suite writes next comes from `as`.
+   */
+  readonly authenticated: (
+    peer: PeerId.PeerId,
+    as: PeerId.PeerId
+  ) => Effect.Effect<RawConnection, unknown, Scope.Scope>
+  /** The bytes of one frame carrying `payload`, as `send` writes it. */
+  readonly frame: (payload: Uint8Array) => Uint8Array
+  /** The largest payload a peer accepts in one frame: one byte more is oversized. */
+  readonly maxFrameSize: number
+  /**
+   * How long a peer waits on a connection that sends nothing before it closes it (its handshake and idle timeouts):
+   * the suite expects bad input to be refused within half of it, so that a refusal is not mistaken for a timeout.
+   */
+  readonly patience: Duration.Duration
+}
+
+/**
  * What the suite needs from a transport: `make` brings a peer online and gives its `Network`; closing the scope
  * takes it offline again, and a later `make` for the same id brings it back. Every network made by one fixture can
  * reach every other one that is online (a TCP fixture gives each a port and a shared address book), over links
  * that neither drop, duplicate nor reorder frames. Each test builds the fixture afresh.
+ *
+ * `raw` gives raw access to the peers' listeners, for the socket-level hostile-input tests. A transport without
+ * sockets (the in-memory hub: its frames are values, and nothing authenticates) has none; it tests hostile frames at
+ * its own level (`InMemoryNetwork`'s `inject`, used by the engine's hostile-input tests).
  *
  * @since 0.1.0
  * @category fixtures
@@ -39,8 +98,24 @@ export class NetworkFixture extends Context.Tag("@intersession/testing/NetworkSu
   NetworkFixture,
   {
     readonly make: (peer: PeerId.PeerId) => Effect.Effect<Network["Type"], unknown, Scope.Scope>
+    readonly raw?: RawAccess | undefined
   }
 >() {}
+
+/**
+ * How {@link networkSuite} runs.
+ *
+ * @since 0.3.0
+ * @category suites
+ */
+export interface NetworkSuiteOptions {
+  /**
+   * The fixture gives raw access to its listeners (`NetworkFixture.raw`): the socket-level hostile-input tests run,
+   * and fail if it does not. When absent or `false` they are skipped, and their names say why; every transport over
+   * sockets should set it.
+   */
+  readonly raw?: boolean | undefined
+}
 
 const A = PeerId.make("peer-a")
 const B = PeerId.make("peer-b")
@@ -66,6 +141,32 @@ interface ClosableNode extends Node {
 
 const within = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | NotReachedError, R> =>
   Effect.timeoutFail(effect, { duration: limit, onTimeout: () => new NotReachedError({ what, after: limit }) })
+
+/** A random generator of 32-bit values from `seed` (xorshift32), so that a failing case can be replayed. */
+const random = (seed: number) => {
+  let state = seed >>> 0 || 1
+  return () => {
+    state ^= state << 13
+    state >>>= 0
+    state ^= state >>> 17
+    state ^= state << 5
+    state >>>= 0
+    return state
+  }
+}
+
+const randomBytes = (next: () => number, size: number): Uint8Array =>
+  Uint8Array.from({ length: size }, () => next() & 0xff)
+
+const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((size, part) => size + part.length, 0))
+  let at = 0
+  for (const part of parts) {
+    out.set(part, at)
+    at += part.length
+  }
+  return out
+}
 
 /** Brings `id` online for the rest of the scope and starts collecting what it receives. */
 const start = (id: PeerId.PeerId): Effect.Effect<Node, unknown, NetworkFixture | Scope.Scope> =>
@@ -147,12 +248,15 @@ const assertSendSettles = (node: Node, to: PeerId.PeerId, frames: ReadonlyArray<
 /**
  * Declares a `describe` block named `name` that checks the `Network` contract on the networks of the fixture
  * `layer`. Each test builds the fixture, runs on the live clock and takes its peers offline before the fixture closes.
+ * With `{ raw: true }` it also runs the hostile-input tests at the socket level on the fixture's raw access.
  *
  * @example
  * ```ts
  * // test/InMemoryNetwork.test.ts: the suite on the in-memory hub. A transport of your own gives its fixture the same
  * // way: each test builds the fixture afresh, and `make` brings a peer online (a TCP fixture gives each peer a port
- * // and a shared address book).
+ * // and a shared address book). A transport over sockets also gives `raw` access to its listeners and calls
+ * // `networkSuite(name, fixture, { raw: true })`, so that the hostile-input tests at the socket level run; the hub has
+ * // no sockets, and they are skipped.
  * import { Network } from "@intersession/core/Network"
  * import * as InMemoryNetwork from "@intersession/testing/InMemoryNetwork"
  * import * as NetworkSuite from "@intersession/testing/NetworkSuite"
@@ -174,7 +278,11 @@ const assertSendSettles = (node: Node, to: PeerId.PeerId, frames: ReadonlyArray<
  * @since 0.1.0
  * @category suites
  */
-export const networkSuite = (name: string, fixture: Layer.Layer<NetworkFixture, unknown>): void => {
+export const networkSuite = (
+  name: string,
+  fixture: Layer.Layer<NetworkFixture, unknown>,
+  options: NetworkSuiteOptions = {}
+): void => {
   describe(name, () => {
     const test = (title: string, body: () => Effect.Effect<void, unknown, NetworkFixture | Scope.Scope>) =>
       it.live(title, () => Effect.provide(Effect.scoped(Effect.suspend(body)), fixture))
@@ -354,6 +462,191 @@ export const networkSuite = (name: string, fixture: Layer.Layer<NetworkFixture, 
         const [next] = yield* receive(c, 1)
         assert.strictEqual(next!.from, B)
         assert.strictEqual(decoder.decode(next!.frame), "still works")
+      }))
+
+    hostileInput(fixture, options)
+  })
+}
+
+/** Peer-a, the target, and peer-b, an honest peer connected to it, with a watch on whether b ever left a's view. */
+const honestPair = Effect.gen(function*() {
+  const a = yield* start(A)
+  const b = yield* start(B)
+  yield* awaitMesh([a, b])
+  const left = { count: 0 }
+  yield* Effect.forkScoped(Stream.runForEach(a.network.connected.changes, (peers) =>
+    Effect.sync(() => {
+      if (!HashSet.has(peers, B)) left.count++
+    })))
+  /**
+   * Frames still flow both ways, and they are the next frames each side receives: nothing the hostile connections
+   * sent reached a or b, and b never left a's connected.
+   */
+  const assertHonest = (label: string) =>
+    Effect.gen(function*() {
+      yield* a.network.send(B, [text(`${label}: a to b`)])
+      yield* b.network.send(A, [text(`${label}: b to a`)])
+      const [atB] = yield* receive(b, 1)
+      const [atA] = yield* receive(a, 1)
+      assert.strictEqual(atB!.from, A, `${label}: from a`)
+      assert.strictEqual(decoder.decode(atB!.frame), `${label}: a to b`, `${label}: b received nothing else`)
+      assert.strictEqual(atA!.from, B, `${label}: from b`)
+      assert.strictEqual(decoder.decode(atA!.frame), `${label}: b to a`, `${label}: a received nothing else`)
+      assert.strictEqual(left.count, 0, `${label}: b never left a's connected`)
+    })
+  return { a, b, assertHonest }
+})
+
+/** The fixture's raw access, or a failure saying the fixture has none. */
+const rawAccess = Effect.flatMap(NetworkFixture, (fixture) =>
+  fixture.raw === undefined
+    ? Effect.fail(new Error("networkSuite({ raw: true }) needs a fixture with raw access (NetworkFixture.raw)"))
+    : Effect.succeed(fixture.raw))
+
+/** Waits until the peer closed `connection`, within half the peer's patience: a refusal, not a timeout. */
+const awaitRefused = (raw: RawAccess, connection: RawConnection, what: string) =>
+  Effect.gen(function*() {
+    const within = Duration.times(raw.patience, 0.5)
+    const started = yield* Clock.currentTimeMillis
+    yield* Effect.timeoutFail(connection.closed, {
+      duration: within,
+      onTimeout: () => new NotReachedError({ what: `the peer closes the connection: ${what}`, after: within })
+    })
+    return (yield* Clock.currentTimeMillis) - started
+  })
+
+/** A write the peer may refuse by closing the connection: its failure is the expected outcome, not an error. */
+const writeIgnoring = (connection: RawConnection, bytes: Uint8Array) => Effect.ignore(connection.write(bytes))
+
+/** The hostile-input tests at the socket level (see the module's description). */
+const hostileInput = (fixture: Layer.Layer<NetworkFixture, unknown>, options: NetworkSuiteOptions) => {
+  const group = "hostile input at the socket level"
+  if (options.raw !== true) {
+    describe.skip(`${group} (skipped: the fixture declares no raw access to its listeners)`, () => {
+      it("needs networkSuite(name, fixture, { raw: true }) and NetworkFixture.raw", () => {})
+    })
+    return
+  }
+  describe(group, () => {
+    const test = (title: string, body: () => Effect.Effect<void, unknown, NetworkFixture | Scope.Scope>) =>
+      it.live(title, () => Effect.provide(Effect.scoped(Effect.suspend(body)), fixture))
+    const X = PeerId.make("peer-x")
+    const Zero = PeerId.make("peer-0")
+
+    test("random bytes before authentication are refused, and honest frames keep flowing", () =>
+      Effect.gen(function*() {
+        const raw = yield* rawAccess
+        const { assertHonest } = yield* honestPair
+        const next = random(0x5eed)
+        // 4 KiB and more: more than any frame a listener takes before authentication, so each is refused whatever
+        // its bytes happen to announce.
+        for (let i = 0; i < 8; i++) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const connection = yield* raw.connect(A)
+            for (const size of [1 + (next() % 64), 1024 + (next() % 2048), 4096]) {
+              yield* writeIgnoring(connection, randomBytes(next, size))
+            }
+            yield* awaitRefused(raw, connection, `random bytes, connection ${i + 1}`)
+          }))
+        }
+        yield* assertHonest("after random bytes")
+      }))
+
+    test("a frame before authentication is refused and never delivered", () =>
+      Effect.gen(function*() {
+        const raw = yield* rawAccess
+        const { assertHonest } = yield* honestPair
+        for (const frames of [[text("before authentication")], [new Uint8Array(0), text("and another")]]) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const connection = yield* raw.connect(A)
+            yield* writeIgnoring(connection, concat(frames.map(raw.frame)))
+            yield* awaitRefused(raw, connection, `${frames.length} frame(s) before authentication`)
+          }))
+        }
+        yield* assertHonest("after frames before authentication")
+      }))
+
+    test("truncated frames before and after authentication end only their connection", () =>
+      Effect.gen(function*() {
+        const raw = yield* rawAccess
+        const { a, assertHonest } = yield* honestPair
+        const whole = raw.frame(pattern(100, 9))
+        const cuts = [1, 3, 4, 5, whole.length - 1]
+        for (const cut of cuts) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const connection = yield* raw.connect(A)
+            yield* writeIgnoring(connection, whole.subarray(0, cut))
+            yield* connection.end
+            yield* connection.closed
+          }))
+        }
+        yield* assertHonest("after truncated frames before authentication")
+        for (const [i, cut] of cuts.entries()) {
+          const as = i % 2 === 0 ? X : Zero
+          yield* Effect.scoped(Effect.gen(function*() {
+            const connection = yield* raw.authenticated(A, as)
+            yield* awaitConnected(a, `sees ${as}`, HashSet.has(as))
+            yield* connection.write(concat([raw.frame(text(`whole ${i}`)), whole.subarray(0, cut)]))
+            const [first] = yield* receive(a, 1)
+            assert.strictEqual(first!.from, as, "the whole frame comes from the authenticated peer")
+            assert.strictEqual(decoder.decode(first!.frame), `whole ${i}`)
+            yield* connection.end
+            yield* awaitConnected(a, `no longer sees ${as}`, (peers) => !HashSet.has(peers, as))
+          }))
+        }
+        yield* assertHonest("after truncated frames after authentication")
+      }))
+
+    test("an oversized frame is refused as soon as it is announced, before and after authentication", () =>
+      Effect.gen(function*() {
+        const raw = yield* rawAccess
+        const { a, assertHonest } = yield* honestPair
+        const oversized = raw.frame(pattern(raw.maxFrameSize + 1, 5))
+        // Only its first 64 KiB: the peer must refuse it from what it announces, not once it has it all.
+        const announced = oversized.subarray(0, 64 * 1024)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* raw.connect(A)
+          yield* writeIgnoring(connection, announced)
+          yield* awaitRefused(raw, connection, "an oversized frame before authentication")
+        }))
+        for (const [what, bytes] of [["announced", announced], ["whole", oversized]] as const) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const connection = yield* raw.authenticated(A, X)
+            yield* awaitConnected(a, `sees ${X}`, HashSet.has(X))
+            yield* writeIgnoring(connection, bytes)
+            yield* awaitRefused(raw, connection, `an oversized frame after authentication (${what})`)
+            yield* awaitConnected(a, `no longer sees ${X}`, (peers) => !HashSet.has(peers, X))
+          }))
+        }
+        yield* assertHonest("after oversized frames")
+      }))
+
+    test("frames after authentication arrive from the authenticated peer; garbage then ends only that connection", () =>
+      Effect.gen(function*() {
+        const raw = yield* rawAccess
+        const { a, assertHonest } = yield* honestPair
+        const next = random(0xbad)
+        for (const as of [X, Zero]) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const connection = yield* raw.authenticated(A, as)
+            yield* awaitConnected(a, `sees ${as}`, HashSet.has(as))
+            const frames = [text(`${as} 1`), new Uint8Array(0), pattern(3000, 2)]
+            yield* connection.write(concat(frames.map(raw.frame)))
+            const received = yield* receive(a, frames.length)
+            received.forEach((inbound, i) => {
+              assert.strictEqual(inbound.from, as, `frame ${i + 1} comes from the authenticated peer`)
+              assertBytes(inbound.frame, frames[i]!, `frame ${i + 1}`)
+            })
+            // Random bytes whose first byte is not 0: the length they announce is over any frame limit.
+            const garbage = randomBytes(next, 4096)
+            garbage[0] = garbage[0]! | 0x80
+            const fiber = yield* Effect.fork(awaitRefused(raw, connection, `garbage after authentication as ${as}`))
+            yield* writeIgnoring(connection, garbage)
+            yield* Fiber.join(fiber)
+            yield* awaitConnected(a, `no longer sees ${as}`, (peers) => !HashSet.has(peers, as))
+          }))
+        }
+        yield* assertHonest("after garbage after authentication")
       }))
   })
 }

@@ -89,6 +89,15 @@ export class FrameDecoder {
 
   /** The next complete frame, `undefined` when more bytes are needed, or the error that ends the stream. */
   next(): Frame | FrameError | undefined {
+    const content = this.nextContent()
+    return content instanceof Uint8Array ? toFrame(content) : content
+  }
+
+  /**
+   * The next complete frame as its content (type byte and body, as one view), `undefined` when more bytes are
+   * needed, or the error that ends the stream.
+   */
+  nextContent(): Uint8Array | FrameError | undefined {
     if (this.failed !== undefined) return this.failed
     if (this.partial === undefined) {
       while (this.headerFill < headerSize) {
@@ -106,7 +115,7 @@ export class FrameDecoder {
         const view = first.subarray(this.offset, this.offset + length)
         this.consume(length)
         this.headerFill = 0
-        return toFrame(view)
+        return view
       }
       this.partial = new Uint8Array(length)
       this.partialFill = 0
@@ -123,7 +132,7 @@ export class FrameDecoder {
     this.partial = undefined
     this.partialFill = 0
     this.headerFill = 0
-    return toFrame(target)
+    return target
   }
 
   private readByte(): number {
@@ -151,7 +160,12 @@ export class FrameDecoder {
   }
 }
 
-const toFrame = (bytes: Uint8Array): Frame => ({ type: bytes[0]!, body: bytes.subarray(1) })
+/**
+ * A frame's content (type byte and body) as a frame.
+ *
+ * @internal
+ */
+export const toFrame = (bytes: Uint8Array): Frame => ({ type: bytes[0]!, body: bytes.subarray(1) })
 
 const readUint32 = (bytes: Uint8Array, at: number): number =>
   ((bytes[at]! << 24) >>> 0) + (bytes[at + 1]! << 16) + (bytes[at + 2]! << 8) + bytes[at + 3]!
@@ -180,23 +194,28 @@ export const encode = (type: number, body: Uint8Array = new Uint8Array(0)): Uint
 /**
  * The bytes on the wire for frames of `type` sent together, in as few buffers as possible: each buffer holds up to
  * `maxBytes` (more only for a single frame larger than that), so one `send` is usually one socket write.
+ * `overhead` is what each frame will grow by on its way to the wire (the tag of a protected connection), counted
+ * against `maxBytes`.
  *
  * @internal
  */
 export const encodeAll = (
   type: number,
   bodies: ReadonlyArray<Uint8Array>,
-  maxBytes: number
+  maxBytes: number,
+  overhead = 0
 ): Array<Uint8Array> => {
   const out: Array<Uint8Array> = []
   let start = 0
   while (start < bodies.length) {
     let end = start
     let size = 0
+    let grown = 0
     while (end < bodies.length) {
       const next = headerSize + 1 + bodies[end]!.length
-      if (end > start && size + next > maxBytes) break
+      if (end > start && grown + next + overhead > maxBytes) break
       size += next
+      grown += next + overhead
       end++
     }
     const buffer = new Uint8Array(size)

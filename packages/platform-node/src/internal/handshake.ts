@@ -14,6 +14,21 @@
  * Each MAC covers both nonces, both instances and both ids, and names the role that computed it, so a MAC cannot be
  * replayed on another connection or reflected back to its sender. MACs are compared in constant time.
  *
+ * The acceptor answers every `Hello` addressed to it with a `Challenge`, whether the dialler's id is in its address
+ * book or not, and refuses an unknown id only at the `Proof`: for an unknown id it computes the Challenge's MAC with a
+ * decoy key (random, made once per network, never sent), so without the pre-shared key a client cannot tell a known
+ * id from an unknown one (same frames, same sizes, same work, the same destroyed connection after the `Proof`). A
+ * client that holds the key can tell, by checking the MAC: it is a member of the deployment already. The acceptor's
+ * own id is no secret: its `Challenge` names it.
+ *
+ * Key rotation: each side may hold several keys (current first). The acceptor's `Challenge` MAC is made with its
+ * current key; the dialler checks it against each of its keys and proves with the one that matched; the acceptor
+ * checks the `Proof` against each of its keys (every comparison made, each in constant time). Both sides then know the
+ * key they share, and use it for the link's keys.
+ *
+ * Unless protection is off, both sides then protect every later frame, starting with the `Verdict` (`linkCipher.ts`),
+ * with keys derived from that key, both nonces and both ids.
+ *
  * After the handshake the peer with the lower id sends a `Verdict`: keep this connection or close it (see `net.ts`
  * for the rule). The other side uses the connection only once the verdict says keep.
  *
@@ -26,10 +41,16 @@ import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import * as Crypto from "node:crypto"
 import { encode, type Frame, FrameType } from "./frame.js"
+import * as LinkCipher from "./linkCipher.js"
 import { ConnectionError, type Link } from "./netLink.js"
 
-/** @internal */
-export const version = 1
+/**
+ * The handshake's version. 2: frames after the handshake are sealed with per-direction session keys, so a peer of
+ * version 1 (no protection) is told `Version` instead of failing on its first sealed frame.
+ *
+ * @internal
+ */
+export const version = 2
 
 /** @internal */
 export const nonceSize = 32
@@ -68,7 +89,15 @@ export const decides = (local: PeerId.PeerId, remote: PeerId.PeerId): boolean =>
 export interface HandshakeOptions {
   readonly local: PeerId.PeerId
   readonly instance: Uint8Array
-  readonly key: Uint8Array
+  /** The pre-shared keys, current first; at least one. */
+  readonly keys: ReadonlyArray<Uint8Array>
+  /** Whether to protect the frames after the handshake (`linkCipher.ts`); both sides must agree. */
+  readonly protect: boolean
+  /**
+   * The key the acceptor computes its `Challenge` with for an id it does not know: random, made once per network and
+   * never sent, so the answer to an unknown id looks like the answer to a known one.
+   */
+  readonly decoy: Uint8Array
   /** Whether a peer id may connect (it is in the address book). */
   readonly knows: (peer: PeerId.PeerId) => boolean
   /** The id of the last connection kept with `peer` in this run. */
@@ -87,6 +116,8 @@ export interface Authenticated {
   readonly remoteInstance: Uint8Array
   /** For a connection the remote side dialled: the last connection it kept with us, as it told us. */
   readonly remoteLast: Uint8Array | undefined
+  /** The index, in the local list of keys, of the key both sides proved. */
+  readonly keyIndex: number
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -212,6 +243,37 @@ export const mac = (key: Uint8Array, role: "dialler" | "acceptor", hello: Uint8A
  */
 export const sameMac = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && Crypto.timingSafeEqual(a, b)
 
+/**
+ * The index of the first of `keys` whose MAC over `hello` and `challenge` is `expected`, or -1. Every key is tried, each
+ * compared in constant time, so the time taken does not tell which one matched.
+ */
+const matchingKey = (
+  keys: ReadonlyArray<Uint8Array>,
+  role: "dialler" | "acceptor",
+  hello: Uint8Array,
+  challenge: Uint8Array,
+  expected: Uint8Array
+) =>
+  Effect.sync(() => {
+    let found = -1
+    for (let i = 0; i < keys.length; i++) {
+      const hmac = Crypto.createHmac("sha256", keys[i]!)
+      hmac.update(role === "dialler" ? dialLabel : acceptLabel)
+      hmac.update(
+        Uint8Array.of(
+          hello.length >>> 24,
+          (hello.length >>> 16) & 0xff,
+          (hello.length >>> 8) & 0xff,
+          hello.length & 0xff
+        )
+      )
+      hmac.update(hello)
+      hmac.update(challenge)
+      if (sameMac(new Uint8Array(hmac.digest()), expected) && found < 0) found = i
+    }
+    return found
+  })
+
 const unauthenticated = (detail: string) => new ConnectionError({ reason: "Unauthenticated", detail })
 
 /**
@@ -239,27 +301,41 @@ export const dial = (link: Link, options: HandshakeOptions, expected: PeerId.Pee
         detail: `dialled ${JSON.stringify(expected)}, reached ${JSON.stringify(challenge.from)}`
       })
     }
-    const theirs = yield* mac(options.key, "acceptor", hello, challenge.signed)
-    if (!sameMac(theirs, challenge.mac)) return yield* unauthenticated("the acceptor's MAC does not match the key")
-    yield* link.write(encode(FrameType.Proof, yield* mac(options.key, "dialler", hello, challenge.signed)))
+    const keyIndex = yield* matchingKey(options.keys, "acceptor", hello, challenge.signed, challenge.mac)
+    if (keyIndex < 0) return yield* unauthenticated("the acceptor's MAC does not match any key")
+    const key = options.keys[keyIndex]!
+    yield* link.write(encode(FrameType.Proof, yield* mac(key, "dialler", hello, challenge.signed)))
     if (decides(options.local, expected)) {
       yield* Effect.flatMap(link.next, (frame) => expect(frame, FrameType.Ready, "Ready"))
+    }
+    if (options.protect) {
+      link.protect(LinkCipher.session({
+        key,
+        role: "dialler",
+        diallerNonce: nonce,
+        acceptorNonce: challenge.nonce,
+        dialler: options.local,
+        acceptor: expected
+      }))
     }
     return {
       peer: expected,
       id: nonce,
       dialled: true,
       remoteInstance: challenge.instance,
-      remoteLast: undefined
+      remoteLast: undefined,
+      keyIndex
     } satisfies Authenticated
   })
 
 /**
- * The acceptor's side: reads `Hello`, refuses ids not in the address book, and checks the dialler's proof.
+ * The acceptor's side: reads `Hello`, answers it with a `Challenge` (made with the decoy key for an id not in the
+ * address book), and checks the dialler's proof; an unknown id is refused only then, with `UnknownPeer`. `proven` runs
+ * as soon as the proof checked out, before anything more is written.
  *
  * @internal
  */
-export const accept = (link: Link, options: HandshakeOptions) =>
+export const accept = (link: Link, options: HandshakeOptions, proven: Effect.Effect<void> = Effect.void) =>
   Effect.gen(function*() {
     const helloBody = yield* Effect.flatMap(link.next, (frame) => expect(frame, FrameType.Hello, "Hello"))
     const hello = yield* decodeHello(helloBody)
@@ -269,31 +345,51 @@ export const accept = (link: Link, options: HandshakeOptions) =>
         detail: `the dialler expects ${JSON.stringify(hello.to)}, this is ${JSON.stringify(options.local)}`
       })
     }
-    if (hello.from === options.local || !options.knows(hello.from)) {
-      return yield* new ConnectionError({
-        reason: "UnknownPeer",
-        detail: `${JSON.stringify(hello.from)} is not in the address book`
-      })
-    }
+    const known = hello.from !== options.local && options.knows(hello.from)
+    const unknown = () =>
+      new ConnectionError({ reason: "UnknownPeer", detail: `${JSON.stringify(hello.from)} is not in the address book` })
+    // The Challenge is made with the current key; the dialler finds which of its keys that is.
+    const key = known ? options.keys[0]! : options.decoy
     const nonce = yield* randomBytes(nonceSize)
     const signed = encodeChallengeSigned(nonce, options.instance, options.local)
-    const ours = yield* mac(options.key, "acceptor", helloBody, signed)
+    const ours = yield* mac(key, "acceptor", helloBody, signed)
     const challenge = new Uint8Array(signed.length + macSize)
     challenge.set(signed)
     challenge.set(ours, signed.length)
     yield* link.write(encode(FrameType.Challenge, challenge))
-    const proof = yield* Effect.flatMap(link.next, (frame) => expect(frame, FrameType.Proof, "Proof"))
-    const expected = yield* mac(options.key, "dialler", helloBody, signed)
-    if (!sameMac(expected, proof)) {
-      return yield* unauthenticated(`${JSON.stringify(hello.from)} does not prove the key`)
-    }
+    const proof = yield* Effect.flatMap(link.next, (frame) => expect(frame, FrameType.Proof, "Proof")).pipe(
+      // Whatever an unknown id does next, the id is what it is refused for.
+      Effect.mapError((error) => known ? error : unknown())
+    )
+    // For an unknown id, as much work with the decoy key as with the keys.
+    const keyIndex = yield* matchingKey(
+      known ? options.keys : options.keys.map(() => options.decoy),
+      "dialler",
+      helloBody,
+      signed,
+      proof
+    )
+    if (!known) return yield* unknown()
+    if (keyIndex < 0) return yield* unauthenticated(`${JSON.stringify(hello.from)} does not prove any key`)
+    yield* proven
     if (decides(hello.from, options.local)) yield* link.write(encode(FrameType.Ready))
+    if (options.protect) {
+      link.protect(LinkCipher.session({
+        key: options.keys[keyIndex]!,
+        role: "acceptor",
+        diallerNonce: hello.nonce,
+        acceptorNonce: nonce,
+        dialler: hello.from,
+        acceptor: options.local
+      }))
+    }
     return {
       peer: hello.from,
       id: hello.nonce,
       dialled: false,
       remoteInstance: hello.instance,
-      remoteLast: hello.last
+      remoteLast: hello.last,
+      keyIndex
     } satisfies Authenticated
   })
 

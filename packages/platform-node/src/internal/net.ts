@@ -7,6 +7,13 @@
  * `pingInterval`, and a connection on which nothing at all arrives for `idleTimeout` is closed (so a half-open
  * connection is found). Any error closes that connection only, with a log line saying why.
  *
+ * Unless `protectFrames` is off, every frame after the key handshake is encrypted and authenticated
+ * (`linkCipher.ts`); a frame that fails authentication closes its connection and is counted (`tampered`).
+ *
+ * Before the key handshake authenticates it, an accepted connection is held to the bounds of `admission.ts` (how many
+ * at once, in total and per address; how many bytes; how long), and a connection refused before authentication is
+ * destroyed, not closed politely: nothing of it lingers.
+ *
  * @internal
  */
 import type * as Socket from "@effect/platform/Socket"
@@ -25,8 +32,10 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Subscribable from "effect/Subscribable"
+import * as Admission from "./admission.js"
 import * as Frame from "./frame.js"
 import * as Handshake from "./handshake.js"
+import * as LinkCipher from "./linkCipher.js"
 import * as NetLink from "./netLink.js"
 import { ConnectionError } from "./netLink.js"
 import * as NetRegistry from "./netRegistry.js"
@@ -52,6 +61,27 @@ export interface ConnectionOptions {
   readonly reconnectBase?: Duration.DurationInput | undefined
   /** Longest wait between two dials of one peer. */
   readonly reconnectMax?: Duration.DurationInput | undefined
+  /**
+   * Most accepted connections that have not authenticated yet, at once; one more is destroyed as soon as it is
+   * accepted, and the refusals are logged once a second at most. Each costs a socket, a fiber and at most 16 KiB of
+   * what it sent plus one socket read, for at most `handshakeTimeout` (twice that over TLS or WebSocket: the TLS
+   * handshake or the HTTP upgrade first, then the key handshake). Connections already authenticated do not count.
+   */
+  readonly maxUnauthenticated?: number | undefined
+  /**
+   * Most of those from one remote address. Behind a proxy or a NAT every connection comes from the proxy's address:
+   * raise it up to `maxUnauthenticated` there.
+   */
+  readonly maxUnauthenticatedPerAddress?: number | undefined
+  /**
+   * Encrypt and authenticate every frame after the key handshake (AES-256-GCM, one key per direction derived from
+   * the pre-shared key, both nonces and both ids; a counter nonce, so a replayed, dropped, reordered, altered or forged
+   * frame closes the connection, counted in `tampered`). On by default, with TLS too: TLS authenticates the
+   * deployment, this binds every frame to the peer the key handshake proved. Set `false` only where the path is
+   * protected otherwise (TLS, a VPN) and the 16 bytes and the cipher per frame matter. Every peer of the deployment
+   * must set the same value: a peer with it on and one with it off cannot talk.
+   */
+  readonly protectFrames?: boolean | undefined
 }
 
 /** @internal */
@@ -62,6 +92,9 @@ export interface Settings {
   readonly idleTimeout: Duration.Duration
   readonly reconnectBase: Duration.Duration
   readonly reconnectMax: Duration.Duration
+  readonly maxUnauthenticated: number
+  readonly maxUnauthenticatedPerAddress: number
+  readonly protectFrames: boolean
 }
 
 /**
@@ -78,7 +111,10 @@ export const defaults: Settings = {
   pingInterval: Duration.seconds(5),
   idleTimeout: Duration.seconds(20),
   reconnectBase: Duration.millis(100),
-  reconnectMax: Duration.seconds(10)
+  reconnectMax: Duration.seconds(10),
+  maxUnauthenticated: 128,
+  maxUnauthenticatedPerAddress: 32,
+  protectFrames: true
 }
 
 /** @internal */
@@ -98,7 +134,12 @@ export const minKeyBytes = 16
  */
 export const settings = (options: ConnectionOptions): Either.Either<Settings, ReadonlyArray<string>> => {
   const problems: Array<string> = []
-  const duration = (key: Exclude<keyof Settings, "maxFrameSize">) => {
+  const duration = (
+    key: Exclude<
+      keyof Settings,
+      "maxFrameSize" | "maxUnauthenticated" | "maxUnauthenticatedPerAddress" | "protectFrames"
+    >
+  ) => {
     const input = options[key]
     if (input === undefined) return defaults[key]
     const decoded = Duration.decodeUnknown(input)
@@ -114,12 +155,20 @@ export const settings = (options: ConnectionOptions): Either.Either<Settings, Re
     pingInterval: duration("pingInterval"),
     idleTimeout: duration("idleTimeout"),
     reconnectBase: duration("reconnectBase"),
-    reconnectMax: duration("reconnectMax")
+    reconnectMax: duration("reconnectMax"),
+    maxUnauthenticated: options.maxUnauthenticated ?? defaults.maxUnauthenticated,
+    maxUnauthenticatedPerAddress: options.maxUnauthenticatedPerAddress ?? defaults.maxUnauthenticatedPerAddress,
+    protectFrames: options.protectFrames ?? defaults.protectFrames
   }
   if (
     !Number.isSafeInteger(result.maxFrameSize) || result.maxFrameSize < 1 || result.maxFrameSize > Frame.maxBodyLimit
   ) {
     problems.push(`maxFrameSize must be an integer from 1 to ${Frame.maxBodyLimit}, got ${result.maxFrameSize}`)
+  }
+  for (const key of ["maxUnauthenticated", "maxUnauthenticatedPerAddress"] as const) {
+    if (!Number.isSafeInteger(result[key]) || result[key] < 1) {
+      problems.push(`${key} must be a positive integer, got ${result[key]}`)
+    }
   }
   if (!Duration.lessThan(result.pingInterval, result.idleTimeout)) {
     problems.push("pingInterval must be shorter than idleTimeout")
@@ -131,18 +180,47 @@ export const settings = (options: ConnectionOptions): Either.Either<Settings, Re
 }
 
 /**
+ * A pre-shared key: a string (taken as UTF-8) or bytes.
+ *
+ * @internal
+ */
+export type Key = Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+
+/**
+ * The `key` option: one key, or several for a rotation, current first.
+ *
+ * @internal
+ */
+export type Keys = Key | ReadonlyArray<Key>
+
+/**
  * The pre-shared key as bytes (a string key is taken as UTF-8), or the problem with it.
  *
  * @internal
  */
-export const keyBytes = (
-  key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
-): Either.Either<Uint8Array, string> => {
+export const keyBytes = (key: Key): Either.Either<Uint8Array, string> => {
   const value: string | Uint8Array = Redacted.value<string | Uint8Array>(key)
   const bytes = typeof value === "string" ? new TextEncoder().encode(value) : Uint8Array.from(value)
   return bytes.length >= minKeyBytes
     ? Either.right(bytes)
     : Either.left(`the key must have at least ${minKeyBytes} bytes, it has ${bytes.length}`)
+}
+
+const isKeyList = (keys: Keys): keys is ReadonlyArray<Key> => Array.isArray(keys)
+
+/**
+ * The pre-shared keys as bytes, current first, or the problem with them.
+ *
+ * @internal
+ */
+export const keysBytes = (keys: Keys): Either.Either<ReadonlyArray<Uint8Array>, string> => {
+  const list: ReadonlyArray<Key> = isKeyList(keys) ? keys : [keys]
+  if (list.length === 0) return Either.left("key must hold at least one key")
+  return Either.all(
+    list.map((key, i) =>
+      Either.mapLeft(keyBytes(key), (problem) => list.length === 1 ? problem : `key ${i}: ${problem}`)
+    )
+  )
 }
 
 /**
@@ -152,17 +230,17 @@ export const keyBytes = (
  */
 export const checkOptions = (
   options: ConnectionOptions & {
-    readonly key: Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
+    readonly key: Keys
     readonly listen: { readonly port: number }
   }
-): Either.Either<{ readonly settings: Settings; readonly key: Uint8Array }, string> =>
+): Either.Either<{ readonly settings: Settings; readonly keys: ReadonlyArray<Uint8Array> }, string> =>
   Either.gen(function*() {
     const checked = yield* Either.mapLeft(settings(options), (problems) => problems.join("; "))
-    const key = yield* keyBytes(options.key)
+    const keys = yield* keysBytes(options.key)
     if (!validPort(options.listen.port)) {
       return yield* Either.left(`listen.port must be an integer from 0 to 65535, got ${options.listen.port}`)
     }
-    return { settings: checked, key }
+    return { settings: checked, keys }
   })
 
 /**
@@ -174,6 +252,23 @@ export const checkOptions = (
 export type AddressBook<A> = ReadonlyMap<PeerId, A> | Subscribable.Subscribable<ReadonlyMap<PeerId, A>>
 
 /**
+ * An accepted connection, as its transport hands it on.
+ *
+ * @internal
+ */
+export interface Incoming {
+  /** The other end, `host:port`, for logs. */
+  readonly remote: string
+  /** The guard the transport took from the network's admission when it accepted the connection. */
+  readonly guard: Admission.Guard
+  /**
+   * Whether the transport tells the guard itself what arrives (on the socket under its messages, as a WebSocket
+   * server must); otherwise the connection's reader does, chunk by chunk.
+   */
+  readonly countsBytes: boolean
+}
+
+/**
  * What a network needs from its transport.
  *
  * @internal
@@ -181,9 +276,12 @@ export type AddressBook<A> = ReadonlyMap<PeerId, A> | Subscribable.Subscribable<
 export interface Transport<A> {
   /** A socket that connects when run. */
   readonly dial: (address: A) => Effect.Effect<Socket.Socket, Socket.SocketError>
-  /** Serves incoming connections until interrupted; `remote` describes the other end, for logs. */
+  /**
+   * Serves incoming connections until interrupted. Each connection takes a guard from the network's admission as
+   * soon as it is accepted, and is destroyed at once when it gets none.
+   */
   readonly serve: <R>(
-    handler: (socket: Socket.Socket, remote: string) => Effect.Effect<void, never, R>
+    handler: (socket: Socket.Socket, incoming: Incoming) => Effect.Effect<void, never, R>
   ) => Effect.Effect<never, SocketServer.SocketServerError, R>
   /** A string that is equal for equal addresses, to see when an address changes. */
   readonly addressKey: (address: A) => string
@@ -201,13 +299,42 @@ export interface ConnectionInfo {
   /** This side dialled the connection. */
   readonly dialled: boolean
   readonly remote: string
+  /**
+   * Which of the local keys the connection's handshake proved: its index in the `key` option (0 for a single key),
+   * to see when every connection moved to the new key of a rotation.
+   */
+  readonly keyIndex: number
 }
+
+/**
+ * Accepted connections before authentication, for diagnostics (see `admission.ts`).
+ *
+ * @internal
+ */
+export type HandshakeStats = Admission.Stats
 
 /** @internal */
 export type NetworkWithConnections = Network["Type"] & {
   /** The connections in use now. */
   readonly connections: Effect.Effect<ReadonlyArray<ConnectionInfo>>
+  /** Accepted connections before authentication: how many now, the most at once, and how those that failed ended. */
+  readonly handshakes: Effect.Effect<HandshakeStats>
+  /** How many frames failed authentication since the network started; each closed its connection. */
+  readonly tampered: Effect.Effect<number>
 }
+
+/**
+ * The admission of a network's listener, made before the listener so that the transport can guard connections from
+ * the moment it accepts them.
+ *
+ * @internal
+ */
+export const admission = (settings: Settings): Admission.Admission =>
+  Admission.make({
+    maxUnauthenticated: settings.maxUnauthenticated,
+    maxUnauthenticatedPerAddress: settings.maxUnauthenticatedPerAddress,
+    deadline: Math.max(1, Math.ceil(Duration.toMillis(settings.handshakeTimeout)))
+  })
 
 /**
  * The most bytes one socket write carries (more only for one frame larger than that), so a large batch does not
@@ -216,7 +343,14 @@ export type NetworkWithConnections = Network["Type"] & {
  * @internal
  */
 export const maxWriteBytes = (settings: Settings): number =>
-  Math.max(4 * 1024 * 1024, settings.maxFrameSize + Frame.headerSize + 1)
+  Math.max(4 * 1024 * 1024, settings.maxFrameSize + Frame.headerSize + 1 + frameOverhead(settings))
+
+/**
+ * What each frame grows by on the wire after the handshake: the tag, when frames are protected.
+ *
+ * @internal
+ */
+export const frameOverhead = (settings: Settings): number => settings.protectFrames ? LinkCipher.tagSize : 0
 
 /**
  * Lets the event loop go round once (socket reads, timers) before the sender goes on. A write the kernel takes at
@@ -236,19 +370,36 @@ const hex = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, b
 
 type Role =
   | { readonly _tag: "Dialler"; readonly peer: PeerId }
-  | { readonly _tag: "Acceptor" }
+  | { readonly _tag: "Acceptor"; readonly incoming: Incoming }
 
 /** Reasons that say something is wrong with the other side or the path, worth a warning. */
 const warnings: ReadonlySet<ConnectionError["reason"]> = new Set([
   "Idle",
   "FrameTooLarge",
+  "TooManyBytes",
   "Malformed",
   "HandshakeTimeout",
   "Unauthenticated",
   "UnknownPeer",
   "WrongPeer",
-  "Version"
+  "Version",
+  "Tampered"
 ])
+
+/** The error a guard's refusal stands for, if it refused. */
+const refusalError = (refusal: Admission.Refusal | undefined): ConnectionError | undefined => {
+  switch (refusal) {
+    case undefined:
+      return undefined
+    case "TooManyBytes":
+      return new ConnectionError({
+        reason: "TooManyBytes",
+        detail: `more than ${Admission.preAuthBytes} bytes arrived before authentication`
+      })
+    case "HandshakeTimeout":
+      return new ConnectionError({ reason: "HandshakeTimeout", detail: "the handshake did not finish in time" })
+  }
+}
 
 const logEnd = (message: string, error: ConnectionError, peer: PeerId | undefined) => {
   const annotations = { reason: error.reason, ...(peer === undefined ? {} : { peer }) }
@@ -266,14 +417,18 @@ const logEnd = (message: string, error: ConnectionError, peer: PeerId | undefine
 export const make = <A>(options: {
   readonly name: string
   readonly local: PeerId
-  readonly key: Uint8Array
+  /** The pre-shared keys, current first; at least one. */
+  readonly keys: ReadonlyArray<Uint8Array>
   readonly book: AddressBook<A>
   readonly transport: Transport<A>
   readonly settings: Settings
+  /** The admission the transport guards accepted connections with (see {@link admission}). */
+  readonly admission: Admission.Admission
 }): Effect.Effect<NetworkWithConnections, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const { local, settings, transport } = options
+    const { admission, local, settings, transport } = options
     const instance = yield* Handshake.randomBytes(Handshake.instanceSize)
+    const decoy = yield* Handshake.randomBytes(32)
     const inbound = yield* Effect.acquireRelease(Queue.unbounded<Inbound>(), Queue.shutdown)
     const registry = yield* NetRegistry.make
     let book: ReadonlyMap<PeerId, A> = Subscribable.isSubscribable(options.book)
@@ -283,12 +438,22 @@ export const make = <A>(options: {
     const handshakeOptions: Handshake.HandshakeOptions = {
       local,
       instance,
-      key: options.key,
+      keys: options.keys,
+      protect: settings.protectFrames,
+      decoy,
       knows: (peer) => peer !== local && book.has(peer),
       lastConnection: registry.lastConnection
     }
     const ping = Frame.encode(Frame.FrameType.Ping)
     const maxWrite = maxWriteBytes(settings)
+    const overhead = frameOverhead(settings)
+    /** The key index of every connection, for `connections`. */
+    const keyIndexes = new WeakMap<NetRegistry.Connection, number>()
+    let tampered = 0
+    const countTampered = (error: ConnectionError) =>
+      Effect.sync(() => {
+        if (error.reason === "Tampered") tampered++
+      })
 
     /**
      * Handshake and verdict, bounded by `handshakeTimeout`. When this succeeds the connection is in the registry
@@ -303,7 +468,7 @@ export const make = <A>(options: {
       Effect.gen(function*() {
         const authenticated = role._tag === "Dialler"
           ? yield* Handshake.dial(link, handshakeOptions, role.peer)
-          : yield* Handshake.accept(link, handshakeOptions)
+          : yield* Handshake.accept(link, handshakeOptions, Effect.sync(role.incoming.guard.authenticated))
         const inUse = yield* Effect.makeLatch(false)
         const connection: NetRegistry.Connection = {
           peer: authenticated.peer,
@@ -314,6 +479,7 @@ export const make = <A>(options: {
           write: (buffers) => inUse.whenOpen(Effect.forEach(buffers, link.write, { discard: true })),
           close: (reason) => Effect.asVoid(Deferred.fail(closing, reason))
         }
+        keyIndexes.set(connection, authenticated.keyIndex)
         yield* Effect.gen(function*() {
           if (Handshake.decides(local, connection.peer)) {
             const keep = yield* registry.decide(connection, authenticated.remoteLast)
@@ -396,7 +562,9 @@ export const make = <A>(options: {
       Effect.gen(function*() {
         link.setLimit(settings.maxFrameSize)
         yield* inUse.open
-        yield* Effect.logDebug("connection in use")
+        yield* Effect.logDebug("connection in use").pipe(
+          Effect.annotateLogs({ keyIndex: keyIndexes.get(connection) ?? 0, protected: settings.protectFrames })
+        )
         const pinger = Effect.forever(Effect.zipRight(Effect.sleep(settings.pingInterval), link.write(ping)))
         return yield* Effect.raceFirst(
           read(link, connection.peer),
@@ -410,10 +578,24 @@ export const make = <A>(options: {
      */
     const runConnection = (socket: Socket.Socket, role: Role, remote: string): Effect.Effect<boolean> =>
       Effect.scoped(Effect.gen(function*() {
-        const link = yield* NetLink.make(socket, Handshake.maxHandshakeFrame)
+        const guard = role._tag === "Acceptor" ? role.incoming.guard : undefined
+        const link = yield* NetLink.make(
+          socket,
+          Handshake.maxHandshakeFrame,
+          role._tag === "Acceptor" && !role.incoming.countsBytes ? role.incoming.guard.arrived : undefined
+        )
         const closing = yield* Deferred.make<never, ConnectionError>()
         const established = yield* Effect.either(establish(link, role, remote, closing))
         if (Either.isLeft(established)) {
+          if (guard !== undefined && !guard.isAuthenticated()) {
+            // Refused before authentication: counted, and destroyed at once.
+            const error = refusalError(guard.refusal()) ?? established.left
+            admission.failed(error.reason)
+            guard.destroy()
+            yield* logEnd("handshake failed", error, undefined)
+            return false
+          }
+          yield* countTampered(established.left)
           yield* logEnd("handshake failed", established.left, role._tag === "Dialler" ? role.peer : undefined)
           yield* link.abort(established.left.reason)
           return false
@@ -422,6 +604,7 @@ export const make = <A>(options: {
         const ended = yield* Effect.flip(
           serve(link, connection, inUse, closing).pipe(Effect.ensuring(registry.remove(connection)))
         )
+        yield* countTampered(ended)
         yield* logEnd("connection closed", ended, connection.peer).pipe(
           Effect.annotateLogs({ connection: hex(connection.id) })
         )
@@ -499,7 +682,30 @@ export const make = <A>(options: {
         }
       })
 
-    yield* transport.serve((socket, remote) => Effect.asVoid(runConnection(socket, { _tag: "Acceptor" }, remote))).pipe(
+    /** Serves an accepted connection, unless its guard refused it already (and counted it). */
+    const accept = (socket: Socket.Socket, incoming: Incoming) =>
+      Effect.suspend(() => {
+        incoming.guard.started()
+        if (incoming.guard.refusal() !== undefined) return Effect.void
+        return Effect.asVoid(runConnection(socket, { _tag: "Acceptor", incoming }, incoming.remote))
+      }).pipe(Effect.ensuring(Effect.sync(incoming.guard.release)))
+
+    /** Logs connections refused over a cap: one line for all of them, at most once a second. */
+    const reportBusy = Effect.forever(Effect.gen(function*() {
+      yield* Effect.async<void>((resume) => {
+        const cancel = admission.onBusy(() => resume(Effect.void))
+        return Effect.sync(cancel)
+      })
+      const count = admission.takeBusy()
+      yield* Effect.logWarning(
+        `refused ${count} connection(s) at once: too many connections have not authenticated yet`,
+        `at most ${settings.maxUnauthenticated} in all, ${settings.maxUnauthenticatedPerAddress} per address`
+      ).pipe(Effect.annotateLogs({ reason: "Busy", count }))
+      yield* Effect.sleep(Duration.seconds(1))
+    })).pipe(Effect.annotateLogs({ network: options.name, local }))
+    yield* Effect.forkScoped(reportBusy)
+
+    yield* transport.serve(accept).pipe(
       Effect.catchAll((error) =>
         Effect.zipRight(
           Effect.logError("the listener failed; the network stops receiving", error),
@@ -534,7 +740,7 @@ export const make = <A>(options: {
               })
             )
           }
-          return connection.write(Frame.encodeAll(Frame.FrameType.Data, frames, maxWrite)).pipe(
+          return connection.write(Frame.encodeAll(Frame.FrameType.Data, frames, maxWrite, overhead)).pipe(
             Effect.mapError((cause) =>
               new NetworkError({ peer: to, reason: cause.reason === "Io" ? "Io" : "Closed", cause })
             ),
@@ -547,12 +753,15 @@ export const make = <A>(options: {
         }),
       inbound: Stream.fromQueue(inbound),
       connected: registry.connected,
+      handshakes: Effect.sync(admission.stats),
+      tampered: Effect.sync(() => tampered),
       connections: Effect.sync(() =>
         registry.all().map((connection) => ({
           peer: connection.peer,
           id: hex(connection.id),
           dialled: connection.dialled,
-          remote: connection.remote
+          remote: connection.remote,
+          keyIndex: keyIndexes.get(connection) ?? 0
         }))
       )
     } satisfies NetworkWithConnections

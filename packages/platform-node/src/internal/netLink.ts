@@ -11,7 +11,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Mailbox from "effect/Mailbox"
 import type * as Scope from "effect/Scope"
-import { type Frame, FrameDecoder, FrameError } from "./frame.js"
+import { type Frame, FrameDecoder, FrameError, toFrame } from "./frame.js"
+import * as LinkCipher from "./linkCipher.js"
 
 /**
  * Why a connection ended or was refused. It never leaves the network: it is logged with the connection's peer and
@@ -29,6 +30,8 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
     | "Idle"
     /** A frame was larger than the limit. */
     | "FrameTooLarge"
+    /** The other side sent more before authenticating than the handshake needs. */
+    | "TooManyBytes"
     /** Bytes that are not a frame, or a frame that does not fit the protocol. */
     | "Malformed"
     /** The handshake did not finish in time. */
@@ -41,6 +44,8 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
     | "WrongPeer"
     /** The other side speaks another protocol version. */
     | "Version"
+    /** A frame after the handshake failed authentication: altered, replayed, reordered, dropped or forged. */
+    | "Tampered"
     /** The lower peer id kept another connection between the pair. */
     | "Rejected"
     /** A newer connection to the same peer took this one's place. */
@@ -75,8 +80,16 @@ export interface Link {
   readonly abort: (reason: string) => Effect.Effect<void>
   /** Succeeds when the socket has closed. */
   readonly closed: Effect.Effect<void>
-  /** The largest frame body `next` accepts; it can change between frames. */
+  /**
+   * The largest frame body `next` accepts; it can change between frames. On a protected link the tag comes on top.
+   */
   readonly setLimit: (limit: number) => void
+  /**
+   * Protects every frame from now on, both ways (see `linkCipher.ts`): what `write` is given is sealed frame by frame,
+   * and what `next` returns was opened; a frame that fails to open fails the read with `Tampered`. Called once, right
+   * after the handshake, between the last plain frame and the first protected one of each direction.
+   */
+  readonly protect: (session: LinkCipher.Session) => void
 }
 
 /** @internal */
@@ -96,11 +109,16 @@ const describe = (error: Socket.SocketError): string =>
 
 /**
  * Runs `socket` in the current scope and reads it as frames of at most `limit` bytes. Closing the scope closes the
- * socket.
+ * socket. `onArrival` is told the size of every chunk as it arrives, before it is queued (a guard counts the bytes an
+ * unauthenticated client sends).
  *
  * @internal
  */
-export const make = (socket: Socket.Socket, limit: number): Effect.Effect<Link, never, Scope.Scope> =>
+export const make = (
+  socket: Socket.Socket,
+  limit: number,
+  onArrival?: ((bytes: number) => void) | undefined
+): Effect.Effect<Link, never, Scope.Scope> =>
   Effect.gen(function*() {
     const chunks = yield* Mailbox.make<Uint8Array, Socket.SocketError>()
     const closed = yield* Deferred.make<void>()
@@ -110,6 +128,7 @@ export const make = (socket: Socket.Socket, limit: number): Effect.Effect<Link, 
     let received = 0
     yield* socket.run((chunk) => {
       received += chunk.length
+      onArrival?.(chunk.length)
       chunks.unsafeOffer(chunk)
     }).pipe(
       Effect.tapError((cause) => Effect.sync(() => ending = ioError("the socket failed")(cause))),
@@ -119,6 +138,28 @@ export const make = (socket: Socket.Socket, limit: number): Effect.Effect<Link, 
     )
     const rawWrite = yield* socket.writer
     const decoder = new FrameDecoder(limit)
+    let cipher: LinkCipher.Session | undefined = undefined
+    /** Sealed writes go out in the order they were sealed: the receiver counts frames in the order they arrive. */
+    const writeLock = yield* Effect.makeSemaphore(1)
+    const tampered = new ConnectionError({
+      reason: "Tampered",
+      detail: "a frame failed authentication (altered, replayed, reordered, dropped or forged)"
+    })
+
+    /** Set once a frame failed to open: every later read fails with it. */
+    let failed: ConnectionError | undefined = undefined
+
+    /** The next frame of the decoder, opened on a protected link. */
+    const decode = (): Frame | FrameError | ConnectionError | undefined => {
+      if (failed !== undefined) return failed
+      const content = decoder.nextContent()
+      if (!(content instanceof Uint8Array)) return content
+      if (cipher === undefined) return toFrame(content)
+      const opened = LinkCipher.open(cipher.receive, content)
+      if (opened !== undefined && opened.length > 0) return toFrame(opened)
+      failed = tampered
+      return failed
+    }
 
     const closedError = (detail: string) => new ConnectionError({ reason: "Closed", detail })
     const socketClosed = Effect.zipRight(Deferred.await(closed), Effect.suspend(() => Effect.fail(ending)))
@@ -131,8 +172,9 @@ export const make = (socket: Socket.Socket, limit: number): Effect.Effect<Link, 
       Effect.suspend(() => (ended ? socketClosed : Effect.raceFirst(effect, socketClosed)))
 
     const next: Effect.Effect<Frame, ConnectionError> = Effect.suspend(() => {
-      const decoded = decoder.next()
+      const decoded = decode()
       if (decoded instanceof FrameError) return Effect.fail(fromFrameError(decoded))
+      if (decoded instanceof ConnectionError) return Effect.fail(decoded)
       if (decoded !== undefined) return Effect.succeed(decoded)
       return Effect.flatMap(
         Effect.mapError(chunks.takeAll, ioError("the socket failed")),
@@ -151,25 +193,48 @@ export const make = (socket: Socket.Socket, limit: number): Effect.Effect<Link, 
     const nextBatch = Effect.map(next, (first) => {
       const batch = [first]
       while (true) {
-        const decoded = decoder.next()
-        // The error stays in the decoder: the next call meets it at once.
-        if (decoded === undefined || decoded instanceof FrameError) return batch
+        const decoded = decode()
+        // The error stays (in the decoder, or in `failed`): the next call meets it at once.
+        if (decoded === undefined || decoded instanceof FrameError || decoded instanceof ConnectionError) return batch
         batch.push(decoded)
       }
     })
+
+    const plainWrite = (bytes: Uint8Array) => guarded(Effect.mapError(rawWrite(bytes), ioError("the write failed")))
+    const abort = (reason: string) =>
+      Effect.ignore(
+        guarded(Effect.mapError(rawWrite(new Socket.CloseEvent(1000, reason)), ioError("the close failed")))
+      )
+    /**
+     * Seals and writes under the lock, so bytes go out in the order of their counters. A sealed write that does not
+     * complete (failed, interrupted) may or may not have reached the socket: the counters can no longer be trusted,
+     * and the link is closed.
+     */
+    const sealedWrite = (session: LinkCipher.Session, bytes: Uint8Array) =>
+      writeLock.withPermits(1)(Effect.suspend(() => {
+        const sealed = LinkCipher.sealFrames(session.send, bytes)
+        if (sealed === undefined) {
+          return Effect.zipRight(
+            abort("a write that is not whole frames"),
+            Effect.fail(new ConnectionError({ reason: "Malformed", detail: "a write that is not whole frames" }))
+          )
+        }
+        return Effect.onExit(plainWrite(sealed), (exit) => Exit.isSuccess(exit) ? Effect.void : abort("a write failed"))
+      }))
 
     return {
       next,
       nextBatch,
       received: () => received,
-      write: (bytes) => guarded(Effect.mapError(rawWrite(bytes), ioError("the write failed"))),
-      abort: (reason) =>
-        Effect.ignore(
-          guarded(Effect.mapError(rawWrite(new Socket.CloseEvent(1000, reason)), ioError("the close failed")))
-        ),
+      write: (bytes) => cipher === undefined ? plainWrite(bytes) : sealedWrite(cipher, bytes),
+      abort,
       closed: Deferred.await(closed),
       setLimit: (value) => {
-        decoder.limit = value
+        decoder.limit = value + (cipher === undefined ? 0 : LinkCipher.tagSize)
+      },
+      protect: (session) => {
+        cipher = session
+        decoder.limit += LinkCipher.tagSize
       }
     } satisfies Link
   })

@@ -8,6 +8,10 @@
  * checked (peers are addressed by IP as often as by name): a certificate proves membership of the deployment, and
  * the pre-shared-key handshake that runs inside the TLS stream establishes which peer is at the other end.
  *
+ * The listener guards every TCP connection from the moment it is accepted, before its TLS handshake (see
+ * `admission.ts`): over a cap it is destroyed at once, before the TLS server sees it, and its TLS handshake is bounded
+ * by `handshakeTimeout`.
+ *
  * @internal
  */
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
@@ -21,8 +25,10 @@ import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
-import type * as NodeNet from "node:net"
+import * as NodeNet from "node:net"
 import * as Tls from "node:tls"
+import type * as Admission from "./admission.js"
+import type { Incoming } from "./net.js"
 
 /**
  * PEM material of one peer: what it presents, and the CA the other peers' certificates must chain to.
@@ -118,21 +124,26 @@ export const dial = (
 
 /**
  * A TLS listener: the address it listens on, and `serve`, which hands each connection whose TLS handshake
- * succeeded (the client presented a certificate that chains to the CA) to a handler as a platform `Socket`.
+ * succeeded (the client presented a certificate that chains to the CA) to a handler as a platform `Socket`, with the
+ * guard it took when it was accepted.
  *
  * @internal
  */
 export interface Listener {
   readonly address: { readonly host: string; readonly port: number }
   readonly serve: <R>(
-    handler: (socket: Socket.Socket, remote: string) => Effect.Effect<void, never, R>
+    handler: (socket: Socket.Socket, incoming: Incoming) => Effect.Effect<void, never, R>
   ) => Effect.Effect<never, SocketServer.SocketServerError, R>
 }
+
+/** The key a TCP connection and the TLS socket over it share, to find one's guard from the other. */
+const remoteKey = (socket: NodeNet.Socket) => `${socket.remoteAddress}|${socket.remotePort}`
 
 /**
  * Listens with TLS in the current scope; closing the scope closes the listener and every connection it accepted.
  * A client whose TLS handshake fails (no certificate, one from another CA, not TLS at all, or too slow: past
- * `handshakeTimeout`) is dropped with a log line while serving.
+ * `handshakeTimeout`) is dropped with a log line while serving, and counted as `TlsHandshake`. A TCP connection that
+ * `admission` has no room for is destroyed as soon as it is accepted.
  *
  * @internal
  */
@@ -141,20 +152,29 @@ export const listen = (options: {
   readonly port: number
   readonly credentials: Credentials
   readonly handshakeTimeout: Duration.Duration
+  readonly admission: Admission.Admission
 }): Effect.Effect<Listener, SocketServer.SocketServerError, Scope.Scope> =>
   Effect.gen(function*() {
+    const { admission } = options
     const failed = yield* Deferred.make<never, Error>()
     /** The TCP connections under every TLS connection, handshaking or not, to end them all on close. */
     const open = new Set<NodeNet.Socket>()
+    /** The guard of each TCP connection, by its remote address and port (a TLS socket does not show its TCP one). */
+    const guards = new Map<string, Admission.Guard>()
     let closed = false
     const pending: Array<Tls.TLSSocket> = []
     let onConnection = (conn: Tls.TLSSocket): void => {
       pending.push(conn)
     }
     let onClientError = (_error: Error, _remote: string): void => {}
-    const server = yield* Effect.acquireRelease(
-      Effect.sync(() =>
-        Tls.createServer({
+    /**
+     * The TLS server does not listen itself: a plain TCP server in front of it takes each connection, and hands on
+     * only those its admission lets in. A connection the TLS server had seen would report its refusal as a failed TLS
+     * handshake, one log line per refused connection in a flood.
+     */
+    const { front, server } = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const server = Tls.createServer({
           ...options.credentials,
           requestCert: true,
           rejectUnauthorized: true,
@@ -169,49 +189,72 @@ export const listen = (options: {
           conn.setNoDelay(true)
           onConnection(conn)
         })
-      ),
-      (server) =>
+        const front = NodeNet.createServer((raw) => {
+          if (closed) {
+            raw.destroy()
+            return
+          }
+          // The TLS server's own `handshakeTimeout` bounds the time to the key handshake.
+          const guard = admission.admit(raw.remoteAddress ?? "unknown", () => raw.destroy(), false)
+          if (guard === undefined) {
+            raw.destroy()
+            return
+          }
+          const key = remoteKey(raw)
+          guards.set(key, guard)
+          open.add(raw)
+          raw.once("close", () => {
+            open.delete(raw)
+            if (guards.get(key) === guard) guards.delete(key)
+            guard.release()
+          })
+          server.emit("connection", raw)
+        })
+        return { front, server }
+      }),
+      ({ front }) =>
         Effect.async<void>((resume) => {
           closed = true
-          server.close(() => resume(Effect.void))
+          front.close(() => resume(Effect.void))
           // The listener closes once every connection has ended, those still in their TLS handshake included.
           for (const conn of open) conn.destroy()
           open.clear()
           for (const conn of pending.splice(0)) conn.destroy()
         })
     )
-    server.on("connection", (raw: NodeNet.Socket) => {
-      if (closed) {
-        raw.destroy()
-        return
-      }
-      open.add(raw)
-      raw.once("close", () => open.delete(raw))
+    server.on("tlsClientError", (error, socket) => {
+      admission.failed("TlsHandshake")
+      onClientError(error, `${socket.remoteAddress}:${socket.remotePort}`)
     })
-    server.on("tlsClientError", (error, socket) => onClientError(error, `${socket.remoteAddress}:${socket.remotePort}`))
     yield* Effect.async<void, SocketServer.SocketServerError>((resume) => {
       const onError = (cause: Error) =>
         resume(Effect.fail(new SocketServer.SocketServerError({ reason: "Open", cause })))
-      server.once("error", onError)
-      server.listen({ port: options.port, ...(options.host === undefined ? {} : { host: options.host }) }, () => {
-        server.off("error", onError)
-        server.on("error", (cause) => Deferred.unsafeDone(failed, Exit.fail(cause)))
+      front.once("error", onError)
+      front.listen({ port: options.port, ...(options.host === undefined ? {} : { host: options.host }) }, () => {
+        front.off("error", onError)
+        front.on("error", (cause) => Deferred.unsafeDone(failed, Exit.fail(cause)))
         resume(Effect.void)
       })
     })
-    const bound = server.address()
+    const bound = front.address()
     const address = bound !== null && typeof bound === "object"
       ? { host: bound.address, port: bound.port }
       : { host: bound ?? options.host ?? "", port: options.port }
 
     const serve = <R>(
-      handler: (socket: Socket.Socket, remote: string) => Effect.Effect<void, never, R>
+      handler: (socket: Socket.Socket, incoming: Incoming) => Effect.Effect<void, never, R>
     ): Effect.Effect<never, SocketServer.SocketServerError, R> =>
       Effect.scoped(Effect.gen(function*() {
         const fibers = yield* FiberSet.make()
         const run = yield* FiberSet.runtime(fibers)<R>()
         const accept = (conn: Tls.TLSSocket) => {
           const remote = `${conn.remoteAddress}:${conn.remotePort}`
+          const guard = guards.get(remoteKey(conn))
+          if (guard === undefined) {
+            // Its TCP connection is gone already.
+            conn.destroy()
+            return
+          }
           run(Effect.flatMap(
             NodeSocket.fromDuplex(
               Effect.acquireRelease(
@@ -223,7 +266,7 @@ export const listen = (options: {
                 (conn) => Effect.sync(() => conn.destroy())
               )
             ),
-            (socket) => handler(socket, remote)
+            (socket) => handler(socket, { remote, guard, countsBytes: false })
           ))
         }
         return yield* Effect.async<never>(() => {

@@ -1,0 +1,204 @@
+/**
+ * Protection of the frames that follow the handshake: each direction of a connection has its own AES-256-GCM key,
+ * derived with HKDF-SHA256 from the pre-shared key the handshake proved, both nonces and both ids, and a 96-bit
+ * nonce that counts the frames of that direction (4 zero bytes, then the count as 8 bytes big-endian), starting at 0.
+ *
+ * The counter is not on the wire: the transport is ordered, so each side knows the number of the next frame. A frame
+ * replayed, dropped, reordered, altered or made up fails authentication, and the connection is closed.
+ *
+ * A protected frame on the wire: the 4-byte length header in the clear (`1 + body + 16`), then the type byte and the
+ * body encrypted, then the 16-byte tag. The length is authenticated through the tag: a changed length cuts the
+ * ciphertext or the tag elsewhere.
+ *
+ * @internal
+ */
+import * as Crypto from "node:crypto"
+
+/** @internal */
+export const tagSize = 16
+
+const nonceSize = 12
+const algorithm = "aes-256-gcm"
+const headerSize = 4
+
+/**
+ * One direction of a connection: its key and the number of the next frame. Mutable: every `seal` or `open` advances
+ * it, whether it succeeds or not (a failure ends the connection).
+ *
+ * @internal
+ */
+export interface Direction {
+  readonly key: Uint8Array
+  counter: number
+}
+
+/**
+ * Both directions of one end of a connection.
+ *
+ * @internal
+ */
+export interface Session {
+  readonly send: Direction
+  readonly receive: Direction
+}
+
+const encoder = new TextEncoder()
+const diallerLabel = encoder.encode("intersession/v1 link key: dialler to acceptor\0")
+const acceptorLabel = encoder.encode("intersession/v1 link key: acceptor to dialler\0")
+
+const lengthPrefixed = (bytes: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(4 + bytes.length)
+  writeUint32(out, 0, bytes.length)
+  out.set(bytes, 4)
+  return out
+}
+
+/**
+ * The key of the frames that one role sends: `HKDF-SHA256(psk, salt = dialler nonce ‖ acceptor nonce, info = label
+ * ‖ SHA-256(len ‖ dialler id ‖ len ‖ acceptor id))`. The ids are hashed because HKDF's `info` is at most 1 KiB.
+ *
+ * @internal
+ */
+export const deriveKey = (options: {
+  readonly key: Uint8Array
+  readonly sender: "dialler" | "acceptor"
+  readonly diallerNonce: Uint8Array
+  readonly acceptorNonce: Uint8Array
+  readonly dialler: string
+  readonly acceptor: string
+}): Uint8Array => {
+  const salt = new Uint8Array(options.diallerNonce.length + options.acceptorNonce.length)
+  salt.set(options.diallerNonce)
+  salt.set(options.acceptorNonce, options.diallerNonce.length)
+  const ids = Crypto.createHash("sha256")
+    .update(lengthPrefixed(encoder.encode(options.dialler)))
+    .update(lengthPrefixed(encoder.encode(options.acceptor)))
+    .digest()
+  const label = options.sender === "dialler" ? diallerLabel : acceptorLabel
+  const info = new Uint8Array(label.length + ids.length)
+  info.set(label)
+  info.set(ids, label.length)
+  return new Uint8Array(Crypto.hkdfSync("sha256", options.key, salt, info, 32))
+}
+
+/**
+ * The session of one end: what it sends under the key of its role, what it receives under the other's.
+ *
+ * @internal
+ */
+export const session = (options: {
+  readonly key: Uint8Array
+  readonly role: "dialler" | "acceptor"
+  readonly diallerNonce: Uint8Array
+  readonly acceptorNonce: Uint8Array
+  readonly dialler: string
+  readonly acceptor: string
+}): Session => {
+  const derive = (sender: "dialler" | "acceptor") => deriveKey({ ...options, sender })
+  const other = options.role === "dialler" ? "acceptor" : "dialler"
+  return { send: { key: derive(options.role), counter: 0 }, receive: { key: derive(other), counter: 0 } }
+}
+
+const nonceOf = (counter: number): Uint8Array => {
+  const nonce = new Uint8Array(nonceSize)
+  // 4 zero bytes, then the counter as 8 bytes big-endian (it stays below 2^53).
+  writeUint32(nonce, 4, Math.floor(counter / 0x1_0000_0000))
+  writeUint32(nonce, 8, counter >>> 0)
+  return nonce
+}
+
+/** The next nonce of `direction`, or `undefined` once the counter is used up (never, in practice). */
+const take = (direction: Direction): Uint8Array | undefined => {
+  if (direction.counter >= Number.MAX_SAFE_INTEGER) return undefined
+  return nonceOf(direction.counter++)
+}
+
+/**
+ * Seals one frame's content (type byte and body) into `target` at `at`: ciphertext, then tag. Returns whether it
+ * could (the counter is not used up).
+ */
+const sealInto = (direction: Direction, content: Uint8Array, target: Uint8Array, at: number): boolean => {
+  const nonce = take(direction)
+  if (nonce === undefined) return false
+  const cipher = Crypto.createCipheriv(algorithm, direction.key, nonce, { authTagLength: tagSize })
+  const head = cipher.update(content)
+  const tail = cipher.final()
+  target.set(head, at)
+  target.set(tail, at + head.length)
+  target.set(cipher.getAuthTag(), at + content.length)
+  return true
+}
+
+/**
+ * Seals one frame's content (type byte and body): ciphertext then tag, `content.length + tagSize` bytes.
+ *
+ * @internal
+ */
+export const seal = (direction: Direction, content: Uint8Array): Uint8Array | undefined => {
+  const out = new Uint8Array(content.length + tagSize)
+  return sealInto(direction, content, out, 0) ? out : undefined
+}
+
+/**
+ * Opens what {@link seal} made, the next in order: the frame's content, or `undefined` when it fails
+ * authentication.
+ *
+ * @internal
+ */
+export const open = (direction: Direction, sealed: Uint8Array): Uint8Array | undefined => {
+  const nonce = take(direction)
+  if (nonce === undefined || sealed.length < tagSize) return undefined
+  const decipher = Crypto.createDecipheriv(algorithm, direction.key, nonce, { authTagLength: tagSize })
+  decipher.setAuthTag(sealed.subarray(sealed.length - tagSize))
+  const head = decipher.update(sealed.subarray(0, sealed.length - tagSize))
+  try {
+    const tail = decipher.final()
+    if (tail.length === 0) return new Uint8Array(head.buffer, head.byteOffset, head.byteLength)
+    const out = new Uint8Array(head.length + tail.length)
+    out.set(head)
+    out.set(tail, head.length)
+    return out
+  } catch {
+    // Node reports a tag that does not match by throwing.
+    return undefined
+  }
+}
+
+/**
+ * Seals a buffer of whole frames (each a 4-byte length header, a type byte and a body, as `frame.ts` encodes them)
+ * into the buffer that goes on the wire: each frame's length grows by the tag, its content is sealed in order.
+ * `undefined` when the buffer does not hold whole frames or the counter is used up.
+ *
+ * @internal
+ */
+export const sealFrames = (direction: Direction, frames: Uint8Array): Uint8Array | undefined => {
+  let count = 0
+  for (let at = 0; at < frames.length; count++) {
+    if (at + headerSize > frames.length) return undefined
+    const length = readUint32(frames, at)
+    if (length === 0 || at + headerSize + length > frames.length) return undefined
+    at += headerSize + length
+  }
+  const out = new Uint8Array(frames.length + count * tagSize)
+  let to = 0
+  for (let at = 0; at < frames.length;) {
+    const length = readUint32(frames, at)
+    writeUint32(out, to, length + tagSize)
+    if (!sealInto(direction, frames.subarray(at + headerSize, at + headerSize + length), out, to + headerSize)) {
+      return undefined
+    }
+    at += headerSize + length
+    to += headerSize + length + tagSize
+  }
+  return out
+}
+
+const readUint32 = (bytes: Uint8Array, at: number): number =>
+  ((bytes[at]! << 24) >>> 0) + (bytes[at + 1]! << 16) + (bytes[at + 2]! << 8) + bytes[at + 3]!
+
+const writeUint32 = (target: Uint8Array, at: number, value: number): void => {
+  target[at] = (value >>> 24) & 0xff
+  target[at + 1] = (value >>> 16) & 0xff
+  target[at + 2] = (value >>> 8) & 0xff
+  target[at + 3] = value & 0xff
+}
