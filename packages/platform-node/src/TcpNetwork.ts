@@ -20,8 +20,9 @@
  * - A client learns nothing about the address book without the key: every `Hello` gets a `Challenge`, and an id
  *   that is not in the book is refused only at the proof, exactly as a wrong proof is.
  * - Every frame after the handshake is encrypted and authenticated (AES-256-GCM, a key per direction derived with
- *   HKDF from the pre-shared key, both nonces and both ids, a counter nonce), so a frame read, altered, replayed,
- *   reordered, dropped or forged on the path is seen: the connection is closed and counted in `tampered`. The
+ *   HKDF from the pre-shared key, both nonces and both ids, a counter nonce; each write of frames is sealed as one
+ *   record), so a frame read, altered, replayed, reordered, dropped or forged on the path is seen: the connection is
+ *   closed and counted in `tampered`. The
  *   `protectFrames` option turns it off, for a path protected otherwise.
  * - With `tls` set, every connection is TLS with mutual authentication: each side presents its certificate and
  *   requires the other's to chain to the deployment's CA, and the pre-shared-key handshake still runs inside the TLS
@@ -160,7 +161,7 @@ export type TcpNetwork = Network["Type"] & {
   readonly connections: Net.NetworkWithConnections["connections"]
   /** Accepted connections before they authenticate: how many now, the most at once, and how those that failed ended. */
   readonly handshakes: Net.NetworkWithConnections["handshakes"]
-  /** How many frames failed authentication since the network started (see `protectFrames`); each closed its connection. */
+  /** How many records failed authentication since the network started (see `protectFrames`); each closed its connection. */
   readonly tampered: Net.NetworkWithConnections["tampered"]
 }
 

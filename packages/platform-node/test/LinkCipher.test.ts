@@ -105,25 +105,76 @@ describe("link cipher", () => {
     )
   })
 
-  it("sealFrames seals each frame of a buffer in order, and refuses a buffer that is not whole frames", () => {
+  it("sealRecord seals a whole write as one record, which opens to the frames in order", () => {
     const { acceptor, dialler } = ends()
-    const bodies = [text("first"), new Uint8Array(0), text("third, a little longer")]
+    const bodies = [text("first secret"), new Uint8Array(0), text("third secret, a little longer")]
     const [plain] = Frame.encodeAll(Frame.FrameType.Data, bodies, 1024)
-    const sealed = LinkCipher.sealFrames(dialler.send, plain!)!
-    assert.strictEqual(sealed.length, plain!.length + bodies.length * LinkCipher.tagSize)
-    const decoder = new Frame.FrameDecoder(1024)
-    decoder.push(sealed)
+    const record = LinkCipher.sealRecord(dialler.send, plain!)!
+    // One length header and one tag for the whole write.
+    assert.strictEqual(record.length, plain!.length + LinkCipher.recordOverhead)
+    assert.strictEqual(Buffer.from(record).readUInt32BE(0), plain!.length + LinkCipher.tagSize)
+    assert.isFalse(Buffer.from(record).includes(Buffer.from("secret")))
+    assert.strictEqual(dialler.send.counter, 1, "one nonce per record, not per frame")
+    // Read from the wire in chunks of 7 bytes, with the next record behind it.
+    const second = LinkCipher.sealRecord(dialler.send, Frame.encode(Frame.FrameType.Ping))!
+    const wire = Buffer.concat([record, second])
+    const records = new Frame.FrameDecoder(plain!.length + LinkCipher.tagSize, "record")
+    for (let at = 0; at < wire.length; at += 7) records.push(wire.subarray(at, at + 7))
+    const sealed = records.nextContent()
+    assert.instanceOf(sealed, Uint8Array)
+    const opened = LinkCipher.open(acceptor.receive, sealed as Uint8Array)
+    assert.isTrue(same(opened, plain!))
+    const frames = new Frame.FrameDecoder(1024)
+    frames.push(opened!)
     for (const body of bodies) {
-      const content = decoder.nextContent()
-      assert.instanceOf(content, Uint8Array)
-      const opened = LinkCipher.open(acceptor.receive, content as Uint8Array)
-      assert.isDefined(opened)
-      const frame = Frame.toFrame(opened!)
-      assert.strictEqual(frame.type, Frame.FrameType.Data)
-      assert.isTrue(same(frame.body, body))
+      const frame = frames.next()
+      assert.isDefined(frame)
+      assert.notInstanceOf(frame, Frame.FrameError)
+      assert.strictEqual((frame as Frame.Frame).type, Frame.FrameType.Data)
+      assert.isTrue(same((frame as Frame.Frame).body, body))
     }
-    assert.isUndefined(decoder.nextContent())
-    assert.isUndefined(LinkCipher.sealFrames(dialler.send, plain!.subarray(0, plain!.length - 1)))
-    assert.isUndefined(LinkCipher.sealFrames(dialler.send, new Uint8Array(4)))
+    assert.isUndefined(frames.next())
+    const ping = LinkCipher.open(acceptor.receive, records.nextContent() as Uint8Array)
+    assert.isTrue(same(ping, Frame.encode(Frame.FrameType.Ping)))
+    assert.isUndefined(records.nextContent())
+    // A record announcing more than the limit is refused from its header.
+    const small = new Frame.FrameDecoder(16, "record")
+    small.push(record.subarray(0, 4))
+    const refused = small.nextContent()
+    assert.instanceOf(refused, Frame.FrameError)
+    assert.strictEqual((refused as Frame.FrameError).reason, "FrameTooLarge")
+  })
+
+  it("an altered, replayed or reordered record fails as a whole", () => {
+    const { acceptor, dialler } = ends()
+    const plain = Frame.encodeAll(Frame.FrameType.Data, [text("one"), text("two")], 1024)[0]!
+    const first = LinkCipher.sealRecord(dialler.send, plain)!
+    const second = LinkCipher.sealRecord(dialler.send, plain)!
+    const body = (record: Uint8Array) => record.subarray(4)
+    // Reordered: the second record where the first is expected.
+    assert.isUndefined(LinkCipher.open(ends().acceptor.receive, body(second)))
+    // Any byte after the length header changed.
+    for (let at = 4; at < first.length; at++) {
+      const altered = Uint8Array.from(first)
+      altered[at] = altered[at]! ^ 0x01
+      assert.isUndefined(LinkCipher.open(ends().acceptor.receive, body(altered)), `byte ${at}`)
+    }
+    assert.isTrue(same(LinkCipher.open(acceptor.receive, body(first)), plain))
+    // Replayed.
+    assert.isUndefined(LinkCipher.open(acceptor.receive, body(first)))
+  })
+
+  it("the drained bytes of a frame decoder are what followed its last frame", () => {
+    const wire = Buffer.concat([Frame.encode(Frame.FrameType.Ready), Buffer.from([0, 0, 0, 9, 1, 2, 3])])
+    for (const split of [1, 5, 6, 8, wire.length]) {
+      const decoder = new Frame.FrameDecoder(1024)
+      decoder.push(wire.subarray(0, split))
+      decoder.push(wire.subarray(split))
+      assert.strictEqual((decoder.next() as Frame.Frame).type, Frame.FrameType.Ready)
+      // Begin reading the next frame's header (and, split across chunks, its body) before draining.
+      assert.isUndefined(decoder.next())
+      assert.isTrue(same(Buffer.concat(decoder.drain()), Uint8Array.from([0, 0, 0, 9, 1, 2, 3])), `split ${split}`)
+      assert.strictEqual(decoder.pending, 0)
+    }
   })
 })

@@ -377,50 +377,52 @@ export type RawLink = NetLink.Link
 
 /** A raw connection to the peer on `port`, read as frames; protected once the handshake says so. */
 export const rawLink = <A>(kit: Kit<A>, port: number) =>
-  Effect.map(Effect.flatMap(kit.connect(port), (socket) => NetLink.make(socket, 16 * 1024 * 1024)), rawProtection)
+  Effect.map(
+    Effect.flatMap(kit.connect(port), (socket) => NetLink.make(socket, { limit: rawLimit, recordLimit: rawLimit })),
+    rawProtection
+  )
+
+const rawLimit = 16 * 1024 * 1024
 
 /**
- * A link that protects frames itself once the handshake calls `protect`, so that a raw client can still write what
- * it likes: the whole frames at the start of a write are sealed, and what follows (a cut frame, garbage) goes as it
- * is, except that a length it announces grows by the tag, as a sealed frame's would.
+ * A link that protects what it sends and receives itself once the handshake calls `protect`, independently of the
+ * link's own protection, so that a raw client can still write what it likes: each write, whatever its bytes (whole
+ * frames, a cut frame, garbage), goes out as one sealed record, as a peer's would. What it reads the plain link
+ * decodes as frames: a record is one (its length header, then `type ‖ body` is the ciphertext and tag), opened here,
+ * and the frames of its plaintext are decoded here.
  */
 const rawProtection = (link: NetLink.Link): NetLink.Link => {
   let session: LinkCipher.Session | undefined = undefined
-  const open = (frame: Frame.Frame): Effect.Effect<Frame.Frame, NetLink.ConnectionError> => {
-    if (session === undefined) return Effect.succeed(frame)
-    const content = new Uint8Array(frame.body.length + 1)
-    content[0] = frame.type
-    content.set(frame.body, 1)
-    const opened = LinkCipher.open(session.receive, content)
-    return opened === undefined
-      ? Effect.fail(new NetLink.ConnectionError({ reason: "Tampered", detail: "a frame failed authentication" }))
-      : Effect.succeed(Frame.toFrame(opened))
-  }
-  const seal = (direction: LinkCipher.Direction, bytes: Uint8Array): Uint8Array => {
-    let whole = 0
-    while (whole + Frame.headerSize <= bytes.length) {
-      const length = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32BE(whole)
-      if (length === 0 || whole + Frame.headerSize + length > bytes.length) break
-      whole += Frame.headerSize + length
-    }
-    const sealed = whole === 0 ? new Uint8Array(0) : LinkCipher.sealFrames(direction, bytes.subarray(0, whole))!
-    const rest = Uint8Array.from(bytes.subarray(whole))
-    if (rest.length >= Frame.headerSize) {
-      const view = Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength)
-      const length = view.readUInt32BE(0)
-      if (length > 0 && length + LinkCipher.tagSize <= 0xffff_ffff) view.writeUInt32BE(length + LinkCipher.tagSize, 0)
-    }
-    const out = new Uint8Array(sealed.length + rest.length)
-    out.set(sealed)
-    out.set(rest, sealed.length)
-    return out
-  }
+  const frames = new Frame.FrameDecoder(rawLimit)
+  const tampered = new NetLink.ConnectionError({ reason: "Tampered", detail: "a record failed authentication" })
+  const next: Effect.Effect<Frame.Frame, NetLink.ConnectionError> = Effect.suspend(() => {
+    const current = session
+    if (current === undefined) return link.next
+    const decoded = frames.next()
+    if (decoded instanceof Frame.FrameError) return Effect.fail(NetLink.fromFrameError(decoded))
+    if (decoded !== undefined) return Effect.succeed(decoded)
+    return Effect.flatMap(link.next, (record) => {
+      const sealed = new Uint8Array(record.body.length + 1)
+      sealed[0] = record.type
+      sealed.set(record.body, 1)
+      const opened = LinkCipher.open(current.receive, sealed)
+      if (opened === undefined) return Effect.fail(tampered)
+      frames.push(opened)
+      return next
+    })
+  })
   return {
     ...link,
-    next: Effect.flatMap(link.next, open),
-    nextBatch: Effect.flatMap(link.nextBatch, (frames) => Effect.forEach(frames, open)),
-    write: (bytes) => link.write(session === undefined ? bytes : seal(session.send, bytes)),
-    setLimit: (limit) => link.setLimit(limit + LinkCipher.tagSize),
+    next,
+    nextBatch: Effect.map(next, (frame) => [frame]),
+    write: (bytes) => {
+      if (session === undefined) return link.write(bytes)
+      const record = LinkCipher.sealRecord(session.send, bytes)
+      return record === undefined ? Effect.fail(tampered) : link.write(record)
+    },
+    setLimit: (limit) => {
+      frames.limit = limit
+    },
     protect: (value) => {
       session = value
     }

@@ -60,6 +60,10 @@ export class FrameError extends Data.TaggedError("FrameError")<{
  * `limit` is the largest body accepted, checked against the header as soon as it is read, so an oversized frame is
  * refused before its body arrives. It can change between frames (a small limit until the handshake is done).
  *
+ * With `unit: "record"` it reads the sealed records of a protected link (`linkCipher.ts`) instead: the same 4-byte
+ * length, then that many bytes, returned whole by `nextContent`; `limit` is then the largest length accepted, and a
+ * record of length 0 is left for authentication to refuse.
+ *
  * @internal
  */
 export class FrameDecoder {
@@ -74,7 +78,7 @@ export class FrameDecoder {
   private partialFill = 0
   private failed: FrameError | undefined = undefined
 
-  constructor(public limit: number) {}
+  constructor(public limit: number, private readonly unit: "frame" | "record" = "frame") {}
 
   push(chunk: Uint8Array): void {
     if (chunk.length === 0 || this.failed !== undefined) return
@@ -105,9 +109,15 @@ export class FrameDecoder {
         this.header[this.headerFill++] = this.readByte()
       }
       const length = readUint32(this.header, 0)
-      if (length === 0) return this.fail("Malformed", "a frame of length 0 has no type byte")
-      if (length - 1 > this.limit) {
-        return this.fail("FrameTooLarge", `a frame of ${length - 1} bytes exceeds the limit of ${this.limit} bytes`)
+      if (this.unit === "record") {
+        if (length > this.limit) {
+          return this.fail("FrameTooLarge", `a record of ${length} bytes exceeds the limit of ${this.limit} bytes`)
+        }
+      } else {
+        if (length === 0) return this.fail("Malformed", "a frame of length 0 has no type byte")
+        if (length - 1 > this.limit) {
+          return this.fail("FrameTooLarge", `a frame of ${length - 1} bytes exceeds the limit of ${this.limit} bytes`)
+        }
       }
       const first = this.chunks[0]
       if (first !== undefined && first.length - this.offset >= length) {
@@ -133,6 +143,25 @@ export class FrameDecoder {
     this.partialFill = 0
     this.headerFill = 0
     return target
+  }
+
+  /**
+   * Takes every byte received but not yet returned, in order (a header or frame begun included), and leaves the
+   * decoder empty: what follows the last plain frame of a link that starts reading records.
+   */
+  drain(): Array<Uint8Array> {
+    if (this.failed !== undefined) return []
+    const out: Array<Uint8Array> = []
+    if (this.headerFill > 0) out.push(this.header.slice(0, this.headerFill))
+    if (this.partial !== undefined && this.partialFill > 0) out.push(this.partial.subarray(0, this.partialFill))
+    for (const [i, chunk] of this.chunks.entries()) out.push(i === 0 ? chunk.subarray(this.offset) : chunk)
+    this.chunks.length = 0
+    this.offset = 0
+    this.buffered = 0
+    this.headerFill = 0
+    this.partial = undefined
+    this.partialFill = 0
+    return out.filter((bytes) => bytes.length > 0)
   }
 
   private readByte(): number {
@@ -193,29 +222,25 @@ export const encode = (type: number, body: Uint8Array = new Uint8Array(0)): Uint
 
 /**
  * The bytes on the wire for frames of `type` sent together, in as few buffers as possible: each buffer holds up to
- * `maxBytes` (more only for a single frame larger than that), so one `send` is usually one socket write.
- * `overhead` is what each frame will grow by on its way to the wire (the tag of a protected connection), counted
- * against `maxBytes`.
+ * `maxBytes` (more only for a single frame larger than that), so one `send` is usually one socket write (and, on a
+ * protected link, one sealed record).
  *
  * @internal
  */
 export const encodeAll = (
   type: number,
   bodies: ReadonlyArray<Uint8Array>,
-  maxBytes: number,
-  overhead = 0
+  maxBytes: number
 ): Array<Uint8Array> => {
   const out: Array<Uint8Array> = []
   let start = 0
   while (start < bodies.length) {
     let end = start
     let size = 0
-    let grown = 0
     while (end < bodies.length) {
       const next = headerSize + 1 + bodies[end]!.length
-      if (end > start && grown + next + overhead > maxBytes) break
+      if (end > start && size + next > maxBytes) break
       size += next
-      grown += next + overhead
       end++
     }
     const buffer = new Uint8Array(size)

@@ -1,14 +1,16 @@
 /**
- * Protection of the frames that follow the handshake: each direction of a connection has its own AES-256-GCM key,
- * derived with HKDF-SHA256 from the pre-shared key the handshake proved, both nonces and both ids, and a 96-bit
- * nonce that counts the frames of that direction (4 zero bytes, then the count as 8 bytes big-endian), starting at 0.
+ * Protection of what follows the handshake: each direction of a connection has its own AES-256-GCM key, derived with
+ * HKDF-SHA256 from the pre-shared key the handshake proved, both nonces and both ids, and a 96-bit nonce that counts
+ * the records of that direction (4 zero bytes, then the count as 8 bytes big-endian), starting at 0.
  *
- * The counter is not on the wire: the transport is ordered, so each side knows the number of the next frame. A frame
- * replayed, dropped, reordered, altered or made up fails authentication, and the connection is closed.
+ * One write of the link (a buffer of whole frames, as `frame.ts` encodes them) is sealed as one record, so the cost
+ * of sealing is paid per write, not per frame. A record on the wire: a 4-byte big-endian length in the clear (the
+ * ciphertext's length + 16), then the frames encrypted (their headers too), then the 16-byte tag. The length is
+ * authenticated through the tag: a changed length cuts the ciphertext or the tag elsewhere. The reader opens a record
+ * whole, then reads the frames out of its plaintext.
  *
- * A protected frame on the wire: the 4-byte length header in the clear (`1 + body + 16`), then the type byte and the
- * body encrypted, then the 16-byte tag. The length is authenticated through the tag: a changed length cuts the
- * ciphertext or the tag elsewhere.
+ * The counter is not on the wire: the transport is ordered, so each side knows the number of the next record. A
+ * record replayed, dropped, reordered, altered or made up fails authentication, and the connection is closed.
  *
  * @internal
  */
@@ -22,7 +24,17 @@ const algorithm = "aes-256-gcm"
 const headerSize = 4
 
 /**
- * One direction of a connection: its key and the number of the next frame. Mutable: every `seal` or `open` advances
+ * What a write grows by on the wire once sealed: the length header and the tag.
+ *
+ * @internal
+ */
+export const recordOverhead = headerSize + tagSize
+
+/** The largest length a record header can state. */
+const maxRecordLength = 0xffff_ffff
+
+/**
+ * One direction of a connection: its key and the number of the next record. Mutable: every `seal` or `open` advances
  * it, whether it succeeds or not (a failure ends the connection).
  *
  * @internal
@@ -54,7 +66,7 @@ const lengthPrefixed = (bytes: Uint8Array): Uint8Array => {
 }
 
 /**
- * The key of the frames that one role sends: `HKDF-SHA256(psk, salt = dialler nonce ‖ acceptor nonce, info = label
+ * The key of the records that one role sends: `HKDF-SHA256(psk, salt = dialler nonce ‖ acceptor nonce, info = label
  * ‖ SHA-256(len ‖ dialler id ‖ len ‖ acceptor id))`. The ids are hashed because HKDF's `info` is at most 1 KiB.
  *
  * @internal
@@ -114,34 +126,35 @@ const take = (direction: Direction): Uint8Array | undefined => {
 }
 
 /**
- * Seals one frame's content (type byte and body) into `target` at `at`: ciphertext, then tag. Returns whether it
- * could (the counter is not used up).
+ * Seals `plaintext` into `target` at `at`: ciphertext, then tag. Returns whether it could (the counter is not used
+ * up).
  */
-const sealInto = (direction: Direction, content: Uint8Array, target: Uint8Array, at: number): boolean => {
+const sealInto = (direction: Direction, plaintext: Uint8Array, target: Uint8Array, at: number): boolean => {
   const nonce = take(direction)
   if (nonce === undefined) return false
   const cipher = Crypto.createCipheriv(algorithm, direction.key, nonce, { authTagLength: tagSize })
-  const head = cipher.update(content)
+  const head = cipher.update(plaintext)
   const tail = cipher.final()
   target.set(head, at)
   target.set(tail, at + head.length)
-  target.set(cipher.getAuthTag(), at + content.length)
+  target.set(cipher.getAuthTag(), at + plaintext.length)
   return true
 }
 
 /**
- * Seals one frame's content (type byte and body): ciphertext then tag, `content.length + tagSize` bytes.
+ * Seals `plaintext` as the next of `direction`: ciphertext then tag, `plaintext.length + tagSize` bytes (a record
+ * without its length header).
  *
  * @internal
  */
-export const seal = (direction: Direction, content: Uint8Array): Uint8Array | undefined => {
-  const out = new Uint8Array(content.length + tagSize)
-  return sealInto(direction, content, out, 0) ? out : undefined
+export const seal = (direction: Direction, plaintext: Uint8Array): Uint8Array | undefined => {
+  const out = new Uint8Array(plaintext.length + tagSize)
+  return sealInto(direction, plaintext, out, 0) ? out : undefined
 }
 
 /**
- * Opens what {@link seal} made, the next in order: the frame's content, or `undefined` when it fails
- * authentication.
+ * Opens what {@link seal} made (a record without its length header), the next in order: the plaintext, or
+ * `undefined` when it fails authentication.
  *
  * @internal
  */
@@ -165,36 +178,18 @@ export const open = (direction: Direction, sealed: Uint8Array): Uint8Array | und
 }
 
 /**
- * Seals a buffer of whole frames (each a 4-byte length header, a type byte and a body, as `frame.ts` encodes them)
- * into the buffer that goes on the wire: each frame's length grows by the tag, its content is sealed in order.
- * `undefined` when the buffer does not hold whole frames or the counter is used up.
+ * Seals one write (whole frames, as `frame.ts` encodes them; the cipher does not look inside) into the record that
+ * goes on the wire: the 4-byte length (`plaintext.length + tagSize`), the ciphertext, the tag. `undefined` when the
+ * counter is used up or the record would be longer than a length header can state.
  *
  * @internal
  */
-export const sealFrames = (direction: Direction, frames: Uint8Array): Uint8Array | undefined => {
-  let count = 0
-  for (let at = 0; at < frames.length; count++) {
-    if (at + headerSize > frames.length) return undefined
-    const length = readUint32(frames, at)
-    if (length === 0 || at + headerSize + length > frames.length) return undefined
-    at += headerSize + length
-  }
-  const out = new Uint8Array(frames.length + count * tagSize)
-  let to = 0
-  for (let at = 0; at < frames.length;) {
-    const length = readUint32(frames, at)
-    writeUint32(out, to, length + tagSize)
-    if (!sealInto(direction, frames.subarray(at + headerSize, at + headerSize + length), out, to + headerSize)) {
-      return undefined
-    }
-    at += headerSize + length
-    to += headerSize + length + tagSize
-  }
-  return out
+export const sealRecord = (direction: Direction, plaintext: Uint8Array): Uint8Array | undefined => {
+  if (plaintext.length + tagSize > maxRecordLength) return undefined
+  const out = new Uint8Array(headerSize + plaintext.length + tagSize)
+  writeUint32(out, 0, plaintext.length + tagSize)
+  return sealInto(direction, plaintext, out, headerSize) ? out : undefined
 }
-
-const readUint32 = (bytes: Uint8Array, at: number): number =>
-  ((bytes[at]! << 24) >>> 0) + (bytes[at + 1]! << 16) + (bytes[at + 2]! << 8) + bytes[at + 3]!
 
 const writeUint32 = (target: Uint8Array, at: number, value: number): void => {
   target[at] = (value >>> 24) & 0xff

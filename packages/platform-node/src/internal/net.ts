@@ -7,8 +7,8 @@
  * `pingInterval`, and a connection on which nothing at all arrives for `idleTimeout` is closed (so a half-open
  * connection is found). Any error closes that connection only, with a log line saying why.
  *
- * Unless `protectFrames` is off, every frame after the key handshake is encrypted and authenticated
- * (`linkCipher.ts`); a frame that fails authentication closes its connection and is counted (`tampered`).
+ * Unless `protectFrames` is off, everything after the key handshake is encrypted and authenticated, one sealed record
+ * per write (`linkCipher.ts`); a record that fails authentication closes its connection and is counted (`tampered`).
  *
  * Before the key handshake authenticates it, an accepted connection is held to the bounds of `admission.ts` (how many
  * at once, in total and per address; how many bytes; how long), and a connection refused before authentication is
@@ -76,9 +76,10 @@ export interface ConnectionOptions {
   /**
    * Encrypt and authenticate every frame after the key handshake (AES-256-GCM, one key per direction derived from
    * the pre-shared key, both nonces and both ids; a counter nonce, so a replayed, dropped, reordered, altered or forged
-   * frame closes the connection, counted in `tampered`). On by default, with TLS too: TLS authenticates the
-   * deployment, this binds every frame to the peer the key handshake proved. Set `false` only where the path is
-   * protected otherwise (TLS, a VPN) and the 16 bytes and the cipher per frame matter. Every peer of the deployment
+   * frame closes the connection, counted in `tampered`). Each write of frames is sealed as one record, so the cost is
+   * paid per batch. On by default, with TLS too: TLS authenticates the deployment, this binds every frame to the peer
+   * the key handshake proved. Set `false` only where the path is protected otherwise (TLS, a VPN) and the 20 bytes
+   * and the cipher per write matter. Every peer of the deployment
    * must set the same value: a peer with it on and one with it off cannot talk.
    */
   readonly protectFrames?: boolean | undefined
@@ -336,21 +337,29 @@ export const admission = (settings: Settings): Admission.Admission =>
     deadline: Math.max(1, Math.ceil(Duration.toMillis(settings.handshakeTimeout)))
   })
 
+/** How many bytes of frames a `send` packs into one write (more only for one frame larger than that). */
+const packBytes = 4 * 1024 * 1024
+
+/** The most bytes of frames one write holds: `packBytes`, or one frame of `maxFrameSize` alone. */
+const maxPlainWrite = (settings: Settings): number => Math.max(packBytes, settings.maxFrameSize + Frame.headerSize + 1)
+
 /**
- * The most bytes one socket write carries (more only for one frame larger than that), so a large batch does not
- * become one huge buffer; a WebSocket server must accept messages this large.
+ * The most bytes one socket write carries, so a large batch does not become one huge buffer; a WebSocket server must
+ * accept messages this large. On a protected link a write is one sealed record: its length header and tag on top.
  *
  * @internal
  */
 export const maxWriteBytes = (settings: Settings): number =>
-  Math.max(4 * 1024 * 1024, settings.maxFrameSize + Frame.headerSize + 1 + frameOverhead(settings))
+  maxPlainWrite(settings) + (settings.protectFrames ? LinkCipher.recordOverhead : 0)
 
 /**
- * What each frame grows by on the wire after the handshake: the tag, when frames are protected.
+ * The largest length a record header may state on a protected link (the frames of one write and the tag): longer
+ * closes the connection (`FrameTooLarge`) before it arrives. A sender packs at most `packBytes` of frames, more only
+ * for one frame alone, which this peer would refuse anyway if it were longer than `maxFrameSize`.
  *
  * @internal
  */
-export const frameOverhead = (settings: Settings): number => settings.protectFrames ? LinkCipher.tagSize : 0
+export const maxRecordBytes = (settings: Settings): number => maxPlainWrite(settings) + LinkCipher.tagSize
 
 /**
  * Lets the event loop go round once (socket reads, timers) before the sender goes on. A write the kernel takes at
@@ -445,8 +454,6 @@ export const make = <A>(options: {
       lastConnection: registry.lastConnection
     }
     const ping = Frame.encode(Frame.FrameType.Ping)
-    const maxWrite = maxWriteBytes(settings)
-    const overhead = frameOverhead(settings)
     /** The key index of every connection, for `connections`. */
     const keyIndexes = new WeakMap<NetRegistry.Connection, number>()
     let tampered = 0
@@ -579,11 +586,11 @@ export const make = <A>(options: {
     const runConnection = (socket: Socket.Socket, role: Role, remote: string): Effect.Effect<boolean> =>
       Effect.scoped(Effect.gen(function*() {
         const guard = role._tag === "Acceptor" ? role.incoming.guard : undefined
-        const link = yield* NetLink.make(
-          socket,
-          Handshake.maxHandshakeFrame,
-          role._tag === "Acceptor" && !role.incoming.countsBytes ? role.incoming.guard.arrived : undefined
-        )
+        const link = yield* NetLink.make(socket, {
+          limit: Handshake.maxHandshakeFrame,
+          recordLimit: maxRecordBytes(settings),
+          onArrival: role._tag === "Acceptor" && !role.incoming.countsBytes ? role.incoming.guard.arrived : undefined
+        })
         const closing = yield* Deferred.make<never, ConnectionError>()
         const established = yield* Effect.either(establish(link, role, remote, closing))
         if (Either.isLeft(established)) {
@@ -740,7 +747,7 @@ export const make = <A>(options: {
               })
             )
           }
-          return connection.write(Frame.encodeAll(Frame.FrameType.Data, frames, maxWrite, overhead)).pipe(
+          return connection.write(Frame.encodeAll(Frame.FrameType.Data, frames, packBytes)).pipe(
             Effect.mapError((cause) =>
               new NetworkError({ peer: to, reason: cause.reason === "Io" ? "Io" : "Closed", cause })
             ),

@@ -44,7 +44,7 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
     | "WrongPeer"
     /** The other side speaks another protocol version. */
     | "Version"
-    /** A frame after the handshake failed authentication: altered, replayed, reordered, dropped or forged. */
+    /** A record after the handshake failed authentication: altered, replayed, reordered, dropped or forged. */
     | "Tampered"
     /** The lower peer id kept another connection between the pair. */
     | "Rejected"
@@ -80,14 +80,13 @@ export interface Link {
   readonly abort: (reason: string) => Effect.Effect<void>
   /** Succeeds when the socket has closed. */
   readonly closed: Effect.Effect<void>
-  /**
-   * The largest frame body `next` accepts; it can change between frames. On a protected link the tag comes on top.
-   */
+  /** The largest frame body `next` accepts; it can change between frames. */
   readonly setLimit: (limit: number) => void
   /**
-   * Protects every frame from now on, both ways (see `linkCipher.ts`): what `write` is given is sealed frame by frame,
-   * and what `next` returns was opened; a frame that fails to open fails the read with `Tampered`. Called once, right
-   * after the handshake, between the last plain frame and the first protected one of each direction.
+   * Protects everything from now on, both ways (see `linkCipher.ts`): what one `write` is given is sealed as one
+   * record, and `next` reads records, opens each whole and returns the frames inside; a record that fails to open
+   * fails the read with `Tampered`, and nothing of it is returned. Called once, right after the handshake, between
+   * the last plain frame and the first record of each direction.
    */
   readonly protect: (session: LinkCipher.Session) => void
 }
@@ -110,14 +109,18 @@ const describe = (error: Socket.SocketError): string =>
 /**
  * Runs `socket` in the current scope and reads it as frames of at most `limit` bytes. Closing the scope closes the
  * socket. `onArrival` is told the size of every chunk as it arrives, before it is queued (a guard counts the bytes an
- * unauthenticated client sends).
+ * unauthenticated client sends). Once protected, the link reads records whose length header states at most
+ * `recordLimit` bytes (ciphertext and tag); a longer one fails the read with `FrameTooLarge` before it arrives.
  *
  * @internal
  */
 export const make = (
   socket: Socket.Socket,
-  limit: number,
-  onArrival?: ((bytes: number) => void) | undefined
+  options: {
+    readonly limit: number
+    readonly recordLimit: number
+    readonly onArrival?: ((bytes: number) => void) | undefined
+  }
 ): Effect.Effect<Link, never, Scope.Scope> =>
   Effect.gen(function*() {
     const chunks = yield* Mailbox.make<Uint8Array, Socket.SocketError>()
@@ -128,7 +131,7 @@ export const make = (
     let received = 0
     yield* socket.run((chunk) => {
       received += chunk.length
-      onArrival?.(chunk.length)
+      options.onArrival?.(chunk.length)
       chunks.unsafeOffer(chunk)
     }).pipe(
       Effect.tapError((cause) => Effect.sync(() => ending = ioError("the socket failed")(cause))),
@@ -137,28 +140,34 @@ export const make = (
       Effect.forkScoped
     )
     const rawWrite = yield* socket.writer
-    const decoder = new FrameDecoder(limit)
+    /** The frames: read from the socket's bytes, or, once protected, from the plaintext of the records. */
+    const decoder = new FrameDecoder(options.limit)
+    /** Once protected: the records, read from the socket's bytes. */
+    let records: FrameDecoder | undefined = undefined
     let cipher: LinkCipher.Session | undefined = undefined
-    /** Sealed writes go out in the order they were sealed: the receiver counts frames in the order they arrive. */
+    /** Sealed writes go out in the order they were sealed: the receiver counts records in the order they arrive. */
     const writeLock = yield* Effect.makeSemaphore(1)
     const tampered = new ConnectionError({
       reason: "Tampered",
-      detail: "a frame failed authentication (altered, replayed, reordered, dropped or forged)"
+      detail: "a record failed authentication (altered, replayed, reordered, dropped or forged)"
     })
 
-    /** Set once a frame failed to open: every later read fails with it. */
+    /** Set once a record failed to open: every later read fails with it. */
     let failed: ConnectionError | undefined = undefined
 
-    /** The next frame of the decoder, opened on a protected link. */
+    /** The next frame: of the decoder, which a protected link fills with the records it opens one by one. */
     const decode = (): Frame | FrameError | ConnectionError | undefined => {
-      if (failed !== undefined) return failed
-      const content = decoder.nextContent()
-      if (!(content instanceof Uint8Array)) return content
-      if (cipher === undefined) return toFrame(content)
-      const opened = LinkCipher.open(cipher.receive, content)
-      if (opened !== undefined && opened.length > 0) return toFrame(opened)
-      failed = tampered
-      return failed
+      while (true) {
+        if (failed !== undefined) return failed
+        const content = decoder.nextContent()
+        if (content instanceof Uint8Array) return toFrame(content)
+        if (content !== undefined || records === undefined || cipher === undefined) return content
+        const record = records.nextContent()
+        if (!(record instanceof Uint8Array)) return record
+        const opened = LinkCipher.open(cipher.receive, record)
+        if (opened === undefined) failed = tampered
+        else decoder.push(opened)
+      }
     }
 
     const closedError = (detail: string) => new ConnectionError({ reason: "Closed", detail })
@@ -179,10 +188,11 @@ export const make = (
       return Effect.flatMap(
         Effect.mapError(chunks.takeAll, ioError("the socket failed")),
         ([taken, done]) => {
-          for (const chunk of taken) decoder.push(chunk)
+          for (const chunk of taken) (records ?? decoder).push(chunk)
           if (done && taken.length === 0) {
+            const pending = decoder.pending + (records?.pending ?? 0)
             return Effect.fail(
-              closedError(decoder.pending > 0 ? "the socket closed in the middle of a frame" : "the socket closed")
+              closedError(pending > 0 ? "the socket closed in the middle of a frame" : "the socket closed")
             )
           }
           return next
@@ -206,18 +216,17 @@ export const make = (
         guarded(Effect.mapError(rawWrite(new Socket.CloseEvent(1000, reason)), ioError("the close failed")))
       )
     /**
-     * Seals and writes under the lock, so bytes go out in the order of their counters. A sealed write that does not
-     * complete (failed, interrupted) may or may not have reached the socket: the counters can no longer be trusted,
-     * and the link is closed.
+     * Seals the write as one record and writes it under the lock, so records go out in the order of their counters.
+     * A sealed write that does not complete (failed, interrupted) may or may not have reached the socket: the
+     * counters can no longer be trusted, and the link is closed. An empty write sends nothing.
      */
     const sealedWrite = (session: LinkCipher.Session, bytes: Uint8Array) =>
       writeLock.withPermits(1)(Effect.suspend(() => {
-        const sealed = LinkCipher.sealFrames(session.send, bytes)
+        if (bytes.length === 0) return ended ? socketClosed : Effect.void
+        const sealed = LinkCipher.sealRecord(session.send, bytes)
         if (sealed === undefined) {
-          return Effect.zipRight(
-            abort("a write that is not whole frames"),
-            Effect.fail(new ConnectionError({ reason: "Malformed", detail: "a write that is not whole frames" }))
-          )
+          const detail = "a write too large for one record, or the record counter is used up"
+          return Effect.zipRight(abort(detail), Effect.fail(new ConnectionError({ reason: "Io", detail })))
         }
         return Effect.onExit(plainWrite(sealed), (exit) => Exit.isSuccess(exit) ? Effect.void : abort("a write failed"))
       }))
@@ -230,11 +239,15 @@ export const make = (
       abort,
       closed: Deferred.await(closed),
       setLimit: (value) => {
-        decoder.limit = value + (cipher === undefined ? 0 : LinkCipher.tagSize)
+        decoder.limit = value
       },
       protect: (session) => {
+        if (cipher !== undefined) return
         cipher = session
-        decoder.limit += LinkCipher.tagSize
+        // What arrived after the last plain frame is the start of the records.
+        const reader = new FrameDecoder(options.recordLimit, "record")
+        for (const bytes of decoder.drain()) reader.push(bytes)
+        records = reader
       }
     } satisfies Link
   })
