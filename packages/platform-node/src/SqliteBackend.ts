@@ -199,26 +199,18 @@ const checkWritable = (filename: string) => {
     Effect.async<NodeJS.ErrnoException | null>((resume) => {
       Fs.access(path, Fs.constants.W_OK, (error) => resume(Effect.succeed(error)))
     })
-  return Effect.gen(function*() {
-    // An in-memory or temporary database, or a URI: nothing to check on the file system.
-    if (filename === "" || filename === ":memory:" || filename.startsWith("file:")) return
-    const file = yield* access(filename)
-    if (refused(file)) {
-      return yield* new StoreUnusableError({
-        store: filename,
-        reason: "ReadOnly",
-        detail: "the file is read-only",
-        cause: file
-      })
-    }
-    const directory = yield* access(Path.dirname(Path.resolve(filename)))
-    if (refused(directory)) {
-      return yield* new StoreUnusableError({
-        store: filename,
-        reason: "ReadOnly",
-        detail: "its directory is read-only, and SQLite writes the store's -wal file there",
-        cause: directory
-      })
-    }
-  })
+  const writable = (path: string, detail: string) =>
+    Effect.flatMap(access(path), (error) =>
+      refused(error)
+        ? Effect.fail(new StoreUnusableError({ store: filename, reason: "ReadOnly", detail, cause: error }))
+        : Effect.void)
+  // An in-memory or temporary database, or a URI: nothing to check on the file system.
+  if (filename === "" || filename === ":memory:" || filename.startsWith("file:")) return Effect.void
+  return Effect.zipRight(
+    writable(filename, "the file is read-only"),
+    writable(
+      Path.dirname(Path.resolve(filename)),
+      "its directory is read-only, and SQLite writes the store's -wal file there"
+    )
+  )
 }
