@@ -46,11 +46,22 @@ describe("the README", () => {
     const blocks = Array.from(readme.matchAll(/```ts\n([\s\S]*?)```/g), (match) => match[1])
     const files = [
       "examples/two-peers.ts",
+      "examples/lifecycle.ts",
       "examples/production.ts",
       "examples/scale-out.ts",
       "examples/partition.test.ts"
     ]
     assert.deepStrictEqual(blocks, files.map((file) => readFileSync(`${root}/${file}`, "utf8")))
+  })
+
+  it("lifecycle.ts prints what expired, what was purged, and what arrived", async () => {
+    assert.deepStrictEqual(await run("examples/lifecycle.ts"), [
+      "bob/default: 1 pending, 1 expired, 0 purged",
+      "bob/telemetry: 0 pending, 0 expired, 3 purged",
+      "purge removed 3",
+      "bob got \"order: buy 10\" in default, seq 2",
+      "drained: everything acknowledged, expired or purged"
+    ])
   })
 
   it("two-peers.ts prints what each peer received", async () => {

@@ -23,6 +23,8 @@ export type BackendOperation =
   | "migrate"
   | "outbound"
   | "append"
+  | "expire"
+  | "purge"
   | "read"
   | "acknowledge"
   | "setIncarnation"
@@ -169,6 +171,11 @@ export interface OutboundMessage {
   readonly peer: PeerId
   readonly lane: Lane
   readonly payload: Uint8Array
+  /**
+   * When the message expires, in milliseconds since the epoch on this peer's clock; absent, it never does. An
+   * expired message is never handed to the destination's application; {@link Backend} `expire` removes it.
+   */
+  readonly expiresAt?: number | undefined
 }
 
 /**
@@ -197,9 +204,71 @@ export interface RunStart {
 }
 
 /**
+ * The seqs `from … to` of a stream, both included.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface SeqRange {
+  readonly from: number
+  readonly to: number
+}
+
+/**
+ * Seqs `from … to` of a stream that were all allocated by `run`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface RunRange extends SeqRange {
+  readonly run: number
+}
+
+/**
+ * Why seqs were dropped: they expired, or the application purged them.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type DropReason = "expired" | "purged"
+
+/**
+ * Dropped seqs `from … to` of one run, and why: `"expired"` for the seqs `expire` removed, `"purged"` for those
+ * `purge` removed.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DroppedRange extends RunRange {
+  readonly reason: DropReason
+}
+
+/**
+ * Messages of one outbound stream that a store removed without an acknowledgement (they expired, or the
+ * application purged them): their seqs as ranges in seq order, each as long as it can be while one run allocated
+ * all of it. They carry no reason: the operation that returns them (`expire` or `purge`) says why.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DroppedMessages {
+  readonly peer: PeerId
+  readonly lane: Lane
+  readonly seqs: ReadonlyArray<RunRange>
+}
+
+/**
  * The summary of one outbound stream: `firstPending` is its lowest stored seq (equal to `nextSeq` when nothing is
- * pending) and `nextSeq` the seq the next message will get. Pending seqs are always `firstPending … nextSeq - 1`.
- * `runs` lists the runs of the pending messages, each with its lowest pending seq, in seq order.
+ * stored) and `nextSeq` the seq the next message will get. `runs` lists the runs of the stored and the dropped
+ * seqs, each with its lowest such seq, in seq order.
+ *
+ * `dropped` lists the seqs that `expire` or `purge` removed and that no acknowledgement has covered yet, in seq
+ * order, each range with the reason it was dropped for (which the store keeps across reopening). A range is as long
+ * as it can be while one run allocated all of it and one reason dropped all of it: ranges that continue each other
+ * are joined only when both their run and their reason match, whichever operations dropped them. The stream's seqs
+ * above its last acknowledgement are exactly its stored messages and these: the engine tells the destination to skip
+ * them, and why, so that a removed message is never taken for a lost one. The last acknowledgement is therefore
+ * `min(firstPending, dropped[0].from) - 1`.
  *
  * @since 0.1.0
  * @category models
@@ -210,6 +279,7 @@ export interface OutboundStream {
   readonly firstPending: number
   readonly nextSeq: number
   readonly runs: ReadonlyArray<RunStart>
+  readonly dropped: ReadonlyArray<DroppedRange>
 }
 
 /**
@@ -250,7 +320,7 @@ export interface ReceiveState {
 }
 
 /**
- * Acknowledges a stream up to a seq: the store may forget every message of it up to `upTo`.
+ * Acknowledges a stream up to a seq: the store may forget every message of it up to `upTo`, and every dropped seq.
  *
  * @since 0.1.0
  * @category models
@@ -267,8 +337,16 @@ export interface Acknowledgement {
  * - `incarnation` is created once when the store is first initialised and never changes.
  * - `append` allocates the next seq of each message's stream and stores it with the engine's `run`, all in one
  *   atomic step, and returns the seqs in the order given.
- * - `read` returns up to `limit` pending messages of a stream with seq `>= fromSeq`, in seq order.
- * - `acknowledge` deletes messages up to a seq; seqs only ever grow, so a lower `upTo` than before is a no-op.
+ * - `append` stores each message's `expiresAt` when it has one.
+ * - `read` returns up to `limit` stored messages of a stream with seq `>= fromSeq`, in seq order, with their
+ *   `expiresAt`. A dropped seq leaves a hole: the seqs returned need not follow each other.
+ * - `acknowledge` deletes messages and dropped ranges up to a seq; seqs only ever grow, so a lower `upTo` than
+ *   before is a no-op.
+ * - `expire` removes up to `limit` stored messages whose `expiresAt` is at or before `now` (any of them, wherever
+ *   they are in their streams), records their seqs as dropped for `"expired"`, and returns them; fewer than `limit`
+ *   means none is left. The engine calls it again while it returns `limit`.
+ * - `purge` removes every stored message to `peer`, or only those of `lane` when it is given, records their seqs as
+ *   dropped for `"purged"`, and returns them.
  * - `withTransaction` runs an effect in one transaction where the store has them (a nested call is a savepoint),
  *   and runs it as is where it does not. The engine runs a delivery and the commit of its receive state in one.
  * - `transactional` says which: `true` when a failure inside `withTransaction` rolls back what the effect wrote.
@@ -299,6 +377,8 @@ export class Backend extends Context.Tag("@intersession/core/Backend")<Backend, 
     limit: number
   ) => Effect.Effect<ReadonlyArray<StoredMessage>, BackendError>
   readonly acknowledge: (acks: ReadonlyArray<Acknowledgement>) => Effect.Effect<void, BackendError>
+  readonly expire: (now: number, limit: number) => Effect.Effect<ReadonlyArray<DroppedMessages>, BackendError>
+  readonly purge: (peer: PeerId, lane: Lane | undefined) => Effect.Effect<ReadonlyArray<DroppedMessages>, BackendError>
   readonly setIncarnation: (peer: PeerId, incarnation: Incarnation) => Effect.Effect<void, BackendError>
   readonly received: Effect.Effect<ReadonlyArray<ReceiveState>, BackendError>
   readonly commitReceived: (states: ReadonlyArray<ReceiveState>) => Effect.Effect<void, BackendError>

@@ -1,5 +1,5 @@
 /**
- * The wire frames of protocol version 1 and their binary codec. Every inbound frame is decoded by
+ * The wire frames of protocol version 2 and their binary codec. Every inbound frame is decoded by
  * {@link decode}, and nothing else in the engine looks at raw bytes.
  *
  * @since 0.1.0
@@ -18,7 +18,7 @@ import { maxLength, PeerId } from "./PeerId.js"
  * @since 0.1.0
  * @category constants
  */
-export const ProtocolVersion = 1
+export const ProtocolVersion = 2
 
 /**
  * The most runs a `Hello` lists per lane.
@@ -27,6 +27,20 @@ export const ProtocolVersion = 1
  * @category constants
  */
 export const maxRuns = 16
+
+/**
+ * How long a message may still live, in milliseconds, when its frame was sent: the receiver counts it down on its
+ * own clock from the frame's arrival, so neither clock's setting matters.
+ *
+ * @since 0.3.0
+ * @category schemas
+ */
+export const TimeToLive = Schema.Number.pipe(
+  Schema.int(),
+  Schema.nonNegative(),
+  Schema.lessThanOrEqualTo(Number.MAX_SAFE_INTEGER - 1),
+  Schema.annotations({ identifier: "TimeToLive" })
+)
 
 /**
  * A sequence number: 1, 2, 3… per stream.
@@ -75,8 +89,44 @@ export class Data extends Schema.TaggedClass<Data>("@intersession/core/Frame/Dat
     run: Seq,
     seq: Seq,
     floor: Seq,
+    ttl: Schema.optional(TimeToLive),
     payload: Schema.Uint8ArrayFromSelf
   }).pipe(Schema.filter((data) => data.floor <= data.seq || "floor is above seq"))
+) {}
+
+/**
+ * Why the sender of a `Skip` removed its messages: their time to live ran out, or its application purged them.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type SkipReason = "expired" | "purged"
+
+/**
+ * Seqs `seq … last` of a stream (all allocated by `run`) that the sender removed without their delivery: the
+ * receiver moves past them as if delivered, hands nothing to its application, and acknowledges them. So a removed
+ * message is never taken for a lost one, and the stream goes on. Fields as in {@link Data}.
+ *
+ * @since 0.3.0
+ * @category frames
+ */
+export class Skip extends Schema.TaggedClass<Skip>("@intersession/core/Frame/Skip")(
+  "Skip",
+  Schema.Struct({
+    from: PeerId,
+    to: PeerId,
+    lane: Lane,
+    incarnation: Incarnation,
+    session: Seq,
+    run: Seq,
+    seq: Seq,
+    last: Seq,
+    floor: Seq,
+    reason: Schema.Literal("expired", "purged")
+  }).pipe(
+    Schema.filter((skip) => skip.floor <= skip.seq || "floor is above seq"),
+    Schema.filter((skip) => skip.seq <= skip.last || "last is below seq")
+  )
 ) {}
 
 /**
@@ -148,7 +198,7 @@ export class Hello extends Schema.TaggedClass<Hello>("@intersession/core/Frame/H
  * @since 0.1.0
  * @category frames
  */
-export const Frame = Schema.Union(Data, Ack, Hello)
+export const Frame = Schema.Union(Data, Ack, Hello, Skip)
 
 /**
  * @since 0.1.0
@@ -187,7 +237,12 @@ export interface Rejection {
   readonly detail: string
 }
 
-const tags = { Data: 1, Ack: 2, Hello: 3 } as const
+const tags = { Data: 1, Ack: 2, Hello: 3, Skip: 4 } as const
+
+const skipReasons = { expired: 1, purged: 2 } as const
+
+/** The bits of a `Data` frame's flags byte: which optional fields follow it. */
+const dataFlags = { ttl: 1 } as const
 
 /** 255 UTF-16 code units take at most 765 bytes of UTF-8 (a surrogate pair: 2 units, 4 bytes). */
 const maxStringBytes = 3 * maxLength
@@ -200,6 +255,7 @@ const maxStringBytes = 3 * maxLength
  */
 export const encode = (frame: Frame): Uint8Array => {
   if (frame._tag === "Data") return encodeData(frame, [frame])[0]!
+  if (frame._tag === "Skip") return encodeSkip(frame, frame)
   const writer = new internal.Writer(sizeOf(frame))
   writer.byte(ProtocolVersion)
   writer.byte(tags[frame._tag])
@@ -248,6 +304,38 @@ export interface DataHeader {
   readonly floor: number
 }
 
+/** Writes what `Data` and `Skip` frames begin with: the version, the tag, and the stream and session of `header`. */
+const writeStreamHead = (writer: internal.Writer, tag: number, header: DataHeader): void => {
+  writer.byte(ProtocolVersion)
+  writer.byte(tag)
+  writer.string(header.from)
+  writer.string(header.to)
+  writer.string(header.lane)
+  writer.uint(header.incarnation)
+  writer.uint(header.session)
+}
+
+/**
+ * Encodes a `Skip` of the stream and session `header` names.
+ *
+ * @internal
+ */
+export const encodeSkip = (
+  header: DataHeader,
+  skip: { readonly run: number; readonly seq: number; readonly last: number; readonly reason: SkipReason }
+): Uint8Array => {
+  const writer = new internal.Writer(
+    2 + internal.stringSize(header.from) + internal.stringSize(header.to) + internal.stringSize(header.lane) + 48
+  )
+  writeStreamHead(writer, tags.Skip, header)
+  writer.uint(skip.run)
+  writer.uint(skip.seq)
+  writer.uint(skip.last)
+  writer.uint(header.floor)
+  writer.byte(skipReasons[skip.reason])
+  return writer.finish()
+}
+
 /**
  * Encodes the `Data` frames of one transmission into one buffer and returns a view per frame, each exactly what
  * {@link encode} gives for it: the shared fields are encoded once, and the frames cost one allocation together.
@@ -256,21 +344,18 @@ export interface DataHeader {
  */
 export const encodeData = (
   header: DataHeader,
-  messages: ReadonlyArray<{ readonly run: number; readonly seq: number; readonly payload: Uint8Array }>
+  messages: ReadonlyArray<
+    { readonly run: number; readonly seq: number; readonly ttl?: number | undefined; readonly payload: Uint8Array }
+  >
 ): Array<Uint8Array> => {
   const prefix = new internal.Writer(2 + 3 * internal.stringSize(header.from) + 32)
-  prefix.byte(ProtocolVersion)
-  prefix.byte(tags.Data)
-  prefix.string(header.from)
-  prefix.string(header.to)
-  prefix.string(header.lane)
-  prefix.uint(header.incarnation)
-  prefix.uint(header.session)
+  writeStreamHead(prefix, tags.Data, header)
   const shared = prefix.finish()
   const floorSize = internal.uintSize(header.floor)
   let total = 0
   for (const message of messages) {
-    total += shared.length + internal.uintSize(message.run) + internal.uintSize(message.seq) + floorSize +
+    total += shared.length + internal.uintSize(message.run) + internal.uintSize(message.seq) + floorSize + 1 +
+      (message.ttl === undefined ? 0 : internal.uintSize(message.ttl)) +
       internal.uintSize(message.payload.length) + message.payload.length
   }
   const writer = new internal.Writer(total)
@@ -280,6 +365,12 @@ export const encodeData = (
     writer.uint(message.run)
     writer.uint(message.seq)
     writer.uint(header.floor)
+    if (message.ttl === undefined) {
+      writer.byte(0)
+    } else {
+      writer.byte(dataFlags.ttl)
+      writer.uint(message.ttl)
+    }
     writer.bytes(message.payload)
     ends.push(writer.offset)
   }
@@ -323,9 +414,41 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
       if (seq instanceof internal.ReadError) return seq
       const floor = reader.uint()
       if (floor instanceof internal.ReadError) return floor
+      const flags = reader.byte()
+      if (flags instanceof internal.ReadError) return flags
+      if ((flags & ~dataFlags.ttl) !== 0) return new internal.ReadError(`unknown Data flags ${flags}`)
+      let ttl: number | undefined
+      if ((flags & dataFlags.ttl) !== 0) {
+        const read = reader.uint()
+        if (read instanceof internal.ReadError) return read
+        ttl = read
+      }
       const payload = reader.bytes()
       if (payload instanceof internal.ReadError) return payload
-      return { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, payload }
+      return ttl === undefined
+        ? { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, payload }
+        : { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, ttl, payload }
+    }
+    case tags.Skip: {
+      const lane = reader.string(maxStringBytes)
+      if (lane instanceof internal.ReadError) return lane
+      const incarnation = reader.uint()
+      if (incarnation instanceof internal.ReadError) return incarnation
+      const session = reader.uint()
+      if (session instanceof internal.ReadError) return session
+      const run = reader.uint()
+      if (run instanceof internal.ReadError) return run
+      const seq = reader.uint()
+      if (seq instanceof internal.ReadError) return seq
+      const last = reader.uint()
+      if (last instanceof internal.ReadError) return last
+      const floor = reader.uint()
+      if (floor instanceof internal.ReadError) return floor
+      const code = reader.byte()
+      if (code instanceof internal.ReadError) return code
+      const reason = code === skipReasons.expired ? "expired" : code === skipReasons.purged ? "purged" : undefined
+      if (reason === undefined) return new internal.ReadError(`unknown Skip reason ${code}`)
+      return { _tag: "Skip", from, to, lane, incarnation, session, run, seq, last, floor, reason }
     }
     case tags.Ack: {
       const lane = reader.string(maxStringBytes)
@@ -399,6 +522,8 @@ export const decode = (bytes: Uint8Array, maxPayloadBytes: number): Either.Eithe
       ? new Data(frame, noValidation)
       : frame._tag === "Ack"
       ? new Ack(frame, noValidation)
+      : frame._tag === "Skip"
+      ? new Skip(frame, noValidation)
       : frame)
 
 /**
@@ -435,7 +560,7 @@ export const decodeRecord = (bytes: Uint8Array, maxPayloadBytes: number): Either
   const invalid = invalidHotFrame(fields)
   if (invalid !== undefined) return Either.left({ reason: "invalid", detail: invalid })
   // Checked above: the fields are what the schema's type says.
-  return Either.right(fields as typeof Data.Type | typeof Ack.Type)
+  return Either.right(fields as typeof Data.Type | typeof Ack.Type | typeof Skip.Type)
 }
 
 const noValidation = { disableValidation: true } as const
@@ -448,7 +573,7 @@ const invalidId = (name: string, value: string): string | undefined =>
     : undefined
 
 const invalidHotFrame = (
-  fields: typeof Data.Encoded | typeof Ack.Encoded
+  fields: typeof Data.Encoded | typeof Ack.Encoded | typeof Skip.Encoded
 ): string | undefined => {
   const id = invalidId("from", fields.from) ?? invalidId("to", fields.to) ?? invalidId("lane", fields.lane)
   if (id !== undefined) return id
@@ -456,5 +581,7 @@ const invalidHotFrame = (
   if (fields.session < 1 || fields.run < 1 || fields.seq < 1 || fields.floor < 1) {
     return "session, run, seq and floor must be at least 1"
   }
-  return fields.floor <= fields.seq ? undefined : "floor is above seq"
+  if (fields.floor > fields.seq) return "floor is above seq"
+  if (fields._tag === "Skip") return fields.last >= fields.seq ? undefined : "last is below seq"
+  return fields.ttl === undefined || fields.ttl < Number.MAX_SAFE_INTEGER ? undefined : "ttl is too large"
 }

@@ -139,6 +139,8 @@ import type {
   DrainTimeoutError,
   EngineClosedError,
   InvalidLaneError,
+  InvalidTimeToLiveError,
+  MessageDroppedError,
   OutboxFullError,
   PayloadTooLargeError,
   SendToSelfError
@@ -157,6 +159,23 @@ import type { PeerId } from "./PeerId.js"
 export interface SendOptions {
   /** The lane to send in; `"default"` when absent. Order holds per lane. */
   readonly lane?: string | undefined
+  /**
+   * How long the message may wait for its delivery (a positive duration; a number is milliseconds). Once it has
+   * passed, the message is never handed to the destination's application: the sender's store removes it and
+   * reports it (`MessagesExpired`), and the stream goes on without it. The receiver counts the time it has left
+   * down on its own clock from the frame's arrival, so the clocks' settings do not matter; only the frame's time
+   * on the wire goes uncounted. Absent, a message never expires.
+   */
+  readonly timeToLive?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface PurgeOptions {
+  /** Purge only this lane; every lane to the peer when absent. */
+  readonly lane?: string | undefined
 }
 
 /**
@@ -169,6 +188,7 @@ export type SendError =
   | SendToSelfError
   | PayloadTooLargeError
   | InvalidLaneError
+  | InvalidTimeToLiveError
   | OutboxFullError
   | EngineClosedError
   | BackendError
@@ -211,6 +231,10 @@ export interface OutboundStats {
   readonly lastSeq: number
   /** Data frames sent again in this run. */
   readonly retransmitted: number
+  /** Messages that expired in the store, in this run. */
+  readonly expired: number
+  /** Messages purged by `purge`, in this run. */
+  readonly purged: number
 }
 
 /**
@@ -227,6 +251,10 @@ export interface InboundStats {
   readonly delivered: number
   /** Messages held in the reorder buffer; never more than the window. */
   readonly buffered: number
+  /** Messages never handed to the application because they expired, here or at the sender, in this run. */
+  readonly expired: number
+  /** Messages the sender purged, in this run. */
+  readonly purged: number
 }
 
 /**
@@ -247,7 +275,10 @@ export interface Stats {
  * - `send` resolves with the message's id once it is durably stored.
  * - `sendAll` stores several messages to one peer and lane in one step: all of them or, on failure, none. They keep
  *   their order, and no other message of the stream comes between them. The fast way to send many messages.
- * - `sendAndAwait` resolves once the destination has delivered it to its application and acknowledged it.
+ * - `sendAndAwait` resolves once the destination has delivered it to its application and acknowledged it, and
+ *   fails with `MessageDroppedError` if it expired or was purged first.
+ * - `purge` removes what is pending toward a peer (or one lane of it) and returns how many messages it removed;
+ *   the peer's streams go on past them, and `MessagesPurged` reports it.
  * - `drain` succeeds when everything sent is acknowledged, else fails with `DrainTimeoutError` listing what is
  *   pending; nothing is lost either way.
  * - `peers` holds the peers messages flow to now (connected and greeted), with its changes.
@@ -272,7 +303,11 @@ export class ILM extends Context.Tag("@intersession/core/ILM")<ILM, {
     to: PeerId,
     payload: Uint8Array,
     options?: SendOptions
-  ) => Effect.Effect<MessageId, SendError>
+  ) => Effect.Effect<MessageId, SendError | MessageDroppedError>
+  readonly purge: (
+    peer: PeerId,
+    options?: PurgeOptions
+  ) => Effect.Effect<number, InvalidLaneError | EngineClosedError | BackendError>
   readonly drain: (timeout: Duration.DurationInput) => Effect.Effect<void, DrainTimeoutError | EngineClosedError>
   readonly peers: Subscribable.Subscribable<HashSet.HashSet<PeerId>, EngineClosedError>
   readonly stats: Effect.Effect<Stats>
@@ -282,7 +317,7 @@ export class ILM extends Context.Tag("@intersession/core/ILM")<ILM, {
 
 /**
  * Starts an engine in the current scope: loads the store's state, then forks the frame reader, peer watcher,
- * appender, outbox pump, ack handler, ack sender, inbox reorderer and retransmission timer. They are supervised
+ * appender, outbox pump, ack handler, ack sender, inbox reorderer, retransmission timer and expirer. They are supervised
  * together: if one ends, fails or dies, all stop and the API fails with `EngineClosedError`. Closing the scope
  * stops them all.
  *

@@ -44,6 +44,11 @@ export interface IlmConfig {
   readonly deliveryRetryInitial: Duration.Duration
   /** Longest wait between delivery retries. Retries go on until the delivery succeeds. */
   readonly deliveryRetryMax: Duration.Duration
+  /**
+   * How often the store is asked to remove expired messages. A receiver never delivers an expired message, however
+   * long its removal waits: this only bounds how long one stays stored.
+   */
+  readonly expiryCheckInterval: Duration.Duration
   /** Largest payload `send` accepts and a receiver takes. Both peers should agree. */
   readonly maxPayloadBytes: number
   /** Unacknowledged messages stored per destination peer before `whenFull` applies. */
@@ -58,7 +63,8 @@ export interface IlmConfig {
  * The defaults: a window of 2,048 messages and 16 MiB per stream (two batches in flight while the receiver commits
  * one), 16 MiB of outbound messages kept in memory, acknowledgements sent as soon as the receiver is idle, a
  * retransmission timeout of 1 s until measured, kept between 200 ms and 60 s and doubled per retransmission;
- * `Hello` every 1 s up to 30 s; delivery retried after 100 ms up to every 30 s; payloads up to 1 MiB; up to
+ * `Hello` every 1 s up to 30 s; delivery retried after 100 ms up to every 30 s; expired messages removed every
+ * second; payloads up to 1 MiB; up to
  * 1,000,000 pending messages per peer, after which `send` waits; batches of up to 1,024.
  *
  * @since 0.1.0
@@ -77,6 +83,7 @@ export const defaults: IlmConfig = {
   helloMax: Duration.seconds(30),
   deliveryRetryInitial: Duration.millis(100),
   deliveryRetryMax: Duration.seconds(30),
+  expiryCheckInterval: Duration.seconds(1),
   maxPayloadBytes: 1024 * 1024,
   maxPendingPerPeer: 1_000_000,
   whenFull: "wait",
@@ -117,7 +124,8 @@ const durationKeys = [
   "helloInitial",
   "helloMax",
   "deliveryRetryInitial",
-  "deliveryRetryMax"
+  "deliveryRetryMax",
+  "expiryCheckInterval"
 ] as const
 
 const decodeDuration = (input: Duration.DurationInput | undefined, fallback: Duration.Duration) =>
@@ -177,13 +185,17 @@ export const make = (options: Options = {}): Either.Either<IlmConfig, InvalidCon
     if (Duration.greaterThan(config[low], config[high])) problems.push(`${low} must not exceed ${high}`)
     if (!Duration.greaterThan(config[low], Duration.zero)) problems.push(`${low} must be positive`)
   }
+  if (!Duration.greaterThan(config.expiryCheckInterval, Duration.zero)) {
+    problems.push("expiryCheckInterval must be positive")
+  }
   return problems.length === 0 ? Either.right(config) : Either.left(new InvalidConfigError({ problems }))
 }
 
 /**
  * Reads the settings from the `ConfigProvider` (environment variables by default), each optional with the
  * default above: `window`, `windowBytes`, `sendBufferBytes`, `ackDelay`, `retransmitInitial`, `retransmitMin`, `retransmitMax`,
- * `retransmitBackoff`, `helloInitial`, `helloMax`, `deliveryRetryInitial`, `deliveryRetryMax`, `maxPayloadBytes`,
+ * `retransmitBackoff`, `helloInitial`, `helloMax`, `deliveryRetryInitial`, `deliveryRetryMax`, `expiryCheckInterval`,
+ * `maxPayloadBytes`,
  * `maxPendingPerPeer`, `whenFull` and `maxBatch`. Nest it (`Config.nested(config, "ILM")`) to add a prefix.
  *
  * @since 0.1.0
@@ -237,6 +249,10 @@ export const config: Config.Config<IlmConfig> = Config.all({
   deliveryRetryMax: Config.duration("deliveryRetryMax").pipe(
     Config.withDefault(defaults.deliveryRetryMax),
     Config.withDescription("Longest wait between delivery retries")
+  ),
+  expiryCheckInterval: Config.duration("expiryCheckInterval").pipe(
+    Config.withDefault(defaults.expiryCheckInterval),
+    Config.withDescription("How often expired messages are removed from the store")
   ),
   maxPayloadBytes: Config.integer("maxPayloadBytes").pipe(
     Config.withDefault(defaults.maxPayloadBytes),

@@ -4,6 +4,7 @@
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
+import type { MessageId } from "./Message.js"
 import type { PeerId } from "./PeerId.js"
 
 /**
@@ -112,5 +113,39 @@ export class DrainTimeoutError extends Data.TaggedError("DrainTimeoutError")<{
     const total = this.pending.reduce((sum, stream) => sum + stream.pending, 0)
     const streams = this.pending.map((stream) => `${stream.peer}/${stream.lane}: ${stream.pending}`).join(", ")
     return `Drain timed out with ${total} unacknowledged message(s) (${streams}); they stay stored and will be sent`
+  }
+}
+
+/**
+ * A time to live that is not a positive, finite duration: `timeToLive` must be above zero (a message that may not
+ * live at all is better not sent).
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class InvalidTimeToLiveError extends Data.TaggedError("InvalidTimeToLiveError")<{
+  readonly timeToLive: unknown
+}> {
+  override get message(): string {
+    const shown = typeof this.timeToLive === "object" && this.timeToLive !== null
+      ? String(this.timeToLive)
+      : JSON.stringify(this.timeToLive) ?? String(this.timeToLive)
+    return `timeToLive ${shown} is not valid: use a positive, finite duration such as "30 seconds" or 30000 (ms)`
+  }
+}
+
+/**
+ * `sendAndAwait`'s message left its stream without being delivered: its time to live ran out (`"expired"`) or the
+ * application purged it (`"purged"`).
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class MessageDroppedError extends Data.TaggedError("MessageDroppedError")<{
+  readonly id: MessageId
+  readonly reason: "expired" | "purged"
+}> {
+  override get message(): string {
+    return `Message ${this.id.destination}/${this.id.lane} #${this.id.seq} was ${this.reason} before its delivery`
   }
 }

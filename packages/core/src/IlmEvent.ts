@@ -32,6 +32,15 @@ export type ResyncReason =
   | "peer-lost-state"
 
 /**
+ * Which way the messages of an event went: `"outbound"` from this peer to `peer`, `"inbound"` from `peer` to this
+ * one.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Direction = "outbound" | "inbound"
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -49,6 +58,25 @@ export type IlmEvent = Data.TaggedEnum<{
   }
   /** A frame was refused and changed nothing. `from` is the transport-level peer. */
   FrameRejected: { readonly from: PeerId; readonly reason: RejectReason; readonly detail: string }
+  /**
+   * Messages expired before their delivery, and `count` of them left the stream. `"outbound"`: this peer's store
+   * removed them unacknowledged (one delivered just before it expired, whose acknowledgement came too late, is
+   * counted too). `"inbound"`: they were never handed to this peer's application, because their time ran out here
+   * or their sender had removed them.
+   */
+  MessagesExpired: {
+    readonly peer: PeerId
+    readonly lane: string
+    readonly direction: Direction
+    readonly count: number
+  }
+  /** Messages purged by the application (`"outbound"`: this peer's; `"inbound"`: the sender's), never delivered. */
+  MessagesPurged: {
+    readonly peer: PeerId
+    readonly lane: string
+    readonly direction: Direction
+    readonly count: number
+  }
   /** The `Delivery` failed; the message stays pending and is retried after `retryIn` milliseconds. */
   DeliveryFailed: {
     readonly peer: PeerId

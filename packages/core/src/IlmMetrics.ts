@@ -1,6 +1,8 @@
 /**
- * The engine's Effect metrics. Counters are tagged with the remote peer (`peer`), and rejected frames also with
- * the reason (`reason`).
+ * The engine's Effect metrics. Every series is tagged with the engine's own peer (`local`), so engines in one
+ * process keep separate series. The message counters are tagged per stream, with the remote peer (`peer`) and the
+ * lane (`lane`); `expired` and `purged` also with `direction` (`outbound` or `inbound`); rejected frames with the
+ * remote peer and the `reason`. `pending` is one gauge per engine.
  *
  * @since 0.1.0
  */
@@ -73,7 +75,30 @@ export const framesRejected = Metric.counter("intersession_frames_rejected", {
 })
 
 /**
- * Outbound messages stored and not yet acknowledged.
+ * Messages that expired before their delivery, tagged by `direction` (`outbound`: removed from this peer's store;
+ * `inbound`: never handed to this peer's application).
+ *
+ * @since 0.3.0
+ * @category metrics
+ */
+export const expired = Metric.counter("intersession_messages_expired", {
+  description: "Messages that expired before their delivery, by direction",
+  incremental: true
+})
+
+/**
+ * Messages purged by an application before their delivery, tagged by `direction`.
+ *
+ * @since 0.3.0
+ * @category metrics
+ */
+export const purged = Metric.counter("intersession_messages_purged", {
+  description: "Messages purged before their delivery, by direction",
+  incremental: true
+})
+
+/**
+ * Outbound messages stored and not yet acknowledged, over every stream of the engine (tagged `local` only).
  *
  * @since 0.1.0
  * @category metrics

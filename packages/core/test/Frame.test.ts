@@ -1,11 +1,12 @@
 /**
- * The binary codec of protocol version 1: every frame round-trips, and every way to break one is refused with the
+ * The binary codec of protocol version 2: every frame round-trips, and every way to break one is refused with the
  * right reason, without a throw.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Frame from "@intersession/core/Frame"
 import * as Incarnation from "@intersession/core/Incarnation"
 import * as PeerId from "@intersession/core/PeerId"
+import * as Either from "effect/Either"
 import * as FastCheck from "effect/FastCheck"
 import * as Schema from "effect/Schema"
 import {
@@ -20,8 +21,11 @@ import {
   rawData,
   type RawHello,
   rawHello,
+  type RawSkip,
+  rawSkip,
   rawString,
   sameBytes,
+  skipReasonCodes,
   varint
 } from "./wireKit.js"
 
@@ -70,6 +74,15 @@ const payload = FastCheck.oneof(
   FastCheck.uint8Array({ minLength: 0, maxLength: 4096 })
 )
 
+/** A time to live: any integer up to 2^53 − 2 (2^53 − 1 is refused), or none. */
+const ttl = FastCheck.option(safeInt(0).filter((n) => n < MAX), { nil: undefined })
+
+/** A `Data` of these fields, with a `ttl` key only when there is a time to live. */
+const makeData = (fields: Omit<typeof Frame.Data.Type, "_tag">): Frame.Data => {
+  const { ttl, ...rest } = fields
+  return new Frame.Data(ttl === undefined ? rest : { ...rest, ttl })
+}
+
 const dataFrame = FastCheck.record({
   from: peerId,
   to: peerId,
@@ -78,8 +91,26 @@ const dataFrame = FastCheck.record({
   session: safeInt(1),
   run: safeInt(1),
   seqs: FastCheck.tuple(safeInt(1), safeInt(1)),
+  ttl,
   payload
-}).map(({ seqs: [a, b], ...fields }) => new Frame.Data({ ...fields, seq: Math.max(a, b), floor: Math.min(a, b) }))
+}).map(({ seqs: [a, b], ...fields }) => makeData({ ...fields, seq: Math.max(a, b), floor: Math.min(a, b) }))
+
+const skipReason = FastCheck.constantFrom<Frame.SkipReason>("expired", "purged")
+
+/** A `Skip` with `floor <= seq <= last`. */
+const skipFrame = FastCheck.record({
+  from: peerId,
+  to: peerId,
+  lane: idString,
+  incarnation,
+  session: safeInt(1),
+  run: safeInt(1),
+  seqs: FastCheck.tuple(safeInt(1), safeInt(1), safeInt(1)),
+  reason: skipReason
+}).map(({ seqs, ...fields }) => {
+  const [floor, seq, last] = [...seqs].sort((x, y) => x - y) as [number, number, number]
+  return new Frame.Skip({ ...fields, floor, seq, last })
+})
 
 const ackFrame = FastCheck.record({ from: peerId, to: peerId, lane: idString, incarnation, upTo: safeInt(1) }).map(
   (fields) => new Frame.Ack(fields)
@@ -109,10 +140,10 @@ const helloFrame = FastCheck.record({
   )
 }).map((fields) => new Frame.Hello(fields))
 
-const anyFrame = FastCheck.oneof(dataFrame, ackFrame, helloFrame)
+const anyFrame = FastCheck.oneof(dataFrame, ackFrame, helloFrame, skipFrame)
 
 /** Small frames of each kind, for the tests that try every byte position. */
-const smallFrame = (kind: "Data" | "Ack" | "Hello") =>
+const smallFrame = (kind: "Data" | "Ack" | "Hello" | "Skip"): FastCheck.Arbitrary<Frame.Frame> =>
   kind === "Data"
     ? FastCheck.record({
       from: peerId,
@@ -122,8 +153,11 @@ const smallFrame = (kind: "Data" | "Ack" | "Hello") =>
       session: safeInt(1),
       run: safeInt(1),
       seq: safeInt(1),
+      ttl,
       payload: FastCheck.uint8Array({ maxLength: 24 })
-    }).map((fields) => new Frame.Data({ ...fields, floor: 1 }))
+    }).map((fields) => makeData({ ...fields, floor: 1 }))
+    : kind === "Skip"
+    ? skipFrame
     : kind === "Ack"
     ? ackFrame
     : helloFrame.map((hello) => new Frame.Hello({ ...hello, lanes: hello.lanes.slice(0, 3) }))
@@ -146,7 +180,8 @@ const assertSameFrame = (actual: Frame.Frame, expected: Frame.Frame) => {
     assert.isTrue(sameBytes(actual.payload, expected.payload), "the payload bytes differ")
   }
   assert.isTrue(
-    actual instanceof Frame.Data || actual instanceof Frame.Ack || actual instanceof Frame.Hello,
+    actual instanceof Frame.Data || actual instanceof Frame.Ack || actual instanceof Frame.Hello ||
+      actual instanceof Frame.Skip,
     "decode returns instances of the frame classes"
   )
 }
@@ -177,6 +212,8 @@ const rawOf = (frame: Frame.Frame): Uint8Array => {
       return rawAck(frame)
     case "Hello":
       return rawHello({ ...frame, reply: frame.reply ? 1 : 0 })
+    case "Skip":
+      return rawSkip(frame)
   }
 }
 
@@ -191,6 +228,18 @@ const goodData: RawData = {
   seq: 5,
   floor: 3,
   payload: new Uint8Array([1, 2])
+}
+const goodSkip: RawSkip = {
+  from: "A",
+  to: "B",
+  lane: "default",
+  incarnation: 7,
+  session: 1,
+  run: 1,
+  seq: 5,
+  last: 9,
+  floor: 3,
+  reason: "expired"
 }
 const goodAck: RawAck = { from: "A", to: "B", lane: "default", incarnation: 7, upTo: 5 }
 const goodHello: RawHello = {
@@ -230,6 +279,16 @@ describe("Frame", () => {
     it("every Hello frame decodes to itself, and the layout matches the protocol", () => {
       FastCheck.assert(
         FastCheck.property(helloFrame, (frame) => {
+          assertRoundTrip(frame)
+          assert.isTrue(sameBytes(Frame.encode(frame), rawOf(frame)), "Frame.encode differs from the documented layout")
+        }),
+        runs(300)
+      )
+    })
+
+    it("every Skip frame decodes to itself, and the layout matches the protocol", () => {
+      FastCheck.assert(
+        FastCheck.property(skipFrame, (frame) => {
           assertRoundTrip(frame)
           assert.isTrue(sameBytes(Frame.encode(frame), rawOf(frame)), "Frame.encode differs from the documented layout")
         }),
@@ -376,7 +435,7 @@ describe("Frame", () => {
       assertRejected(new Uint8Array([Frame.ProtocolVersion]), "malformed", "a version byte alone")
     })
 
-    for (const kind of ["Data", "Ack", "Hello"] as const) {
+    for (const kind of ["Data", "Ack", "Hello", "Skip"] as const) {
       it(`a ${kind} truncated at every byte position is malformed`, () => {
         FastCheck.assert(
           FastCheck.property(smallFrame(kind), (frame) => {
@@ -405,9 +464,10 @@ describe("Frame", () => {
 
     it("every unknown tag is malformed", () => {
       for (let tag = 0; tag < 256; tag++) {
-        if (tag >= 1 && tag <= 3) continue
+        if (tag >= 1 && tag <= 4) continue
         assertRejected(rawData({ ...goodData, tag }), "malformed", `tag ${tag} with a Data body`)
         assertRejected(rawAck({ ...goodAck, tag }), "malformed", `tag ${tag} with an Ack body`)
+        assertRejected(rawSkip({ ...goodSkip, tag }), "malformed", `tag ${tag} with a Skip body`)
         assertRejected(concat(Frame.ProtocolVersion, tag), "malformed", `tag ${tag} alone`)
       }
     })
@@ -419,6 +479,7 @@ describe("Frame", () => {
         assertRejected(rawData({ ...goodData, version }), "unsupported-version", `version ${version}, Data`)
         assertRejected(rawAck({ ...goodAck, version }), "unsupported-version", `version ${version}, Ack`)
         assertRejected(rawHello({ ...goodHello, version }), "unsupported-version", `version ${version}, Hello`)
+        assertRejected(rawSkip({ ...goodSkip, version }), "unsupported-version", `version ${version}, Skip`)
         assertRejected(new Uint8Array([version]), "unsupported-version", `version ${version} alone`)
         assertRejected(
           concat(version, random.bytes(random.int(0, 64))),
@@ -442,6 +503,13 @@ describe("Frame", () => {
         assertRejected(rawData({ ...goodData, incarnation: bad }), "malformed", `Data incarnation of ${name}`)
         assertRejected(rawData({ ...goodData, seq: bad }), "malformed", `Data seq of ${name}`)
         assertRejected(rawData({ ...goodData, floor: bad }), "malformed", `Data floor of ${name}`)
+        assertRejected(rawData({ ...goodData, ttl: bad }), "malformed", `Data ttl of ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, incarnation: bad }), "malformed", `Skip incarnation of ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, session: bad }), "malformed", `Skip session of ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, run: bad }), "malformed", `Skip run of ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, seq: bad }), "malformed", `Skip seq of ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, last: bad }), "malformed", `Skip last of ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, floor: bad }), "malformed", `Skip floor of ${name}`)
         assertRejected(rawAck({ ...goodAck, upTo: bad }), "malformed", `Ack upTo of ${name}`)
         assertRejected(rawHello({ ...goodHello, nonce: bad }), "malformed", `Hello nonce of ${name}`)
         assertRejected(rawHello({ ...goodHello, echo: bad }), "malformed", `Hello echo of ${name}`)
@@ -473,6 +541,8 @@ describe("Frame", () => {
         assertRejected(rawData({ ...goodData, to: body }), "malformed", `Data to: ${name}`)
         assertRejected(rawData({ ...goodData, lane: body }), "malformed", `Data lane: ${name}`)
         assertRejected(rawAck({ ...goodAck, lane: body }), "malformed", `Ack lane: ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, from: body }), "malformed", `Skip from: ${name}`)
+        assertRejected(rawSkip({ ...goodSkip, lane: body }), "malformed", `Skip lane: ${name}`)
         assertRejected(
           rawHello({ ...goodHello, lanes: [{ lane: body, incarnation: 1, delivered: 1 }] }),
           "malformed",
@@ -511,37 +581,64 @@ describe("Frame", () => {
       }
     })
 
-    it("Data and Ack are accepted exactly when their schemas accept them (the hot path checks by hand)", () => {
+    it("Data, Skip and Ack are accepted exactly when their schemas accept them (the hot path checks by hand)", () => {
       const text = FastCheck.constantFrom("", "a", "x".repeat(255), "x".repeat(256), "é".repeat(255), "😀".repeat(128))
-      const uint = FastCheck.constantFrom(0, 1, 2, 3, MAX)
+      const uint = FastCheck.constantFrom(0, 1, 2, 3, MAX - 1, MAX)
+      const maybeUint = FastCheck.option(uint, { nil: undefined })
       const validates = Schema.decodeUnknownEither(Frame.Frame)
       FastCheck.assert(
-        FastCheck.property(text, text, text, uint, uint, uint, uint, uint, (from, to, lane, a, b, c, d, e) => {
-          const data = {
-            from,
-            to,
-            lane,
-            incarnation: a,
-            session: b,
-            run: c,
-            seq: d,
-            floor: e,
-            payload: new Uint8Array(2)
+        FastCheck.property(
+          text,
+          text,
+          text,
+          uint,
+          uint,
+          uint,
+          uint,
+          uint,
+          maybeUint,
+          uint,
+          (from, to, lane, a, b, c, d, e, f, g) => {
+            const data = {
+              from,
+              to,
+              lane,
+              incarnation: a,
+              session: b,
+              run: c,
+              seq: d,
+              floor: e,
+              ...(f === undefined ? {} : { ttl: f }),
+              payload: new Uint8Array(2)
+            }
+            const skip = {
+              from,
+              to,
+              lane,
+              incarnation: a,
+              session: b,
+              run: c,
+              seq: d,
+              last: g,
+              floor: e,
+              reason: "purged" as const
+            }
+            const ack = { from, to, lane, incarnation: a, upTo: b }
+            for (
+              const [fields, bytes] of [
+                [{ _tag: "Data", ...data }, rawData(data)],
+                [{ _tag: "Skip", ...skip }, rawSkip(skip)],
+                [{ _tag: "Ack", ...ack }, rawAck(ack)]
+              ] as const
+            ) {
+              const expected = validates(fields)._tag === "Right" ? "Frame" : "Rejected"
+              const decoded = decodeSafely(bytes, limit)
+              assert.strictEqual(decoded._tag, expected, `${JSON.stringify({ ...fields, payload: undefined })}`)
+              if (decoded._tag === "Rejected") assert.strictEqual(decoded.rejection.reason, "invalid")
+            }
           }
-          const ack = { from, to, lane, incarnation: a, upTo: b }
-          for (
-            const [fields, bytes] of [
-              [{ _tag: "Data", ...data }, rawData(data)],
-              [{ _tag: "Ack", ...ack }, rawAck(ack)]
-            ] as const
-          ) {
-            const expected = validates(fields)._tag === "Right" ? "Frame" : "Rejected"
-            const decoded = decodeSafely(bytes, limit)
-            assert.strictEqual(decoded._tag, expected, `${JSON.stringify({ ...fields, payload: undefined })}`)
-            if (decoded._tag === "Rejected") assert.strictEqual(decoded.rejection.reason, "invalid")
-          }
-        }),
-        runs(2000)
+        ),
+        runs(3000)
       )
     })
 
@@ -559,6 +656,18 @@ describe("Frame", () => {
         ["Data with a from of 256 chars", rawData({ ...goodData, from: id256 })],
         ["Data with a to of 256 non-ASCII chars", rawData({ ...goodData, to: wide256 })],
         ["Data with a lane of 256 UTF-16 units", rawData({ ...goodData, lane: emoji128 })],
+        ["Data with a ttl of 2^53 − 1", rawData({ ...goodData, ttl: MAX })],
+        ["Skip with last below seq", rawSkip({ ...goodSkip, seq: 5, last: 4 })],
+        ["Skip with floor above seq", rawSkip({ ...goodSkip, floor: 6, seq: 5, last: 9 })],
+        ["Skip with floor above seq and last", rawSkip({ ...goodSkip, floor: 10, seq: 5, last: 9 })],
+        ["Skip with seq 0", rawSkip({ ...goodSkip, floor: 0, seq: 0, last: 0 })],
+        ["Skip with floor 0", rawSkip({ ...goodSkip, floor: 0 })],
+        ["Skip with session 0", rawSkip({ ...goodSkip, session: 0 })],
+        ["Skip with run 0", rawSkip({ ...goodSkip, run: 0 })],
+        ["Skip with an empty from", rawSkip({ ...goodSkip, from: "" })],
+        ["Skip with an empty to", rawSkip({ ...goodSkip, to: "" })],
+        ["Skip with an empty lane", rawSkip({ ...goodSkip, lane: "" })],
+        ["Skip with a lane of 256 chars", rawSkip({ ...goodSkip, lane: id256 })],
         ["Ack with upTo 0", rawAck({ ...goodAck, upTo: 0 })],
         ["Ack with an empty from", rawAck({ ...goodAck, from: "" })],
         ["Ack with a lane of 256 chars", rawAck({ ...goodAck, lane: id256 })],
@@ -584,6 +693,9 @@ describe("Frame", () => {
             floor: 4
           }),
           rawAck({ ...goodAck, upTo: 1 }),
+          rawData({ ...goodData, ttl: MAX - 1 }),
+          rawSkip({ ...goodSkip, floor: 5, seq: 5, last: 5 }),
+          rawSkip({ ...goodSkip, floor: 1, seq: MAX, last: MAX, lane: "x".repeat(255) }),
           rawHello({ ...goodHello, echo: 0, lanes: [{ lane: "x".repeat(255), incarnation: 0, delivered: 0 }] })
         ]
       ) {
@@ -606,6 +718,7 @@ describe("Frame", () => {
       // The limit is about payloads: Acks and Hellos pass under a limit of 0.
       assert.strictEqual(decodeSafely(rawAck(goodAck), 0)._tag, "Frame")
       assert.strictEqual(decodeSafely(rawHello(goodHello), 0)._tag, "Frame")
+      assert.strictEqual(decodeSafely(rawSkip(goodSkip), 0)._tag, "Frame")
     })
 
     it("random bytes and random mutations of valid frames never throw, and anything accepted is canonical", () => {
@@ -667,6 +780,7 @@ describe("Frame", () => {
           ["Data to", rawData({ ...goodData, to: long })],
           ["Data lane", rawData({ ...goodData, lane: long })],
           ["Ack lane", rawAck({ ...goodAck, lane: long })],
+          ["Skip lane", rawSkip({ ...goodSkip, lane: long })],
           ["Hello lane", rawHello({ ...goodHello, lanes: [{ lane: long, incarnation: 1, delivered: 1 }] })],
           ["a from and nothing else", concat(Frame.ProtocolVersion, 1, rawString(long))]
         ]
@@ -715,6 +829,144 @@ describe("Frame", () => {
         ),
         runs(1000)
       )
+    })
+  })
+
+  describe("protocol version 2: a Data's time to live, and Skip", () => {
+    const base = {
+      from: peer("A"),
+      to: peer("B"),
+      lane: "default",
+      incarnation: inc(7),
+      session: 1,
+      run: 1,
+      seq: 5,
+      floor: 3,
+      payload: new Uint8Array([1, 2])
+    }
+    const skip = (fields: Partial<typeof Frame.Skip.Type> = {}) =>
+      new Frame.Skip({ ...base, last: 9, reason: "expired", ...fields })
+
+    const decodeFrame = (bytes: Uint8Array): Frame.Frame => {
+      const decoded = decodeSafely(bytes, limit)
+      if (decoded._tag !== "Frame") return assert.fail(`decoded as ${describeDecoded(decoded)}`)
+      return decoded.frame
+    }
+
+    it("speaks version 2", () => {
+      assert.strictEqual(Frame.ProtocolVersion, 2)
+      assert.strictEqual(Frame.encode(skip())[0], 2)
+      assert.strictEqual(Frame.encode(new Frame.Data(base))[0], 2)
+    })
+
+    it("a ttl round-trips at every varint length, 0 included, and is written after the flags byte", () => {
+      for (const ttl of [0, 1, 127, 128, 16_383, 16_384, 2 ** 32, 2 ** 49, MAX - 1]) {
+        const frame = new Frame.Data({ ...base, ttl })
+        const bytes = Frame.encode(frame)
+        assert.isTrue(sameBytes(bytes, rawData({ ...goodData, ttl })), `the layout of a ttl of ${ttl}`)
+        const decoded = decodeFrame(bytes)
+        assert.strictEqual(decoded._tag, "Data")
+        if (decoded._tag !== "Data") return
+        assert.strictEqual(decoded.ttl, ttl, `a ttl of ${ttl}`)
+        assert.isTrue(sameBytes(decoded.payload, base.payload))
+        // The flags byte says a ttl follows; the payload comes after it.
+        const flagsAt = bytes.length - base.payload.length - 1 - varint(ttl).length - 1
+        assert.strictEqual(bytes[flagsAt], 1, `the flags byte of a ttl of ${ttl}`)
+      }
+    })
+
+    it("a Data without a ttl has flags 0 and decodes without a ttl key, however it was built", () => {
+      const without = Frame.encode(new Frame.Data(base))
+      assert.isTrue(sameBytes(without, rawData(goodData)))
+      assert.strictEqual(without[without.length - base.payload.length - 2], 0, "the flags byte")
+      // An explicit `undefined` is no ttl either.
+      assert.isTrue(sameBytes(Frame.encode(new Frame.Data({ ...base, ttl: undefined })), without))
+      assert.isTrue(sameBytes(Frame.encodeData(base, [{ ...base, ttl: undefined }])[0]!, without))
+      const decoded = decodeFrame(without)
+      assert.isFalse("ttl" in decoded, "a decoded Data without a ttl has no ttl key")
+      const record = Frame.decodeRecord(without, limit)
+      assert.isTrue(Either.isRight(record) && !("ttl" in record.right), "nor does its record")
+      // One byte longer with a ttl of 0, which is not the same as none.
+      const zero = Frame.encode(new Frame.Data({ ...base, ttl: 0 }))
+      assert.strictEqual(zero.length, without.length + 1)
+      const decodedZero = decodeFrame(zero)
+      assert.isTrue(decodedZero._tag === "Data" && decodedZero.ttl === 0)
+    })
+
+    it("a flags byte with any bit other than bit 0 is malformed, with or without a ttl after it", () => {
+      for (let flags = 2; flags < 256; flags++) {
+        assertRejected(rawData({ ...goodData, flags }), "malformed", `Data flags ${flags}`)
+        assertRejected(rawData({ ...goodData, flags, ttl: 5 }), "malformed", `Data flags ${flags} and a ttl`)
+      }
+      const decoded = decodeFrame(rawData({ ...goodData, flags: 1, ttl: 5 }))
+      assert.isTrue(decoded._tag === "Data" && decoded.ttl === 5)
+    })
+
+    it("a Data in the layout of version 1, with no flags byte, is refused", () => {
+      // The version-1 layout under the version-2 byte: the payload's length prefix is read as the flags.
+      const v1 = (payload: Uint8Array) =>
+        concat(
+          Frame.ProtocolVersion,
+          1,
+          rawString("A"),
+          rawString("B"),
+          rawString("default"),
+          varint(7),
+          varint(1),
+          varint(1),
+          varint(5),
+          varint(3),
+          varint(payload.length),
+          payload
+        )
+      for (const payload of [new Uint8Array(0), new Uint8Array([9]), new Uint8Array([1, 2]), new Uint8Array(300)]) {
+        assertRejected(v1(payload), "malformed", `a version-1 Data of ${payload.length} payload bytes`)
+      }
+    })
+
+    it("a Skip round-trips with either reason, as an instance of Skip, its reason the last byte", () => {
+      for (const [reason, code] of [["expired", 1], ["purged", 2]] as const) {
+        const frame = skip({ reason })
+        const bytes = Frame.encode(frame)
+        assert.strictEqual(bytes[1], 4, "the Skip tag")
+        assert.strictEqual(bytes[bytes.length - 1], code)
+        assert.strictEqual(skipReasonCodes[reason], code)
+        assert.isTrue(sameBytes(bytes, rawSkip({ ...goodSkip, reason })))
+        const decoded = decodeFrame(bytes)
+        assert.instanceOf(decoded, Frame.Skip)
+        assert.deepStrictEqual(plainFields(decoded), plainFields(frame))
+      }
+      // One seq long, and at the largest seqs.
+      assertRoundTrip(skip({ floor: 5, seq: 5, last: 5 }))
+      assertRoundTrip(skip({ floor: 1, seq: MAX - 1, last: MAX }))
+    })
+
+    it("a Skip reason byte other than 1 or 2 is malformed", () => {
+      for (let reason = 0; reason < 256; reason++) {
+        if (reason === 1 || reason === 2) continue
+        assertRejected(rawSkip({ ...goodSkip, reason }), "malformed", `Skip reason ${reason}`)
+      }
+    })
+
+    it("a Skip whose last is below its seq, or whose floor is above its seq, is invalid", () => {
+      for (const [seq, last] of [[5, 4], [2, 1], [MAX, MAX - 1]]) {
+        assertRejected(rawSkip({ ...goodSkip, floor: 1, seq, last }), "invalid", `Skip ${seq} … ${last}`)
+      }
+      for (const floor of [6, 9, 10, MAX]) {
+        assertRejected(rawSkip({ ...goodSkip, floor, seq: 5, last: 9 }), "invalid", `Skip of floor ${floor}`)
+      }
+      // The schema says the same when a Skip is built.
+      assert.throws(() => skip({ seq: 5, last: 4 }))
+      assert.throws(() => skip({ floor: 6, seq: 5 }))
+    })
+
+    it("a Skip cut short or followed by more bytes is malformed", () => {
+      const bytes = rawSkip(goodSkip)
+      for (let end = 0; end < bytes.length; end++) {
+        assertRejected(bytes.subarray(0, end), "malformed", `a Skip of ${bytes.length} bytes cut at ${end}`)
+      }
+      assertRejected(concat(bytes, 0), "malformed", "a Skip with a byte more")
+      assertRejected(concat(bytes, new Uint8Array([1, 2])), "malformed", "a Skip with a payload")
     })
   })
 })

@@ -1,10 +1,12 @@
 /**
- * The `Data` frames of one transmission, encoded together, are exactly the frames encoded one by one.
+ * The `Data` frames of one transmission, encoded together, are exactly the frames encoded one by one; so is a
+ * `Skip` encoded from a transmission's header.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Frame from "@intersession/core/Frame"
 import * as Incarnation from "@intersession/core/Incarnation"
 import * as PeerId from "@intersession/core/PeerId"
+import * as Either from "effect/Either"
 
 describe("Data frames of one transmission", () => {
   it("are the frames encode gives one by one, in views on one buffer", () => {
@@ -17,9 +19,12 @@ describe("Data frames of one transmission", () => {
         session: 300,
         floor: 129
       }
+      // Some with a time to live (0 included), some without.
+      const ttls = [undefined, 0, 127, undefined, 2 ** 40]
       const messages = [0, 1, 127, 128, 70_000].map((size, i) => ({
         run: 5 + i * 1000,
         seq: 129 + i * 100,
+        ...(ttls[i] === undefined ? {} : { ttl: ttls[i] }),
         payload: new Uint8Array(size).fill(i + 1)
       }))
       const frames = Frame.encodeData(header, messages)
@@ -28,7 +33,31 @@ describe("Data frames of one transmission", () => {
         const single = Frame.encode({ _tag: "Data", ...header, ...messages[i]! })
         assert.deepStrictEqual(Array.from(frame), Array.from(single))
         assert.strictEqual(frame.buffer, frames[0]!.buffer)
+        const decoded = Frame.decode(frame, 1 << 20)
+        assert.isTrue(Either.isRight(decoded) && decoded.right._tag === "Data" && decoded.right.ttl === ttls[i])
       })
+    }
+  })
+
+  it("a Skip encoded from the header is the Skip encode gives", () => {
+    for (const [from, lane] of [["A", "default"], ["ünïcödé peer", "läne"]] as const) {
+      const header = {
+        from: PeerId.make(from),
+        to: PeerId.make("B"),
+        lane,
+        incarnation: Incarnation.Incarnation.make(2 ** 40 + 7),
+        session: 300,
+        floor: 129
+      }
+      for (
+        const skip of [
+          { run: 5, seq: 129, last: 129, reason: "expired" as const },
+          { run: 2 ** 33, seq: 200, last: 2 ** 50, reason: "purged" as const }
+        ]
+      ) {
+        const single = Frame.encode(new Frame.Skip({ ...header, ...skip }))
+        assert.deepStrictEqual(Array.from(Frame.encodeSkip(header, skip)), Array.from(single))
+      }
     }
   })
 })

@@ -13,10 +13,14 @@ const ours = Incarnation.Incarnation.make(1000)
 const run = 7
 
 const stream = (lane: string, acked: number, allocated: number) =>
-  Outbound.restore(StreamKey.make(B, lane), { peer: B, lane, firstPending: acked + 1, nextSeq: allocated + 1 }, [{
-    run,
-    from: acked + 1
-  }])
+  Outbound.restore(StreamKey.make(B, lane), {
+    peer: B,
+    lane,
+    firstPending: acked + 1,
+    nextSeq: allocated + 1,
+    runs: [{ run, from: acked + 1 }],
+    dropped: []
+  })
 
 const hello = (lanes: ReadonlyArray<typeof Frame.LaneState.Type>): Frame.Hello => ({
   _tag: "Hello",
@@ -71,6 +75,24 @@ describe("Hello planning", () => {
     assert.strictEqual(plan.resync?.after, 2000)
   })
 
+  it("acknowledges seqs the peer moved past by a Skip, for a stream restored with a dropped prefix", () => {
+    const restored = Outbound.restore(StreamKey.make(B, "x"), {
+      peer: B,
+      lane: "x",
+      firstPending: 6,
+      nextSeq: 11,
+      runs: [{ run, from: 3 }],
+      dropped: [{ run, from: 3, to: 5, reason: "expired" }]
+    })
+    assert.strictEqual(restored.acked, 2)
+    const plan = Hello.plan(hello([lane("x", 8)]), ours, [restored])
+    assert.deepStrictEqual(plan.acks.map(({ upTo }) => upTo), [8])
+    assert.isUndefined(plan.resync)
+    // Only into the dropped prefix: acknowledged too, so the stream stops skipping it.
+    const intoDropped = Hello.plan(hello([lane("x", 4)]), ours, [restored])
+    assert.deepStrictEqual(intoDropped.acks.map(({ upTo }) => upTo), [4])
+  })
+
   it("reports streams the peer acknowledged before and no longer knows", () => {
     const plan = Hello.plan(hello([]), ours, [stream("x", 4, 10), stream("y", 0, 3)])
     assert.deepStrictEqual(plan.forgotten.map((s) => s.lane), ["x"])
@@ -86,7 +108,9 @@ describe("Hello planning", () => {
       runs: [{ run, from: 1 }],
       buffer: [],
       bufferedBytes: 0,
-      busy: false
+      busy: false,
+      expired: 0,
+      purged: 0
     }])
     assert.deepStrictEqual(states, [{ lane: "x", incarnation: ours, delivered: 4, runs: [{ run, from: 1 }] }])
   })

@@ -352,14 +352,18 @@ const makeAttack = (seed: number, target: Target): Array<Hostile> => {
   return random.shuffle(frames)
 }
 
-/** The rejection counter of every (transport peer, reason), read from the process-wide metrics. */
+/** B's rejection counter of every (transport peer, reason), read from the process-wide metrics. */
 const rejectionCounts = (peers: ReadonlyArray<PeerId.PeerId>) =>
   Effect.gen(function*() {
     const counts = new Map<string, number>()
     for (const peer of peers) {
       for (const reason of allReasons) {
         const state = yield* Metric.value(
-          Metric.tagged(Metric.tagged(IlmMetrics.framesRejected, "peer", peer), "reason", reason)
+          Metric.tagged(
+            Metric.tagged(Metric.tagged(IlmMetrics.framesRejected, "local", B), "peer", peer),
+            "reason",
+            reason
+          )
         )
         counts.set(key(peer, reason), state.count)
       }
@@ -401,9 +405,12 @@ const observe = (running: TestPeer.Running, peer: TestPeer.Peer) =>
         streams: byStream(Array.from(data.streams.values())).map((stream) => ({
           peer: stream.peer,
           lane: stream.lane,
-          nextSeq: stream.nextSeq,
-          firstPending: stream.firstPending,
-          payloads: stream.messages.entries().map(([seq, stored]) => [seq, stored.run, Array.from(stored.payload)])
+          nextSeq: stream.messages.nextSeq,
+          firstPending: stream.messages.firstStored,
+          payloads: stream.messages.read(stream.messages.firstStored, Number.MAX_SAFE_INTEGER).map((
+            [seq, stored]
+          ) => [seq, stored.run, stored.expiresAt, Array.from(stored.payload)]),
+          dropped: stream.dropped
         })),
         incarnations: Array.from(data.incarnations).sort(),
         received: byStream(Array.from(data.received.values()))

@@ -1,9 +1,11 @@
 /**
  * Seeded schedules of sends, faults, crashes, restarts, wipes and restores, each ending with a check of every promise:
- * by default seeds 1–1,000 of the usual mix, and seeds 1–250 of a mix aimed at stores restored from backups. After a
+ * by default seeds 1–1,000 of the usual mix, seeds 1–250 of a mix aimed at stores restored from backups, and seeds
+ * 1–500 with messages that expire and purges in the mix. After a
  * wipe, the store must have forgotten, and a partner that held state for the wiped peer must see a resync reported.
  * A failure names its seed; `Simulation.run(seed, options)` replays it exactly. `SIMULATION_SEEDS` sets how many seeds
- * of the usual mix run (`pnpm test:quick` runs 100), and the backup mix runs a quarter as many; `SIMULATION_SEED_BASE`
+ * of the usual mix run (`pnpm test:quick` runs 100), the backup mix runs a quarter as many and the expiry mix half as
+ * many; `SIMULATION_SEED_BASE`
  * shifts the seeds to explore new schedules.
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -30,7 +32,10 @@ const chunked = (count: number, label: string, options: Simulation.Options) =>
 
 const chunks = [
   ...chunked(seeds, "", {}),
-  ...chunked(Math.ceil(seeds / 4), " with a fifth of operations backing up or restoring", { backupsAndRestores: 0.2 })
+  ...chunked(Math.ceil(seeds / 4), " with a fifth of operations backing up or restoring", { backupsAndRestores: 0.2 }),
+  ...chunked(Math.ceil(seeds / 2), " with messages that expire and a tenth of operations purging", {
+    expiryAndPurge: 0.1
+  })
 ]
 
 describe("simulation", () => {
@@ -48,6 +53,8 @@ describe("simulation", () => {
             wipes: 0,
             resyncsChecked: 0,
             restores: 0,
+            expiring: 0,
+            purges: 0,
             faults: 0
           }
           for (let seed = first; seed <= last; seed++) {
@@ -65,6 +72,8 @@ describe("simulation", () => {
             totals.resyncsChecked += report.resyncsChecked
             totals.restores += report.restores
             totals.faults += report.faults
+            totals.expiring += report.expiring
+            totals.purges += report.purges
             if (report.violations.length > 0) {
               failures.push(
                 `seed ${seed} (window ${report.window}): ${report.violations.slice(0, 5).join("; ")}\n  schedule: ${
@@ -77,6 +86,10 @@ describe("simulation", () => {
           assert.isAbove(totals.succeeded, count * 10)
           // The wipe checks ran: partners held state for wiped peers and had to report a resync.
           assert.isAbove(totals.resyncsChecked, 0)
+          if (options.expiryAndPurge !== undefined) {
+            assert.isAbove(totals.expiring, 0)
+            assert.isAbove(totals.purges, 0)
+          }
           assert.deepStrictEqual(failures, [])
         }),
       300_000

@@ -56,7 +56,7 @@ export const prng = (seed: number): Prng => {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// An independent encoder of protocol version 1
+// An independent encoder of protocol version 2
 // ---------------------------------------------------------------------------------------------------------------
 
 const utf8 = new TextEncoder()
@@ -114,7 +114,29 @@ export interface RawData extends RawHeader {
   readonly run: RawUint
   readonly seq: RawUint
   readonly floor: RawUint
+  /**
+   * The flags byte written after `floor`: bit 0 when `ttl` is given, 0 otherwise, when absent. Given, it is
+   * written as it is, and `ttl` still follows it exactly when `ttl` is given.
+   */
+  readonly flags?: number | undefined
+  /** The time to live written after the flags byte; none when absent. */
+  readonly ttl?: RawUint | undefined
   readonly payload: Uint8Array
+}
+
+/** The reason byte of a `Skip`: 1 expired, 2 purged. */
+export const skipReasonCodes = { expired: 1, purged: 2 } as const
+
+export interface RawSkip extends RawHeader {
+  readonly lane: RawString
+  readonly incarnation: RawUint
+  readonly session: RawUint
+  readonly run: RawUint
+  readonly seq: RawUint
+  readonly last: RawUint
+  readonly floor: RawUint
+  /** The reason byte, or a reason written as its byte. */
+  readonly reason: number | Frame.SkipReason
 }
 
 export interface RawAck extends RawHeader {
@@ -153,8 +175,23 @@ export const rawData = (frame: RawData): Uint8Array =>
     rawUint(frame.run),
     rawUint(frame.seq),
     rawUint(frame.floor),
+    frame.flags ?? (frame.ttl === undefined ? 0 : 1),
+    frame.ttl === undefined ? new Uint8Array(0) : rawUint(frame.ttl),
     varint(frame.payload.length),
     frame.payload
+  )
+
+export const rawSkip = (frame: RawSkip): Uint8Array =>
+  concat(
+    header(frame, 4),
+    rawString(frame.lane),
+    rawUint(frame.incarnation),
+    rawUint(frame.session),
+    rawUint(frame.run),
+    rawUint(frame.seq),
+    rawUint(frame.last),
+    rawUint(frame.floor),
+    typeof frame.reason === "number" ? frame.reason : skipReasonCodes[frame.reason]
   )
 
 export const rawAck = (frame: RawAck): Uint8Array =>
@@ -204,7 +241,10 @@ export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
   return true
 }
 
-/** A frame's fields as a plain value; the payload is left out (compare it with {@link sameBytes}). */
+/**
+ * A frame's fields as a plain value; the payload is left out (compare it with {@link sameBytes}). A `Data` without
+ * a time to live has no `ttl` key at all, so a ttl that appears or vanishes shows.
+ */
 export const plainFields = (frame: Frame.Frame): Record<string, unknown> => {
   switch (frame._tag) {
     case "Data":
@@ -218,7 +258,22 @@ export const plainFields = (frame: Frame.Frame): Record<string, unknown> => {
         run: frame.run,
         seq: frame.seq,
         floor: frame.floor,
+        ...(frame.ttl === undefined ? {} : { ttl: frame.ttl }),
         payloadLength: frame.payload.length
+      }
+    case "Skip":
+      return {
+        _tag: frame._tag,
+        from: frame.from,
+        to: frame.to,
+        lane: frame.lane,
+        incarnation: frame.incarnation,
+        session: frame.session,
+        run: frame.run,
+        seq: frame.seq,
+        last: frame.last,
+        floor: frame.floor,
+        reason: frame.reason
       }
     case "Ack":
       return {

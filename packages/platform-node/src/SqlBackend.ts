@@ -1,21 +1,27 @@
 /**
  * A `Backend` over `@effect/sql`'s `SqlClient`, written once for SQLite and PostgreSQL.
  *
- * The store is five tables behind a table-name prefix, created and upgraded by `@effect/sql`'s `Migrator`:
+ * The store is six tables behind a table-name prefix, created and upgraded by `@effect/sql`'s `Migrator`:
  *
  * - `<prefix>store`: the store's incarnation, created once when the store is first opened, and the owner token
  *   that fences a PostgreSQL store's writes (see below);
- * - `<prefix>outbound_streams`: per (peer, lane), the next seq to allocate and the lowest pending one;
- * - `<prefix>outbound_messages`: per (peer, lane, seq), the allocating run and the payload as bytes;
+ * - `<prefix>outbound_streams`: per (peer, lane), the next seq to allocate and one past the last acknowledged one
+ *   (`first_pending`);
+ * - `<prefix>outbound_messages`: per (peer, lane, seq), the allocating run, the payload as bytes, when the message
+ *   expires (`expires_at`, milliseconds since the epoch, or NULL; an index holds the messages that expire) and when
+ *   it was stored (`stored_at`, on the database's clock; NULL for messages stored before migration `3_expiry`);
+ * - `<prefix>outbound_dropped`: the seqs `expire` and `purge` removed and no acknowledgement has covered yet, as
+ *   ranges `from_seq … to_seq` of one `run` each, with why (`reason`: `'expired'` or `'purged'`);
  * - `<prefix>peer_incarnations`: the incarnation used toward a peer, where it differs from the store's;
  * - `<prefix>received`: per inbound (peer, lane), the source incarnation, the delivered seq and its last runs.
  *
  * Every operation is a few statements in one transaction, whatever the size of its batch: a statement carries up to
  * 1,024 rows, and its text is one of a few per operation, so the driver's statement cache keeps them prepared.
- * Writes made outside a transaction (`append`, `acknowledge`, `commitReceived`) are group-committed: a write made
- * while no other runs commits at once, in a transaction of its own; writes that arrive meanwhile queue, and one
- * writer runs every write waiting in the next transaction, in arrival order, and answers each caller once it
- * commits. If a transaction fails, every write in it fails with `BackendError` and none is applied. Writes made
+ * Writes made outside a transaction (`append`, `acknowledge`, `expire`, `purge`, `commitReceived`, …) are
+ * group-committed: a write made while no other runs commits at once, in a transaction of its own; writes that
+ * arrive meanwhile queue, and one writer runs every write waiting in the next transaction, in arrival order, and
+ * answers each caller once it commits. `expire` first looks for a due message in the index of those that expire,
+ * and writes nothing when there is none. If a transaction fails, every write in it fails with `BackendError` and none is applied. Writes made
  * inside `withTransaction` run in that transaction instead, and commit or roll back with it. The backend is
  * transactional: `withTransaction` runs its effect as a transaction of the client (a nested call, or one inside the
  * client's own `withTransaction`, is a savepoint), so a `Delivery` that writes through the same `SqlClient` commits
@@ -140,8 +146,8 @@ export const make: (
  *   const tables = yield* sql<{ readonly name: string }>`
  *     SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'messaging%' ORDER BY name`
  *   console.log(tables.map((table) => table.name))
- *   // [ 'messaging_migrations', 'messaging_outbound_messages', 'messaging_outbound_streams',
- *   //   'messaging_peer_incarnations', 'messaging_received', 'messaging_store' ]
+ *   // [ 'messaging_migrations', 'messaging_outbound_dropped', 'messaging_outbound_messages',
+ *   //   'messaging_outbound_streams', 'messaging_peer_incarnations', 'messaging_received', 'messaging_store' ]
  * })
  *
  * Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))

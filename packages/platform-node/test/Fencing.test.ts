@@ -169,6 +169,8 @@ describe.skipIf(probe.url === undefined)(suiteName("PostgreSQL fencing"), () => 
             runs: []
           }]),
           first.backend.setIncarnation(A, first.backend.incarnation),
+          first.backend.expire(Date.now(), 10),
+          first.backend.purge(A, undefined),
           first.backend.withTransaction(Effect.void)
         ]
       ) {
@@ -203,6 +205,7 @@ describe.skipIf(probe.url === undefined)(suiteName("PostgreSQL fencing"), () => 
       ))
       assertLost(inTransaction, "TakenOver")
       assertLost(yield* Effect.flip(backend.read(A, "x", 1, 10)), "TakenOver")
+      assertLost(yield* Effect.flip(backend.purge(A, undefined)), "TakenOver")
       assert.deepStrictEqual(yield* committed(tablePrefix, 1), [{ lane: "x", count: 1, last: 1 }])
       const received = yield* admin`SELECT * FROM ${admin(`${tablePrefix}received`)}`
       assert.deepStrictEqual(received, [])

@@ -181,7 +181,14 @@ describe("SqlBackend group commit", () => {
 
       const { streams } = yield* backend.outbound
       const byLane = new Map(streams.map((stream) => [stream.lane, stream]))
-      assert.deepStrictEqual(byLane.get("acked"), { peer: A, lane: "acked", firstPending: 21, nextSeq: 21, runs: [] })
+      assert.deepStrictEqual(byLane.get("acked"), {
+        peer: A,
+        lane: "acked",
+        firstPending: 21,
+        nextSeq: 21,
+        runs: [],
+        dropped: []
+      })
       for (let lane = 0; lane < lanes; lane++) {
         const stored = yield* backend.read(A, `l${lane}`, 1, 100)
         assert.deepStrictEqual(stored.map((m) => m.seq), Array.from({ length: 25 }, (_, i) => i + 1))

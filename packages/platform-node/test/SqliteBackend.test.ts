@@ -136,7 +136,14 @@ describe("SqliteBackend", () => {
       const [read] = yield* safe(backend.read(A, "x", 1, 10))
       assert.deepStrictEqual([read?.seq, read?.run], [1, big])
       const [stream] = (yield* safe(backend.outbound)).streams
-      assert.deepStrictEqual(stream, { peer: A, lane: "x", firstPending: 1, nextSeq: 2, runs: [{ run: big, from: 1 }] })
+      assert.deepStrictEqual(stream, {
+        peer: A,
+        lane: "x",
+        firstPending: 1,
+        nextSeq: 2,
+        runs: [{ run: big, from: 1 }],
+        dropped: []
+      })
       const [received] = yield* safe(backend.received)
       assert.deepStrictEqual([received?.delivered, received?.incarnation], [big, backend.incarnation])
     }))

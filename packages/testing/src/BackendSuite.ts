@@ -9,8 +9,12 @@ import { afterAll, assert, describe, it } from "@effect/vitest"
 import type {
   Backend,
   BackendError,
+  DroppedMessages,
+  DroppedRange,
+  DropReason,
   OutboundStream,
   ReceiveState,
+  RunRange,
   RunStart,
   StoredMessage,
   StoreLockedError
@@ -64,8 +68,12 @@ const laneY: Lane = "y"
 /** The engine run that appends in tests where runs do not matter. */
 const run = 7
 
+/** A time at which messages of the tests expire, in milliseconds since the epoch. */
+const at = 1_700_000_000_000
+
 const texts = (messages: ReadonlyArray<StoredMessage>): Array<string> => messages.map((m) => decoder.decode(m.payload))
 const seqs = (messages: ReadonlyArray<StoredMessage>): Array<number> => messages.map((m) => m.seq)
+const expiries = (messages: ReadonlyArray<StoredMessage>): Array<number | undefined> => messages.map((m) => m.expiresAt)
 
 const byStream = (a: { readonly peer: string; readonly lane: string }, b: typeof a) =>
   a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.lane < b.lane ? -1 : a.lane > b.lane ? 1 : 0
@@ -73,14 +81,59 @@ const byStream = (a: { readonly peer: string; readonly lane: string }, b: typeof
 /** Plain copies of run starts, so that extra fields or array subclasses from a driver do not affect comparisons. */
 const plainRuns = (runs: ReadonlyArray<RunStart>): Array<RunStart> => runs.map(({ from, run }) => ({ run, from }))
 
+/** Plain copies of seq ranges, as {@link plainRuns} makes of run starts. */
+const plainRanges = (ranges: ReadonlyArray<RunRange>): Array<RunRange> =>
+  ranges.map(({ from, run, to }) => ({ from, to, run }))
+
+/** Plain copies of dropped ranges, with their reasons, as {@link plainRuns} makes of run starts. */
+const plainDropped = (ranges: ReadonlyArray<DroppedRange>): Array<DroppedRange> =>
+  ranges.map(({ from, reason, run, to }) => ({ from, to, run, reason }))
+
+/** Ranges as dropped ranges, all for `reason`. */
+const droppedFor = (reason: DropReason, ranges: ReadonlyArray<RunRange>): Array<DroppedRange> =>
+  ranges.map(({ from, run, to }) => ({ from, to, run, reason }))
+
 const sortedStreams = (streams: ReadonlyArray<OutboundStream>): Array<OutboundStream> =>
-  streams.map(({ firstPending, lane, nextSeq, peer, runs }) => ({
+  streams.map(({ dropped, firstPending, lane, nextSeq, peer, runs }) => ({
     peer,
     lane,
     firstPending,
     nextSeq,
-    runs: plainRuns(runs)
+    runs: plainRuns(runs),
+    dropped: plainDropped(dropped)
   })).sort(byStream)
+
+/** What `expire` or `purge` returned, as plain data in stream order (the contract leaves the order of streams open). */
+const sortedDropped = (dropped: ReadonlyArray<DroppedMessages>): Array<DroppedMessages> =>
+  dropped.map(({ lane, peer, seqs }) => ({ peer, lane, seqs: plainRanges(seqs) })).sort(byStream)
+
+/** How many seqs `expire` or `purge` reported. */
+const countOf = (dropped: ReadonlyArray<DroppedMessages>): number =>
+  dropped.reduce((sum, stream) => sum + stream.seqs.reduce((n, { from, to }) => n + to - from + 1, 0), 0)
+
+/**
+ * Checks the form of what one `expire` or `purge` returned: one entry per stream, each with non-empty ranges in seq
+ * order, each as long as its run allows, and the run `runOf` says allocated each seq.
+ */
+const assertDropped = (
+  dropped: ReadonlyArray<DroppedMessages>,
+  runOf: (peer: PeerId.PeerId, seq: number) => number
+): void => {
+  const streams = new Set(dropped.map(({ lane, peer }) => JSON.stringify([peer, lane])))
+  assert.strictEqual(streams.size, dropped.length, "one entry per stream")
+  for (const { peer, seqs } of dropped) {
+    assert.isAbove(seqs.length, 0, "a stream is reported with the seqs removed from it")
+    seqs.forEach(({ from, run, to }, i) => {
+      assert.isAtMost(from, to, "a range holds one seq at least")
+      const previous = seqs[i - 1]
+      if (previous !== undefined) {
+        assert.isAbove(from, previous.to, "ranges are in seq order")
+        assert.isFalse(previous.to + 1 === from && previous.run === run, "a range is as long as its run allows")
+      }
+      for (let seq = from; seq <= to; seq++) assert.strictEqual(run, runOf(peer, seq), `the run of ${peer} seq ${seq}`)
+    })
+  }
+}
 
 const sortedReceived = (states: ReadonlyArray<ReceiveState>): Array<ReceiveState> =>
   states.map(({ delivered, incarnation, lane, peer, runs }) => ({
@@ -303,12 +356,19 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.deepStrictEqual(
           sortedStreams(outbound.streams),
           sortedStreams([
-            { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 4, runs: [{ run, from: 1 }] },
-            { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] },
-            { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] },
-            { peer: PeerId.make("ab"), lane: "c", firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] },
-            { peer: PeerId.make("a"), lane: "bc", firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] },
-            { peer: PeerId.make("пир-ü"), lane: "лейн-😀", firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] }
+            { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 4, runs: [{ run, from: 1 }], dropped: [] },
+            { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }], dropped: [] },
+            { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }], dropped: [] },
+            { peer: PeerId.make("ab"), lane: "c", firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }], dropped: [] },
+            { peer: PeerId.make("a"), lane: "bc", firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }], dropped: [] },
+            {
+              peer: PeerId.make("пир-ü"),
+              lane: "лейн-😀",
+              firstPending: 1,
+              nextSeq: 2,
+              runs: [{ run, from: 1 }],
+              dropped: []
+            }
           ])
         )
       }))
@@ -422,8 +482,8 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneY, 1, 100)), [1, 2])
         const outbound = yield* backend.outbound
         assert.deepStrictEqual(sortedStreams(outbound.streams), [
-          { peer: peerA, lane: laneX, firstPending: 4, nextSeq: 7, runs: [{ run, from: 4 }] },
-          { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }] }
+          { peer: peerA, lane: laneX, firstPending: 4, nextSeq: 7, runs: [{ run, from: 4 }], dropped: [] },
+          { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }], dropped: [] }
         ])
       }))
 
@@ -452,7 +512,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         yield* backend.acknowledge([{ peer: peerB, lane: laneX, upTo: 5 }, { peer: peerA, lane: laneY, upTo: 1 }])
         const outbound = yield* backend.outbound
         assert.deepStrictEqual(sortedStreams(outbound.streams), [
-          { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] }
+          { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }], dropped: [] }
         ])
         assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 1, 100)), [1])
         assert.deepStrictEqual(yield* backend.append([{ peer: peerB, lane: laneX, payload: text("b") }], run), [1])
@@ -474,9 +534,9 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
       Effect.gen(function*() {
         const store = yield* makeStore
         const expected = [
-          { peer: peerA, lane: laneX, firstPending: 3, nextSeq: 4, runs: [{ run, from: 3 }] },
-          { peer: peerA, lane: laneY, firstPending: 3, nextSeq: 3, runs: [] },
-          { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }] }
+          { peer: peerA, lane: laneX, firstPending: 3, nextSeq: 4, runs: [{ run, from: 3 }], dropped: [] },
+          { peer: peerA, lane: laneY, firstPending: 3, nextSeq: 3, runs: [], dropped: [] },
+          { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run, from: 1 }], dropped: [] }
         ]
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
@@ -531,9 +591,10 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
                 lane: laneX,
                 firstPending: 5,
                 nextSeq: 7,
-                runs: [{ run: 2, from: 5 }, { run: 1, from: 6 }]
+                runs: [{ run: 2, from: 5 }, { run: 1, from: 6 }],
+                dropped: []
               },
-              { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run: 2, from: 1 }] }
+              { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run: 2, from: 1 }], dropped: [] }
             ], "after reopening")
             yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 6 }])
             assert.deepStrictEqual(runsOf((yield* backend.outbound).streams, peerA, laneX), [])
@@ -541,8 +602,8 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
-              { peer: peerA, lane: laneX, firstPending: 7, nextSeq: 7, runs: [] },
-              { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run: 2, from: 1 }] }
+              { peer: peerA, lane: laneX, firstPending: 7, nextSeq: 7, runs: [], dropped: [] },
+              { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run: 2, from: 1 }], dropped: [] }
             ], "after acknowledging everything and reopening")
             // A new run after everything was acknowledged starts at the next seq.
             assert.deepStrictEqual(yield* backend.append(messages(laneX, 2), 3), [7, 8])
@@ -604,7 +665,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         yield* withBackend(store, (backend) =>
           Effect.gen(function*() {
             assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
-              { peer: peerA, lane: laneX, firstPending: 5, nextSeq: 5, runs: [] }
+              { peer: peerA, lane: laneX, firstPending: 5, nextSeq: 5, runs: [], dropped: [] }
             ])
             assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
             assert.deepStrictEqual(
@@ -618,6 +679,499 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
             assert.deepStrictEqual(seqs(stored), [5, 6])
             assert.deepStrictEqual(texts(stored), ["m5", "m6"])
           }))
+      }))
+
+    test("append stores each message's expiresAt and read returns it; a message without one has none", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const latest = 8_640_000_000_000_000 // the latest time a Date can hold
+        const expected = [at, undefined, at + 1, undefined, latest, 0]
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              yield* backend.append([
+                { peer: peerA, lane: laneX, payload: text("a1"), expiresAt: at },
+                { peer: peerA, lane: laneX, payload: text("a2") },
+                { peer: peerA, lane: laneX, payload: text("a3"), expiresAt: at + 1 },
+                { peer: peerA, lane: laneX, payload: text("a4"), expiresAt: undefined },
+                { peer: peerB, lane: laneX, payload: text("b1") },
+                { peer: peerA, lane: laneX, payload: text("a5"), expiresAt: latest },
+                { peer: peerA, lane: laneX, payload: text("a6"), expiresAt: 0 }
+              ], run),
+              [1, 2, 3, 4, 1, 5, 6]
+            )
+            const stored = yield* backend.read(peerA, laneX, 1, 100)
+            assert.deepStrictEqual(texts(stored), ["a1", "a2", "a3", "a4", "a5", "a6"])
+            assert.deepStrictEqual(expiries(stored), expected)
+            assert.deepStrictEqual(expiries(yield* backend.read(peerA, laneX, 3, 2)), [at + 1, undefined])
+            assert.deepStrictEqual(expiries(yield* backend.read(peerB, laneX, 1, 100)), [undefined])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 1 }])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const stored = yield* backend.read(peerA, laneX, 1, 100)
+            assert.deepStrictEqual(seqs(stored), [2, 3, 4, 5, 6], "after reopening")
+            assert.deepStrictEqual(expiries(stored), expected.slice(1), "after reopening")
+            assert.deepStrictEqual(expiries(yield* backend.read(peerB, laneX, 1, 100)), [undefined], "after reopening")
+          }))
+      }))
+
+    test("expire removes exactly the messages due at now, the boundary included, wherever they are in a stream", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.append([
+              ...[undefined, at - 100, at, undefined, at - 100, at + 100].map((expiresAt, i) => ({
+                peer: peerA,
+                lane: laneX,
+                payload: text(`ax${i + 1}`),
+                expiresAt
+              })),
+              { peer: peerA, lane: laneY, payload: text("ay1"), expiresAt: at },
+              { peer: peerA, lane: laneY, payload: text("ay2") },
+              { peer: peerB, lane: laneX, payload: text("bx1"), expiresAt: at - 1 },
+              { peer: peerC, lane: laneX, payload: text("cx1"), expiresAt: at + 1 }
+            ], run)
+            // Nothing is due before the earliest expiry.
+            assert.deepStrictEqual(yield* backend.expire(at - 101, 100), [])
+            assert.deepStrictEqual(sortedDropped(yield* backend.expire(at, 100)), [
+              { peer: peerA, lane: laneX, seqs: [{ from: 2, to: 3, run }, { from: 5, to: 5, run }] },
+              { peer: peerA, lane: laneY, seqs: [{ from: 1, to: 1, run }] },
+              { peer: peerB, lane: laneX, seqs: [{ from: 1, to: 1, run }] }
+            ])
+            // A dropped seq leaves a hole in what read returns.
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["ax1", "ax4", "ax6"])
+            assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 2, 100)), [4, 6])
+            assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 2, 1)), [4])
+            assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 5, 100)), [6])
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneY, 1, 100)), ["ay2"])
+            assert.deepStrictEqual(yield* backend.read(peerB, laneX, 1, 100), [])
+            assert.deepStrictEqual(texts(yield* backend.read(peerC, laneX, 1, 100)), ["cx1"])
+            // What expired is gone: the same sweep again finds nothing.
+            assert.deepStrictEqual(yield* backend.expire(at, 100), [])
+            assert.deepStrictEqual(sortedDropped(yield* backend.expire(at + 100, 100)), [
+              { peer: peerA, lane: laneX, seqs: [{ from: 6, to: 6, run }] },
+              { peer: peerC, lane: laneX, seqs: [{ from: 1, to: 1, run }] }
+            ])
+          }))
+        const expected: Array<OutboundStream> = [
+          {
+            peer: peerA,
+            lane: laneX,
+            firstPending: 1,
+            nextSeq: 7,
+            runs: [{ run, from: 1 }],
+            // Ranges that continue each other in one run are joined, although two sweeps dropped them.
+            dropped: droppedFor("expired", [{ from: 2, to: 3, run }, { from: 5, to: 6, run }])
+          },
+          {
+            peer: peerA,
+            lane: laneY,
+            firstPending: 2,
+            nextSeq: 3,
+            runs: [{ run, from: 1 }],
+            dropped: [{ from: 1, to: 1, run, reason: "expired" }]
+          },
+          // Streams whose messages were all dropped are still listed: they allocated seqs.
+          {
+            peer: peerB,
+            lane: laneX,
+            firstPending: 2,
+            nextSeq: 2,
+            runs: [{ run, from: 1 }],
+            dropped: [{ from: 1, to: 1, run, reason: "expired" }]
+          },
+          {
+            peer: peerC,
+            lane: laneX,
+            firstPending: 2,
+            nextSeq: 2,
+            runs: [{ run, from: 1 }],
+            dropped: [{ from: 1, to: 1, run, reason: "expired" }]
+          }
+        ]
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), expected, "after reopening")
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["ax1", "ax4"], "after reopening")
+            assert.deepStrictEqual(yield* backend.expire(at + 1000, 100), [], "after reopening")
+            // Seqs go on after dropped ones, never reusing them.
+            assert.deepStrictEqual(
+              yield* backend.append([
+                { peer: peerB, lane: laneX, payload: text("bx2") },
+                { peer: peerA, lane: laneX, payload: text("ax7") }
+              ], run),
+              [2, 7]
+            )
+          }))
+      }))
+
+    test("expire removes at most limit messages a call, as ranges joined within a run and split between runs", () =>
+      Effect.gen(function*() {
+        // peer-a/x: seqs 1-3 by run 1, 4-6 by run 2, 7 and 8 by run 1 again (in two appends); peer-b/x: 1-2 by run 2.
+        const due = (peer: PeerId.PeerId, count: number) =>
+          range(1, count).map((i) => ({ peer, lane: laneX, payload: text(`${peer}${i}`), expiresAt: at }))
+        const fill = (backend: Backend["Type"]) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(yield* backend.append(due(peerA, 3), 1), [1, 2, 3])
+            assert.deepStrictEqual(yield* backend.append([...due(peerA, 3), ...due(peerB, 2)], 2), [4, 5, 6, 1, 2])
+            assert.deepStrictEqual(yield* backend.append(due(peerA, 1), 1), [7])
+            assert.deepStrictEqual(yield* backend.append(due(peerA, 1), 1), [8])
+          })
+        const runOfSeq = (peer: PeerId.PeerId, seq: number) => peer === peerB || (seq >= 4 && seq <= 6) ? 2 : 1
+        const expected = [
+          {
+            peer: peerA,
+            lane: laneX,
+            seqs: [{ from: 1, to: 3, run: 1 }, { from: 4, to: 6, run: 2 }, { from: 7, to: 8, run: 1 }]
+          },
+          { peer: peerB, lane: laneX, seqs: [{ from: 1, to: 2, run: 2 }] }
+        ]
+
+        // All ten in one sweep: each range as long as its run allows, across appends too.
+        const whole = yield* openFresh
+        yield* fill(whole)
+        assert.deepStrictEqual(sortedDropped(yield* whole.expire(at, 10)), expected)
+        assert.deepStrictEqual(yield* whole.expire(at, 10), [])
+
+        // In sweeps of at most four: which messages a sweep takes is the store's choice, how it reports them is not.
+        const swept = yield* openFresh
+        yield* fill(swept)
+        const counts: Array<number> = []
+        for (let sweep = 0; sweep < 5; sweep++) {
+          const dropped = yield* swept.expire(at, 4)
+          assertDropped(dropped, runOfSeq)
+          counts.push(countOf(dropped))
+          if (countOf(dropped) < 4) break
+        }
+        assert.deepStrictEqual(
+          counts,
+          [4, 4, 2],
+          "a sweep takes the limit while more are due, fewer means none is left"
+        )
+        assert.deepStrictEqual(yield* swept.expire(at, 4), [])
+        // Together the sweeps dropped each of the ten once, and outbound joins their ranges.
+        assert.deepStrictEqual(
+          sortedStreams((yield* swept.outbound).streams).map(({ dropped, lane, peer }) => ({ peer, lane, dropped })),
+          expected.map(({ lane, peer, seqs }) => ({ peer, lane, dropped: droppedFor("expired", seqs) }))
+        )
+      }))
+
+    test("dropped seqs persist, and acknowledge deletes them up to a seq, cutting a range that it ends in", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        // Every dropped seq here expired: a range cut by an acknowledgement keeps its reason.
+        const stream = (firstPending: number, runs: Array<RunStart>, dropped: Array<RunRange>) => [
+          { peer: peerA, lane: laneX, firstPending, nextSeq: 10, runs, dropped: droppedFor("expired", dropped) }
+        ]
+        // Seq 1 by run 1 and 9 by run 2 never expire; 2-5 by run 1 and 6-8 by run 2 do.
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.append([
+              { peer: peerA, lane: laneX, payload: text("m1") },
+              ...range(2, 5).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`), expiresAt: at }))
+            ], 1)
+            yield* backend.append([
+              ...range(6, 8).map((i) => ({ peer: peerA, lane: laneX, payload: text(`m${i}`), expiresAt: at })),
+              { peer: peerA, lane: laneX, payload: text("m9") }
+            ], 2)
+            assert.strictEqual(countOf(yield* backend.expire(at, 100)), 7)
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream(1, [{ run: 1, from: 1 }, { run: 2, from: 6 }], [{ from: 2, to: 5, run: 1 }, {
+                from: 6,
+                to: 8,
+                run: 2
+              }]),
+              "after reopening"
+            )
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["m1", "m9"], "after reopening")
+            // Up to 3: seq 1 goes, the first range is cut; the runs start at the lowest seq left.
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream(9, [{ run: 1, from: 4 }, { run: 2, from: 6 }], [{ from: 4, to: 5, run: 1 }, {
+                from: 6,
+                to: 8,
+                run: 2
+              }])
+            )
+            // A lower upTo changes nothing.
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 2 }])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream(9, [{ run: 1, from: 4 }, { run: 2, from: 6 }], [{ from: 4, to: 5, run: 1 }, {
+                from: 6,
+                to: 8,
+                run: 2
+              }]),
+              "after reopening"
+            )
+            // Up to the end of a range: it goes whole, the next stays whole.
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 5 }])
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream(9, [{ run: 2, from: 6 }], [{ from: 6, to: 8, run: 2 }])
+            )
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 7 }])
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream(9, [{ run: 2, from: 8 }], [{ from: 8, to: 8, run: 2 }])
+            )
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["m9"])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream(9, [{ run: 2, from: 8 }], [{ from: 8, to: 8, run: 2 }]),
+              "after reopening"
+            )
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 9 }])
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), stream(10, [], []))
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream(10, [], []),
+              "after acknowledging everything and reopening"
+            )
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("m10") }], 3), [10])
+          }))
+      }))
+
+    test("purge removes every stored message to a peer, or to one lane of it, and reports them", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            // peer-a/x: 1-3 by run 1 (3 expires), 4-5 by run 2; peer-a/y: 1-2 by run 1; peer-b/x and peer-b/y: 1-2.
+            yield* backend.append([
+              { peer: peerA, lane: laneX, payload: text("ax1") },
+              { peer: peerA, lane: laneX, payload: text("ax2") },
+              { peer: peerA, lane: laneX, payload: text("ax3"), expiresAt: at },
+              ...range(1, 2).map((i) => ({ peer: peerA, lane: laneY, payload: text(`ay${i}`) })),
+              ...range(1, 2).map((i) => ({ peer: peerB, lane: laneX, payload: text(`bx${i}`) })),
+              ...range(1, 2).map((i) => ({ peer: peerB, lane: laneY, payload: text(`by${i}`) }))
+            ], 1)
+            yield* backend.append(range(4, 5).map((i) => ({ peer: peerA, lane: laneX, payload: text(`ax${i}`) })), 2)
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 1 }])
+            assert.strictEqual(countOf(yield* backend.expire(at, 100)), 1)
+            // One lane: neither the acknowledged seq 1 nor the expired seq 3 is purged again.
+            const lane = yield* backend.purge(peerA, laneX)
+            assert.deepStrictEqual(sortedDropped(lane), [
+              { peer: peerA, lane: laneX, seqs: [{ from: 2, to: 2, run: 1 }, { from: 4, to: 5, run: 2 }] }
+            ])
+            assert.strictEqual(countOf(lane), 3)
+            assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneY, 1, 100)), ["ay1", "ay2"])
+            assert.deepStrictEqual(texts(yield* backend.read(peerB, laneX, 1, 100)), ["bx1", "bx2"])
+            // The stream goes on after the purged seqs, and a later purge takes only what came since.
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("ax6") }], 3), [6])
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["ax6"])
+            assert.deepStrictEqual(sortedDropped(yield* backend.purge(peerA, laneX)), [
+              { peer: peerA, lane: laneX, seqs: [{ from: 6, to: 6, run: 3 }] }
+            ])
+            assert.deepStrictEqual(yield* backend.purge(peerA, laneX), [])
+          }))
+        const afterLane: Array<OutboundStream> = [
+          {
+            peer: peerA,
+            lane: laneX,
+            firstPending: 7,
+            nextSeq: 7,
+            runs: [{ run: 1, from: 2 }, { run: 2, from: 4 }, { run: 3, from: 6 }],
+            // Seqs 2 and 3 follow each other in run 1, but 2 was purged and 3 expired: they are not joined.
+            dropped: [
+              { from: 2, to: 2, run: 1, reason: "purged" },
+              { from: 3, to: 3, run: 1, reason: "expired" },
+              { from: 4, to: 5, run: 2, reason: "purged" },
+              { from: 6, to: 6, run: 3, reason: "purged" }
+            ]
+          },
+          { peer: peerA, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run: 1, from: 1 }], dropped: [] },
+          { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 3, runs: [{ run: 1, from: 1 }], dropped: [] },
+          { peer: peerB, lane: laneY, firstPending: 1, nextSeq: 3, runs: [{ run: 1, from: 1 }], dropped: [] }
+        ]
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), afterLane, "after reopening")
+            // The whole peer: every lane with something stored; peer-a/x has nothing left, so it is not reported.
+            const peer = yield* backend.purge(peerA, undefined)
+            assert.deepStrictEqual(sortedDropped(peer), [{
+              peer: peerA,
+              lane: laneY,
+              seqs: [{ from: 1, to: 2, run: 1 }]
+            }])
+            assert.deepStrictEqual(yield* backend.read(peerA, laneY, 1, 100), [])
+            assert.deepStrictEqual(yield* backend.purge(peerA, undefined), [])
+            // Other peers are untouched.
+            assert.deepStrictEqual(texts(yield* backend.read(peerB, laneX, 1, 100)), ["bx1", "bx2"])
+            assert.deepStrictEqual(texts(yield* backend.read(peerB, laneY, 1, 100)), ["by1", "by2"])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              [
+                afterLane[0]!,
+                {
+                  peer: peerA,
+                  lane: laneY,
+                  firstPending: 3,
+                  nextSeq: 3,
+                  runs: [{ run: 1, from: 1 }],
+                  dropped: [{ from: 1, to: 2, run: 1, reason: "purged" }]
+                },
+                ...afterLane.slice(2)
+              ],
+              "after reopening"
+            )
+            assert.deepStrictEqual(
+              yield* backend.append([
+                { peer: peerA, lane: laneY, payload: text("ay3") },
+                { peer: peerA, lane: laneX, payload: text("ax7") }
+              ], 4),
+              [3, 7]
+            )
+            // An acknowledgement of everything leaves nothing dropped.
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 7 }, { peer: peerA, lane: laneY, upTo: 3 }])
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
+              { peer: peerA, lane: laneX, firstPending: 8, nextSeq: 8, runs: [], dropped: [] },
+              { peer: peerA, lane: laneY, firstPending: 4, nextSeq: 4, runs: [], dropped: [] },
+              ...afterLane.slice(2)
+            ])
+          }))
+      }))
+
+    test("outbound reports why each range was dropped, across reopening, and joins ranges of one run and reason only", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        // Nothing of peer-a/x stays stored: its seqs above its last acknowledgement are all dropped ones.
+        const stream = (dropped: Array<DroppedRange>) => [
+          {
+            peer: peerA,
+            lane: laneX,
+            firstPending: 10,
+            nextSeq: 10,
+            runs: [{ run: 1, from: dropped[0]!.from }],
+            dropped
+          },
+          { peer: peerB, lane: laneX, firstPending: 1, nextSeq: 2, runs: [{ run: 1, from: 1 }], dropped: [] }
+        ]
+        // All by run 1. Seqs 1-6: 2, 3 and 5 expire, then a purge takes 1, 4 and 6.
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.append([
+              ...range(1, 6).map((i) => ({
+                peer: peerA,
+                lane: laneX,
+                payload: text(`m${i}`),
+                expiresAt: i === 2 || i === 3 || i === 5 ? at : undefined
+              })),
+              { peer: peerB, lane: laneX, payload: text("kept") }
+            ], 1)
+            assert.deepStrictEqual(sortedDropped(yield* backend.expire(at, 100)), [
+              { peer: peerA, lane: laneX, seqs: [{ from: 2, to: 3, run: 1 }, { from: 5, to: 5, run: 1 }] }
+            ])
+            assert.deepStrictEqual(sortedDropped(yield* backend.purge(peerA, laneX)), [
+              {
+                peer: peerA,
+                lane: laneX,
+                seqs: [{ from: 1, to: 1, run: 1 }, { from: 4, to: 4, run: 1 }, {
+                  from: 6,
+                  to: 6,
+                  run: 1
+                }]
+              }
+            ])
+          }))
+        // Seq 7, purged too, continues the purged 6: joined although two purges dropped them. Seqs 8-9 expire next to
+        // it: not joined to it.
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("m7") }], 1), [7])
+            assert.strictEqual(countOf(yield* backend.purge(peerA, laneX)), 1)
+            assert.deepStrictEqual(
+              yield* backend.append(
+                range(8, 9).map((i) => ({
+                  peer: peerA,
+                  lane: laneX,
+                  payload: text(`m${i}`),
+                  expiresAt: at
+                })),
+                1
+              ),
+              [8, 9]
+            )
+            assert.strictEqual(countOf(yield* backend.expire(at, 100)), 2)
+          }))
+        const all: Array<DroppedRange> = [
+          { from: 1, to: 1, run: 1, reason: "purged" },
+          { from: 2, to: 3, run: 1, reason: "expired" },
+          { from: 4, to: 4, run: 1, reason: "purged" },
+          { from: 5, to: 5, run: 1, reason: "expired" },
+          { from: 6, to: 7, run: 1, reason: "purged" },
+          { from: 8, to: 9, run: 1, reason: "expired" }
+        ]
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), stream(all), "after reopening")
+            // Up to 2: the expired range 2-3 is cut, and stays expired.
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 2 }])
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream([{ from: 3, to: 3, run: 1, reason: "expired" }, ...all.slice(2)])
+            )
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream([{ from: 3, to: 3, run: 1, reason: "expired" }, ...all.slice(2)]),
+              "after reopening"
+            )
+            // Up to 6: the purged range 6-7 is cut, and stays purged.
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 6 }])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(
+              sortedStreams((yield* backend.outbound).streams),
+              stream([{ from: 7, to: 7, run: 1, reason: "purged" }, { from: 8, to: 9, run: 1, reason: "expired" }]),
+              "after reopening"
+            )
+          }))
+      }))
+
+    test("expire and purge with nothing to remove return nothing and change nothing", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        assert.deepStrictEqual(yield* backend.expire(at, 100), [])
+        assert.deepStrictEqual(yield* backend.purge(peerA, undefined), [])
+        assert.deepStrictEqual(yield* backend.purge(peerA, laneX), [])
+        assert.deepStrictEqual((yield* backend.outbound).streams, [], "they allocate no stream")
+        yield* backend.append([
+          { peer: peerA, lane: laneX, payload: text("never") },
+          { peer: peerA, lane: laneX, payload: text("later"), expiresAt: at + 1 }
+        ], run)
+        assert.deepStrictEqual(yield* backend.expire(at, 100), [])
+        assert.deepStrictEqual(yield* backend.purge(peerA, laneY), [])
+        assert.deepStrictEqual(yield* backend.purge(peerB, undefined), [])
+        assert.deepStrictEqual(yield* backend.purge(peerB, laneX), [])
+        assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
+          { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 3, runs: [{ run, from: 1 }], dropped: [] }
+        ])
+        assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["never", "later"])
       }))
 
     test("commitReceived and received round-trip, overwrite per (peer, lane) and persist", () =>
@@ -902,7 +1456,8 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
                   lane,
                   firstPending: lane === "y" ? 3 : 1,
                   nextSeq: 3,
-                  runs: lane === "y" ? [] : [{ run, from: 1 }]
+                  runs: lane === "y" ? [] : [{ run, from: 1 }],
+                  dropped: []
                 }))
               ).sort(byStream)
             )
@@ -944,7 +1499,7 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
             }
             assert.deepStrictEqual(pages, [128, 128, 128, 128, 128, 128, 128, 104])
             assert.deepStrictEqual(sortedStreams((yield* backend.outbound).streams), [
-              { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 1001, runs: [{ run, from: 1 }] }
+              { peer: peerA, lane: laneX, firstPending: 1, nextSeq: 1001, runs: [{ run, from: 1 }], dropped: [] }
             ])
           }))
       }))

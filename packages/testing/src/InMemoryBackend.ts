@@ -17,30 +17,318 @@ import * as Layer from "effect/Layer"
 interface Entry {
   readonly payload: Uint8Array
   readonly run: number
+  readonly expiresAt: number | undefined
 }
 
-/** Consecutive messages of one append: message `i` is `bytes[offsets[i] … offsets[i+1]]`. */
-interface Segment {
-  readonly first: number
+/** A range of seqs being built: one operation's own object, which it may still extend. */
+interface OpenRange {
+  readonly from: number
+  to: number
   readonly run: number
-  readonly bytes: Uint8Array
-  readonly offsets: Uint32Array
 }
 
 /**
- * A stream's stored messages, from `firstPending` on: one segment per append, so a stored message costs no object of
- * its own (a map of seqs would cost several times more per message, and weigh on the garbage collector).
+ * Adds seqs `from … to` of `run` after the last range of `ranges`, extending that one when they continue it in the
+ * same run.
+ */
+const appendRange = (ranges: Array<OpenRange>, from: number, to: number, run: number): void => {
+  const last = ranges[ranges.length - 1]
+  if (last !== undefined && last.run === run && last.to + 1 === from) last.to = to
+  else ranges.push({ from, to, run })
+}
+
+/** A dropped range being built: one operation's own object, which it may still extend. */
+interface OpenDropped extends OpenRange {
+  readonly reason: BackendTypes.DropReason
+}
+
+/**
+ * Calls `f` with the ranges of two lists of ranges in seq order that share no seq, in seq order.
+ */
+const inSeqOrder = <A extends BackendTypes.SeqRange>(
+  ranges: ReadonlyArray<A>,
+  more: ReadonlyArray<A>,
+  f: (range: A) => void
+): void => {
+  let i = 0
+  let j = 0
+  while (i < ranges.length || j < more.length) {
+    f(j === more.length || (i < ranges.length && ranges[i]!.from < more[j]!.from) ? ranges[i++]! : more[j++]!)
+  }
+}
+
+/**
+ * Two lists of dropped ranges in seq order that share no seq, as one list in seq order, with ranges that continue
+ * each other in one run and for one reason joined. The ranges are new objects.
+ */
+const mergeDropped = (
+  ranges: ReadonlyArray<BackendTypes.DroppedRange>,
+  more: ReadonlyArray<BackendTypes.DroppedRange>
+): Array<BackendTypes.DroppedRange> => {
+  const merged: Array<OpenDropped> = []
+  inSeqOrder(ranges, more, ({ from, reason, run, to }) => {
+    const last = merged[merged.length - 1]
+    if (last !== undefined && last.run === run && last.reason === reason && last.to + 1 === from) last.to = to
+    else merged.push({ from, to, run, reason })
+  })
+  return merged
+}
+
+/**
+ * Dropped ranges in seq order without the seqs up to `upTo`: the ones below go, one that straddles it is cut (and
+ * keeps its run and reason).
+ */
+const rangesAbove = (
+  ranges: ReadonlyArray<BackendTypes.DroppedRange>,
+  upTo: number
+): ReadonlyArray<BackendTypes.DroppedRange> => {
+  const kept = ranges.findIndex((range) => range.to > upTo)
+  if (kept === 0 && ranges[0]!.from > upTo) return ranges
+  if (kept === -1) return []
+  const { from, reason, run, to } = ranges[kept]!
+  return [{ from: Math.max(from, upTo + 1), to, run, reason }, ...ranges.slice(kept + 1)]
+}
+
+const noBytes = new Uint8Array(0)
+
+/** Consecutive messages of one append: message `i` is seq `first + i`, with `bytes[offsets[i] … offsets[i+1]]`. */
+interface Segment {
+  readonly first: number
+  readonly run: number
+  /** The payloads, end to end; emptied once none of the segment's messages is stored any more. */
+  bytes: Uint8Array
+  readonly offsets: Uint32Array
+  /** Message `i` expires at `expiresAt[i]`, or never where that is `NaN`; absent when none of them expires. */
+  readonly expiresAt: Float64Array | undefined
+  /** None of the segment's messages expires before this. */
+  readonly earliest: number
+  /** `removed[i]` is 1 once message `i` expired or was purged; absent while none was. */
+  removed: Uint8Array | undefined
+  /** How many of its messages are still stored, and how many of those expire. */
+  stored: number
+  expiring: number
+}
+
+const lastSeq = (segment: Segment): number => segment.first + segment.offsets.length - 2
+
+const isStored = (segment: Segment, i: number): boolean => segment.removed === undefined || segment.removed[i] === 0
+
+const expires = (segment: Segment, i: number): boolean =>
+  segment.expiresAt !== undefined && !Number.isNaN(segment.expiresAt[i]!)
+
+/**
+ * A stream's stored messages: one segment per append, so a stored message costs no object of its own (a map of seqs
+ * would cost several times more per message, and weigh on the garbage collector). Messages that expired or were
+ * purged are only marked in their segment; a segment lets go of its payloads once none of them is stored.
  */
 class Messages {
   private segments: Array<Segment> = []
-  /** The index of the first segment kept; those before it are acknowledged, and go when half the array is. */
+  /** The index of the first segment kept; those before it are gone, and go from the array when half of it is. */
   private start = 0
+  /** Messages stored, and those of them that expire. */
+  private stored = 0
+  private expiringCount = 0
 
-  /** `base` is the first seq kept, `end` the seq the next message gets. */
+  /** `base` is the lowest seq stored (`end` when none is), `end` the seq the next message gets. */
   constructor(private base = 1, private end = 1) {}
 
-  get(seq: number): Entry | undefined {
-    if (seq < this.base || seq >= this.end) return undefined
+  /** The lowest seq stored, or the next seq when nothing is. */
+  get firstStored(): number {
+    return this.base
+  }
+
+  get nextSeq(): number {
+    return this.end
+  }
+
+  get size(): number {
+    return this.stored
+  }
+
+  /** How many of the stored messages expire. */
+  get expiring(): number {
+    return this.expiringCount
+  }
+
+  /** Stores `messages[from … to - 1]` under the next seqs: copies of their payloads, end to end in one buffer. */
+  append(run: number, messages: ReadonlyArray<BackendTypes.OutboundMessage>, from: number, to: number): void {
+    const count = to - from
+    const offsets = new Uint32Array(count + 1)
+    let size = 0
+    let expiring = 0
+    let earliest = Infinity
+    for (let i = from; i < to; i++) {
+      offsets[i - from] = size
+      size += messages[i]!.payload.length
+      const expiresAt = messages[i]!.expiresAt
+      if (expiresAt !== undefined) {
+        expiring++
+        earliest = Math.min(earliest, expiresAt)
+      }
+    }
+    offsets[count] = size
+    const bytes = new Uint8Array(size)
+    for (let i = from; i < to; i++) bytes.set(messages[i]!.payload, offsets[i - from]!)
+    const expiresAt = expiring === 0
+      ? undefined
+      : Float64Array.from({ length: count }, (_, i) => messages[from + i]!.expiresAt ?? NaN)
+    this.segments.push({
+      first: this.end,
+      run,
+      bytes,
+      offsets,
+      expiresAt,
+      earliest,
+      removed: undefined,
+      stored: count,
+      expiring
+    })
+    this.end += count
+    this.stored += count
+    this.expiringCount += expiring
+  }
+
+  /** Up to `limit` stored messages with seq `>= fromSeq`, in seq order. */
+  read(fromSeq: number, limit: number): Array<readonly [number, Entry]> {
+    const found: Array<readonly [number, Entry]> = []
+    let seq = Math.max(fromSeq, this.base)
+    if (seq >= this.end) return found
+    for (let s = this.indexOf(seq); s < this.segments.length && found.length < limit; s++) {
+      const segment = this.segments[s]!
+      const last = lastSeq(segment)
+      for (; segment.stored > 0 && seq <= last && found.length < limit; seq++) {
+        const i = seq - segment.first
+        if (!isStored(segment, i)) continue
+        const expiresAt = segment.expiresAt?.[i]
+        found.push([seq, {
+          payload: segment.bytes.subarray(segment.offsets[i]!, segment.offsets[i + 1]!),
+          run: segment.run,
+          expiresAt: expiresAt === undefined || Number.isNaN(expiresAt) ? undefined : expiresAt
+        }])
+      }
+      seq = last + 1
+    }
+    return found
+  }
+
+  /** The stored seqs as ranges in seq order, each as long as it can be while one run allocated it. */
+  ranges(): Array<OpenRange> {
+    const ranges: Array<OpenRange> = []
+    for (let s = this.start; s < this.segments.length; s++) {
+      const segment = this.segments[s]!
+      if (segment.stored === 0) continue
+      const from = Math.max(this.base, segment.first)
+      if (segment.removed === undefined) {
+        appendRange(ranges, from, lastSeq(segment), segment.run)
+        continue
+      }
+      for (let seq = from; seq <= lastSeq(segment); seq++) {
+        if (isStored(segment, seq - segment.first)) appendRange(ranges, seq, seq, segment.run)
+      }
+    }
+    return ranges
+  }
+
+  /** Forgets every seq up to `upTo`. */
+  acknowledge(upTo: number): void {
+    const next = Math.min(this.end, upTo + 1)
+    if (next <= this.base) return
+    for (; this.start < this.segments.length; this.start++) {
+      const segment = this.segments[this.start]!
+      const to = Math.min(lastSeq(segment), next - 1)
+      if (segment.removed === undefined && segment.expiresAt === undefined) {
+        this.forget(segment, to - Math.max(this.base, segment.first) + 1, 0)
+      } else if (segment.stored > 0) {
+        for (let seq = Math.max(this.base, segment.first); seq <= to; seq++) {
+          const i = seq - segment.first
+          if (isStored(segment, i)) this.forget(segment, 1, expires(segment, i) ? 1 : 0)
+        }
+      }
+      if (to < lastSeq(segment)) break
+    }
+    this.base = next
+    this.settle()
+  }
+
+  /**
+   * Removes up to `limit` stored messages that expire at or before `now`, in seq order, and returns their seqs as
+   * ranges in seq order, each as long as it can be while one run allocated it.
+   */
+  expire(now: number, limit: number): Array<OpenRange> {
+    const removed: Array<OpenRange> = []
+    let left = limit
+    for (let s = this.start; s < this.segments.length && left > 0; s++) {
+      const segment = this.segments[s]!
+      const expiresAt = segment.expiresAt
+      if (expiresAt === undefined || segment.expiring === 0 || segment.earliest > now) continue
+      for (let seq = Math.max(this.base, segment.first); seq <= lastSeq(segment) && left > 0; seq++) {
+        const i = seq - segment.first
+        if (expiresAt[i]! <= now && isStored(segment, i)) {
+          segment.removed ??= new Uint8Array(segment.offsets.length - 1)
+          segment.removed[i] = 1
+          this.forget(segment, 1, 1)
+          appendRange(removed, seq, seq, segment.run)
+          left--
+        }
+      }
+    }
+    this.settle()
+    return removed
+  }
+
+  /** Removes every stored message, and returns their seqs as {@link ranges} gives them. */
+  purge(): Array<OpenRange> {
+    const removed = this.ranges()
+    this.segments = []
+    this.start = 0
+    this.stored = 0
+    this.expiringCount = 0
+    this.base = this.end
+    return removed
+  }
+
+  /** A copy that changes independently of this one (payloads are never written after an append, so they are shared). */
+  copy(): Messages {
+    const copy = new Messages(this.base, this.end)
+    copy.segments = this.segments.slice(this.start).map((segment) => ({
+      ...segment,
+      removed: segment.removed?.slice()
+    }))
+    copy.stored = this.stored
+    copy.expiringCount = this.expiringCount
+    return copy
+  }
+
+  /** Counts `count` stored messages of `segment`, `expiring` of them expiring, as stored no longer. */
+  private forget(segment: Segment, count: number, expiring: number): void {
+    segment.stored -= count
+    segment.expiring -= expiring
+    this.stored -= count
+    this.expiringCount -= expiring
+    if (segment.stored === 0) segment.bytes = noBytes
+  }
+
+  /** Moves `base` up to the lowest stored seq, past the segments with none. */
+  private settle(): void {
+    while (this.start < this.segments.length && this.segments[this.start]!.stored === 0) this.start++
+    if (this.start === this.segments.length) {
+      this.segments = []
+      this.start = 0
+      this.base = this.end
+      return
+    }
+    const segment = this.segments[this.start]!
+    let seq = Math.max(this.base, segment.first)
+    while (!isStored(segment, seq - segment.first)) seq++
+    this.base = seq
+    if (this.start > 1024 && this.start * 2 > this.segments.length) {
+      this.segments = this.segments.slice(this.start)
+      this.start = 0
+    }
+  }
+
+  /** The index of the segment that holds `seq`, for `base <= seq < end`. */
+  private indexOf(seq: number): number {
     let low = this.start
     let high = this.segments.length - 1
     while (low < high) {
@@ -48,67 +336,44 @@ class Messages {
       if (this.segments[middle]!.first <= seq) low = middle
       else high = middle - 1
     }
-    const segment = this.segments[low]!
-    const i = seq - segment.first
-    return { payload: segment.bytes.subarray(segment.offsets[i]!, segment.offsets[i + 1]!), run: segment.run }
-  }
-
-  /** Stores the next seqs: copies of the payloads of `messages[from … to - 1]`, end to end in one buffer. */
-  append(run: number, messages: ReadonlyArray<BackendTypes.OutboundMessage>, from: number, to: number): void {
-    const offsets = new Uint32Array(to - from + 1)
-    let size = 0
-    for (let i = from; i < to; i++) {
-      offsets[i - from] = size
-      size += messages[i]!.payload.length
-    }
-    offsets[to - from] = size
-    const bytes = new Uint8Array(size)
-    for (let i = from; i < to; i++) bytes.set(messages[i]!.payload, offsets[i - from]!)
-    this.segments.push({ first: this.end, run, bytes, offsets })
-    this.end += to - from
-  }
-
-  /** Forgets every seq up to `upTo`. */
-  dropThrough(upTo: number): void {
-    this.base = Math.min(this.end, Math.max(this.base, upTo + 1))
-    while (this.start < this.segments.length) {
-      const segment = this.segments[this.start]!
-      if (segment.first + segment.offsets.length - 1 > this.base) break
-      this.start++
-    }
-    if (this.start === this.segments.length) {
-      this.segments = []
-      this.start = 0
-    } else if (this.start > 1024 && this.start * 2 > this.segments.length) {
-      this.segments = this.segments.slice(this.start)
-      this.start = 0
-    }
-  }
-
-  get size(): number {
-    return this.end - this.base
-  }
-
-  /** Every message kept, with its seq, in seq order. */
-  entries(): Array<readonly [number, Entry]> {
-    const entries: Array<readonly [number, Entry]> = []
-    for (let seq = this.base; seq < this.end; seq++) entries.push([seq, this.get(seq)!])
-    return entries
-  }
-
-  copy(): Messages {
-    const copy = new Messages(this.base, this.end)
-    copy.segments = this.segments.slice(this.start)
-    return copy
+    return low
   }
 }
 
 interface StreamData {
   readonly peer: PeerId
   readonly lane: Lane
-  nextSeq: number
-  firstPending: number
   readonly messages: Messages
+  /**
+   * The seqs `expire` and `purge` removed that no acknowledgement covered yet, with why, as `outbound` reports them.
+   * A new array replaces it on each change and its ranges never change, so a snapshot may share it.
+   */
+  dropped: ReadonlyArray<BackendTypes.DroppedRange>
+}
+
+/** The last seq the peer acknowledged: every seq above it is stored or dropped. */
+const acknowledgedUpTo = (stream: StreamData): number =>
+  Math.min(stream.messages.firstStored, stream.dropped[0]?.from ?? Infinity) - 1
+
+/**
+ * Records seqs removed from `stream` as dropped for `reason`, and returns them as `expire` and `purge` report them.
+ */
+const drop = (
+  stream: StreamData,
+  removed: ReadonlyArray<BackendTypes.RunRange>,
+  reason: BackendTypes.DropReason
+): BackendTypes.DroppedMessages => {
+  stream.dropped = mergeDropped(stream.dropped, removed.map(({ from, run, to }) => ({ from, to, run, reason })))
+  return { peer: stream.peer, lane: stream.lane, seqs: removed }
+}
+
+/** The runs of a stream's stored and dropped seqs, each from its lowest such seq. */
+const runStarts = (stream: StreamData): Array<BackendTypes.RunStart> => {
+  const runs: Array<BackendTypes.RunStart> = []
+  inSeqOrder<BackendTypes.RunRange>(stream.messages.ranges(), stream.dropped, ({ from, run }) => {
+    if (runs[runs.length - 1]?.run !== run) runs.push({ run, from })
+  })
+  return runs
 }
 
 interface StoreData {
@@ -165,7 +430,7 @@ export interface Store {
   readonly name: string
   /** The store's incarnation, once an engine has opened it. */
   readonly incarnation: Effect.Effect<Incarnation.Incarnation | undefined>
-  /** Messages stored and not yet acknowledged, over all streams. */
+  /** Messages stored, over all streams: neither acknowledged nor expired nor purged. */
   readonly pendingCount: Effect.Effect<number>
   readonly usage: Effect.Effect<Usage>
   /**
@@ -210,16 +475,6 @@ interface StoreInternal extends Store {
 
 const internals = new WeakMap<Store, StoreInternal>()
 
-/** The runs of a stream's pending messages, each from its lowest pending seq. */
-const pendingRuns = (stream: StreamData): Array<BackendTypes.RunStart> => {
-  const runs: Array<BackendTypes.RunStart> = []
-  for (let seq = stream.firstPending; seq < stream.nextSeq; seq++) {
-    const stored = stream.messages.get(seq)
-    if (stored !== undefined && runs[runs.length - 1]?.run !== stored.run) runs.push({ run: stored.run, from: seq })
-  }
-  return runs
-}
-
 /**
  * Makes an empty store.
  *
@@ -243,7 +498,7 @@ export const makeStore = (name = "memory"): Effect.Effect<Store> =>
       heldFor: (peer) =>
         Effect.sync(() => ({
           acknowledged: Array.from(store.data.streams.values())
-            .filter((stream) => stream.peer === peer && stream.firstPending > 1)
+            .filter((stream) => stream.peer === peer && acknowledgedUpTo(stream) > 0)
             .map((stream) => stream.lane),
           received: Array.from(store.data.received.values())
             .filter((state) => state.peer === peer)
@@ -307,9 +562,10 @@ const open = (handle: Store) =>
         streams: Array.from(data.streams.values(), (stream) => ({
           peer: stream.peer,
           lane: stream.lane,
-          firstPending: stream.firstPending,
-          nextSeq: stream.nextSeq,
-          runs: pendingRuns(stream)
+          firstPending: stream.messages.firstStored,
+          nextSeq: stream.messages.nextSeq,
+          runs: runStarts(stream),
+          dropped: stream.dropped
         })),
         incarnations: Array.from(data.incarnations, ([peer, incarnation]) => ({ peer, incarnation }))
       })),
@@ -325,11 +581,12 @@ const open = (handle: Store) =>
             const k = StreamKey.make(peer, lane)
             let stream = data.streams.get(k)
             if (stream === undefined) {
-              stream = { peer, lane, nextSeq: 1, firstPending: 1, messages: new Messages() }
+              stream = { peer, lane, messages: new Messages(), dropped: [] }
               data.streams.set(k, stream)
             }
+            const first = stream.messages.nextSeq
             stream.messages.append(run, messages, start, end)
-            for (let i = start; i < end; i++) seqs.push(stream.nextSeq++)
+            for (let i = start; i < end; i++) seqs.push(first + i - start)
             start = end
           }
           return seqs
@@ -340,12 +597,9 @@ const open = (handle: Store) =>
           store.usage_.largestRead = Math.max(store.usage_.largestRead, limit)
           const stream = data.streams.get(StreamKey.make(peer, lane))
           if (stream === undefined) return []
-          const result: Array<BackendTypes.StoredMessage> = []
-          for (let seq = Math.max(fromSeq, stream.firstPending); seq < stream.nextSeq && result.length < limit; seq++) {
-            const stored = stream.messages.get(seq)
-            if (stored !== undefined) result.push({ peer, lane, seq, payload: stored.payload, run: stored.run })
-          }
-          return result
+          return stream.messages.read(fromSeq, limit).map(([seq, { expiresAt, payload, run }]) =>
+            expiresAt === undefined ? { peer, lane, seq, payload, run } : { peer, lane, seq, payload, run, expiresAt }
+          )
         }),
       acknowledge: (acks) =>
         operation("acknowledge", (data) => {
@@ -353,10 +607,33 @@ const open = (handle: Store) =>
           for (const ack of acks) {
             const stream = data.streams.get(StreamKey.make(ack.peer, ack.lane))
             if (stream === undefined) continue
-            const upTo = Math.min(ack.upTo, stream.nextSeq - 1)
-            stream.messages.dropThrough(upTo)
-            stream.firstPending = Math.max(stream.firstPending, upTo + 1)
+            stream.messages.acknowledge(ack.upTo)
+            stream.dropped = rangesAbove(stream.dropped, ack.upTo)
           }
+        }),
+      expire: (now, limit) =>
+        operation("expire", (data) => {
+          const expired: Array<BackendTypes.DroppedMessages> = []
+          let left = limit
+          for (const stream of data.streams.values()) {
+            if (left <= 0) break
+            if (stream.messages.expiring === 0) continue
+            const removed = stream.messages.expire(now, left)
+            if (removed.length === 0) continue
+            expired.push(drop(stream, removed, "expired"))
+            for (const range of removed) left -= range.to - range.from + 1
+          }
+          return expired
+        }),
+      purge: (peer, lane) =>
+        operation("purge", (data) => {
+          const purged: Array<BackendTypes.DroppedMessages> = []
+          for (const stream of data.streams.values()) {
+            if (stream.peer !== peer || (lane !== undefined && stream.lane !== lane)) continue
+            const removed = stream.messages.purge()
+            if (removed.length > 0) purged.push(drop(stream, removed, "purged"))
+          }
+          return purged
         }),
       setIncarnation: (peer, next) =>
         operation("setIncarnation", (data) => {

@@ -1,9 +1,10 @@
 /**
  * A deterministic simulation: N peers on an in-memory network, a schedule drawn from a seed — bursts of sends,
  * link faults, partitions, disconnects, crashes (an engine stopped without draining), restarts, wiped stores,
- * stores restored from an older backup, failing deliveries and failing backends — then a quiet end, and a check of
- * every promise of protocol.md §1: nothing lost, nothing duplicated, nothing out of order or skipped, nothing left pending,
- * and every wipe followed by a resync (the store forgot, and its partners reported `Resynchronised`). It runs in
+ * stores restored from an older backup, failing deliveries and failing backends, and on request messages with a time
+ * to live and purges — then a quiet end, and a check of every promise of protocol.md §1: nothing lost, nothing
+ * duplicated, nothing out of order or skipped, nothing left pending, nothing delivered past its expiry, and every
+ * wipe followed by a resync (the store forgot, and its partners reported `Resynchronised`). It runs in
  * virtual time (see `VirtualClock`), so a schedule of minutes takes milliseconds, and the same seed replays the same
  * run.
  *
@@ -38,6 +39,13 @@ export interface Options {
    * to aim the schedules at stores that go back in time. 0 by default.
    */
   readonly backupsAndRestores?: number | undefined
+  /**
+   * The share of operations that purge what one peer has pending toward another (a lane or all), on top of the usual
+   * mix; with it, a third of the bursts send with a time to live of 50 ms to 5 s. 0 by default. Such messages may
+   * not arrive, but one that does must arrive in order, once, and before its expiry; and in a run without wipes and
+   * restores, nobody may report `Resynchronised`: a removed message is never taken for a lost one.
+   */
+  readonly expiryAndPurge?: number | undefined
   /** How long the quiet end may take to deliver everything, in virtual time; 1 hour by default. */
   readonly settleLimit?: Duration.DurationInput | undefined
 }
@@ -64,6 +72,9 @@ export interface Report {
    */
   readonly resyncsChecked: number
   readonly restores: number
+  /** Messages sent with a time to live, and purges made. */
+  readonly expiring: number
+  readonly purges: number
   readonly faults: number
   readonly virtualMillis: number
   /** The schedule, one line per operation, to read when a seed fails. */
@@ -139,6 +150,12 @@ interface SentMessage {
   status: "pending" | "succeeded" | "failed"
   /** Its sender's store was wiped or restored to a copy older than the send: promise 1 no longer covers it. */
   exempt: boolean
+  /** Its time to live, in milliseconds, if it has one. */
+  readonly timeToLive: number | undefined
+  /** When it expires at the latest, in virtual milliseconds: its time to live after its `send` returned. */
+  expiresAt: number | undefined
+  /** It expired or was purged, or may have been: it need not arrive. */
+  droppable: boolean
 }
 
 const lanes = ["a", "b"] as const
@@ -214,6 +231,9 @@ const schedule = (seed: number, options?: Options) =>
     let wipes = 0
     let restores = 0
     let faults = 0
+    let expiring = 0
+    let purges = 0
+    const lifecycleShare = options?.expiryAndPurge ?? 0
 
     const peers: Array<SimPeer> = []
     for (let i = 0; i < (options?.peers ?? 3); i++) {
@@ -289,6 +309,7 @@ const schedule = (seed: number, options?: Options) =>
         if (busy.has(key)) return
         busy.add(key)
         const messages: Array<SentMessage> = []
+        const timeToLive = lifecycleShare > 0 && rng.next() < 1 / 3 ? rng.pick([50, 200, 1000, 5000]) : undefined
         for (let i = 0; i < count; i++) {
           const index = (counters.get(key) ?? 0) + 1
           counters.set(key, index)
@@ -299,18 +320,22 @@ const schedule = (seed: number, options?: Options) =>
             lane,
             index,
             status: "pending",
-            exempt: false
+            exempt: false,
+            timeToLive,
+            expiresAt: undefined,
+            droppable: timeToLive !== undefined
           }
           sent.push(message)
           messages.push(message)
         }
+        if (timeToLive !== undefined) expiring += count
         yield* FiberSet.run(
           bursts,
           Effect.forEach(messages, (message) =>
             running.ilm.send(
               destination.id,
               encoder.encode(`${message.source}|${message.sourceLife}|${lane}|${message.index}`),
-              { lane }
+              { lane, timeToLive }
             ).pipe(
               Effect.match({
                 onFailure: () => {
@@ -319,7 +344,15 @@ const schedule = (seed: number, options?: Options) =>
                 onSuccess: () => {
                   message.status = "succeeded"
                 }
-              })
+              }),
+              // The latest it can expire: the time it was stored at was no later than now.
+              Effect.zipLeft(Effect.clockWith((clock) =>
+                Effect.sync(() => {
+                  if (message.timeToLive !== undefined) {
+                    message.expiresAt = clock.unsafeCurrentTimeMillis() + message.timeToLive
+                  }
+                })
+              ))
             ), { discard: true }).pipe(Effect.ensuring(Effect.sync(() => busy.delete(key))))
         )
       })
@@ -399,6 +432,22 @@ const schedule = (seed: number, options?: Options) =>
         return true
       })
 
+    /** Purges what `source` has pending toward `destination`, in one lane or all: those messages need not arrive. */
+    const purge = (source: SimPeer, destination: SimPeer, lane: string | undefined) =>
+      Effect.gen(function*() {
+        const running = source.running
+        if (running === undefined) return
+        purges++
+        for (const message of sent) {
+          if (
+            message.source === source.id && message.sourceLife === source.life &&
+            message.destination === destination.id && (lane === undefined || message.lane === lane)
+          ) message.droppable = true
+        }
+        const count = yield* Effect.orElseSucceed(running.ilm.purge(destination.id, { lane }), () => -1)
+        log.push(`purge ${source.id}->${destination.id} ${lane === undefined ? "all lanes" : `lane ${lane}`}: ${count}`)
+      })
+
     for (const peer of peers) yield* start(peer)
 
     const operations = options?.operations ?? 40
@@ -408,6 +457,12 @@ const schedule = (seed: number, options?: Options) =>
         const peer = rng.pick(peers)
         if (peer.backup === undefined || rng.next() < 0.5) yield* backup(peer)
         else yield* restore(peer)
+        yield* Effect.sleep(Duration.millis(rng.int(0, 400)))
+        continue
+      }
+      if (lifecycleShare > 0 && rng.next() < lifecycleShare) {
+        const [source, destination] = pair()
+        yield* purge(source, destination, rng.next() < 0.5 ? rng.pick(lanes) : undefined)
         yield* Effect.sleep(Duration.millis(rng.int(0, 400)))
         continue
       }
@@ -512,6 +567,15 @@ const schedule = (seed: number, options?: Options) =>
 
     const violations = yield* check(peers, sent)
     violations.push(...wipeViolations)
+    if (lifecycleShare > 0 && wipes === 0 && restores === 0) {
+      const resynced = observed.filter((event) => event.tag === "Resynchronised")
+      if (resynced.length > 0) {
+        violations.push(
+          `resync: ${resynced.length} Resynchronised reported (first by ${resynced[0]!.observer} about ` +
+            `${resynced[0]!.peer}) in a run without wipes or restores`
+        )
+      }
+    }
     const resyncs = yield* checkResyncs(expected, observed)
     violations.push(...resyncs.violations)
     if (!settled) {
@@ -537,6 +601,8 @@ const schedule = (seed: number, options?: Options) =>
       wipes,
       resyncsChecked: resyncs.checked,
       restores,
+      expiring,
+      purges,
       faults,
       virtualMillis,
       schedule: log,
@@ -550,6 +616,12 @@ interface Received {
   readonly lane: string
   readonly index: number
 }
+
+/**
+ * The most a frame spends on the simulated network (a 20 ms delay and a 10 ms reorder hold): a receiver counts a
+ * message's time to live from the frame's arrival, so this much of it goes uncounted.
+ */
+const transitSlack = 30
 
 const parse = (message: Message): Received | undefined => {
   const [source, life, lane, index] = decoder.decode(message.payload).split("|")
@@ -574,7 +646,8 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
       for (const { life, recorder } of peer.lives) {
         const seen = new Set<string>()
         const lastIndex = new Map<string, number>()
-        for (const message of yield* recorder.messages) {
+        const times = yield* recorder.receivedAt
+        for (const [at, message] of (yield* recorder.messages).entries()) {
           const received = parse(message)
           if (received === undefined || message.source !== received.source || message.lane !== received.lane) {
             violations.push(`${peer.id} (life ${life}) received a message it cannot account for`)
@@ -582,8 +655,13 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
           }
           const key = streamKey(received.source, received.sourceLife, peer.id, received.lane)
           const id = `${key}#${received.index}`
-          if (!byStream.get(key)?.some((m) => m.index === received.index)) {
+          const original = byStream.get(key)?.find((m) => m.index === received.index)
+          if (original === undefined) {
             violations.push(`${peer.id} (life ${life}) received ${id}, which was never sent`)
+          } else if (original.expiresAt !== undefined && times[at]! > original.expiresAt + transitSlack) {
+            violations.push(
+              `expired: ${peer.id} (life ${life}) received ${id} ${times[at]! - original.expiresAt} ms after its expiry`
+            )
           }
           if (seen.has(id)) violations.push(`duplicate: ${peer.id} (life ${life}) received ${id} twice`)
           seen.add(id)
@@ -594,7 +672,7 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
           } else if (last !== undefined) {
             // No gap: every message between two delivered ones that must arrive did arrive, in between.
             const skipped = byStream.get(key)!.filter((m) =>
-              m.index > last && m.index < received.index && m.status === "succeeded"
+              m.index > last && m.index < received.index && m.status === "succeeded" && !m.droppable
             )
             if (skipped.length > 0) {
               violations.push(`gap: ${peer.id} (life ${life}) skipped ${key}#${skipped[0]!.index} before ${id}`)
@@ -607,7 +685,7 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
 
     for (const message of sent) {
       // A store wiped or restored after the send may take the message with it: promise 1 needs intact stores.
-      if (message.status !== "succeeded" || message.exempt) continue
+      if (message.status !== "succeeded" || message.exempt || message.droppable) continue
       const id = `${streamKey(message.source, message.sourceLife, message.destination, message.lane)}#${message.index}`
       if (!deliveredAnywhere.has(id)) violations.push(`lost: ${id} was sent and never delivered`)
     }

@@ -26,6 +26,8 @@ import type * as InMemoryNetwork from "./InMemoryNetwork.js"
 export interface Recorder {
   readonly delivery: Delivery["Type"]
   readonly messages: Effect.Effect<ReadonlyArray<Message>>
+  /** When each of `messages` was received, in milliseconds of the engine's `Clock`. */
+  readonly receivedAt: Effect.Effect<ReadonlyArray<number>>
   /** How many deliveries were attempted, failed ones included. */
   readonly attempts: Effect.Effect<number>
   /** Refuses every delivery (`true`), none (`false`), or those the predicate picks. */
@@ -40,19 +42,22 @@ export interface Recorder {
  */
 export const makeRecorder: Effect.Effect<Recorder> = Effect.sync(() => {
   let messages: Array<Message> = []
+  let receivedAt: Array<number> = []
   let failing: (message: Message) => boolean = () => false
   let attempts = 0
   return {
     delivery: Delivery.of({
       deliver: (message) =>
-        Effect.suspend(() => {
+        Effect.clockWith((clock) => {
           attempts++
           if (failing(message)) return Effect.fail(new DeliveryError({ reason: "the recorder was told to fail" }))
           messages.push(message)
+          receivedAt.push(clock.unsafeCurrentTimeMillis())
           return Effect.void
         })
     }),
     messages: Effect.sync(() => messages.slice()),
+    receivedAt: Effect.sync(() => receivedAt.slice()),
     attempts: Effect.sync(() => attempts),
     setFailing: (value) =>
       Effect.sync(() => {
@@ -60,6 +65,7 @@ export const makeRecorder: Effect.Effect<Recorder> = Effect.sync(() => {
       }),
     clear: Effect.sync(() => {
       messages = []
+      receivedAt = []
     })
   }
 })

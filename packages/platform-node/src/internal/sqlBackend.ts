@@ -20,30 +20,23 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { EventEmitter } from "node:events"
+import * as Dropped from "./sqlDropped.js"
+import { byStream } from "./sqlDropped.js"
+import { migrations, newestMigration, type Tables, tablesOf } from "./sqlSchema.js"
+import {
+  type ChunkOptions,
+  type Dialect,
+  executeChunks,
+  type Row,
+  statementCount,
+  statementsOf
+} from "./sqlStatements.js"
 
 /** @internal */
 export const defaultTablePrefix = "intersession_"
 
 /** Lower-case so PostgreSQL needs no quoting to find them; short enough that every derived name fits 63 bytes. */
 const validPrefix = /^[a-z_][a-z0-9_]{0,39}$/
-
-interface Tables {
-  readonly migrations: string
-  readonly store: string
-  readonly streams: string
-  readonly messages: string
-  readonly incarnations: string
-  readonly received: string
-}
-
-const tablesOf = (prefix: string): Tables => ({
-  migrations: `${prefix}migrations`,
-  store: `${prefix}store`,
-  streams: `${prefix}outbound_streams`,
-  messages: `${prefix}outbound_messages`,
-  incarnations: `${prefix}peer_incarnations`,
-  received: `${prefix}received`
-})
 
 // --- row schemas -------------------------------------------------------------------------------------------------
 
@@ -76,6 +69,23 @@ const StoreRow = Schema.Struct({ incarnation: IncarnationColumn })
 const StreamRow = Schema.Struct({ peer: PeerId.PeerId, lane: Lane.Lane, next_seq: Integer, first_pending: Integer })
 const RunStartRow = Schema.Struct({ peer: Schema.String, lane: Schema.String, seq: Integer, run: Integer })
 const IncarnationRow = Schema.Struct({ peer: PeerId.PeerId, incarnation: IncarnationColumn })
+/** A dropped range, as `expire` and `purge` write them (the operation says why). */
+const DroppedRow = Schema.Struct({
+  peer: PeerId.PeerId,
+  lane: Lane.Lane,
+  from_seq: Integer,
+  to_seq: Integer,
+  run: Integer
+})
+/** A dropped range with why it was dropped, as `outbound` reads them. */
+const StoredDroppedRow = Schema.Struct({
+  ...DroppedRow.fields,
+  reason: Schema.Literal("expired", "purged")
+})
+/** The highest dropped seq of a stream, as the store reads them when it opens. */
+const HighestDroppedRow = Schema.Struct({ peer: Schema.String, lane: Schema.String, to_seq: Integer })
+/** A message `expire` removed (SQLite, which gives them back for the store to make the ranges). */
+const RemovedRow = Schema.Struct({ peer: PeerId.PeerId, lane: Lane.Lane, seq: Integer, run: Integer })
 const ReceivedRow = Schema.Struct({
   peer: PeerId.PeerId,
   lane: Lane.Lane,
@@ -85,9 +95,6 @@ const ReceivedRow = Schema.Struct({
 })
 
 const decodeRows = <A, I>(schema: Schema.Schema<A, I>) => Schema.decodeUnknown(Schema.Array(schema))
-
-/** A row as a driver returns it, before the store checks it. */
-type Row = { readonly [column: string]: unknown }
 
 /**
  * An integer column of a row the store wrote, checked by hand on the hot paths: the same values `Integer` accepts
@@ -121,171 +128,6 @@ const failWith =
   (operation: BackendTypes.BackendOperation) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, BackendError, R> =>
     Effect.mapError(effect, (cause) => new BackendError({ operation, cause }))
-
-// --- statements --------------------------------------------------------------------------------------------------
-
-type Dialect = "sqlite" | "pg"
-
-/**
- * Most rows one statement carries: 1,024 rows of at most 5 columns stay far below both drivers' parameter limits
- * (SQLite's 32,766 and PostgreSQL's 65,535).
- */
-const maxRows = 1024
-
-/**
- * The row counts of the statements that carry `total` rows, in order. A statement's text depends on its row count
- * and both drivers prepare (SQLite) or parse (PostgreSQL) each text anew, so the counts come from a small set: powers
- * of two up to `maxRows`, at most 11 texts per statement. Statements that accept a row twice (`padded`) carry the
- * rest in one statement of the next power of two, the last row repeated; the others split it, largest first.
- */
-const rowCounts = (total: number, padded: boolean): Array<number> => {
-  const counts: Array<number> = []
-  let rest = total
-  for (; rest >= maxRows; rest -= maxRows) counts.push(maxRows)
-  if (padded && rest > 0) counts.push(rest === 1 ? 1 : 2 ** (32 - Math.clz32(rest - 1)))
-  else {
-    for (; rest > 0; rest -= counts[counts.length - 1]!) counts.push(2 ** (31 - Math.clz32(rest)))
-  }
-  return counts
-}
-
-/** How `executeChunks` makes statements of items. */
-interface ChunkOptions<A> {
-  /** Whether a statement may carry an item twice, so the last chunk is padded (see `rowCounts`). */
-  readonly padded: boolean
-  /** The statement of so many rows, or the few statements run in turn with the same parameters. */
-  readonly text: (rows: number) => ReadonlyArray<string>
-  /** Appends the parameters of one item (and its index). */
-  readonly bind: (item: A, index: number, params: Array<unknown>) => void
-}
-
-/**
- * Runs the statements of each chunk of `items` (see `rowCounts`), in order, on `connection`, and gives back every
- * statement's rows, in order.
- */
-const executeChunks = <A>(
-  connection: SqlConnection.Connection,
-  items: ReadonlyArray<A>,
-  options: ChunkOptions<A>
-): Effect.Effect<ReadonlyArray<Row>, SqlError> => {
-  const statements: Array<readonly [text: string, params: ReadonlyArray<unknown>]> = []
-  let offset = 0
-  for (const count of rowCounts(items.length, options.padded)) {
-    const params: Array<unknown> = []
-    for (let i = 0; i < count; i++) {
-      const index = Math.min(offset + i, items.length - 1)
-      options.bind(items[index]!, index, params)
-    }
-    offset += count
-    for (const text of options.text(count)) statements.push([text, params])
-  }
-  const rows: Array<Row> = []
-  const from = (next: number): Effect.Effect<ReadonlyArray<Row>, SqlError> => {
-    const statement = statements[next]
-    if (statement === undefined) return Effect.succeed(rows)
-    const result = connection.execute(statement[0], statement[1], undefined)
-    // One statement, the usual case, gives its own rows.
-    return statements.length === 1 ? result : Effect.flatMap(result, (result) => {
-      for (const row of result) rows.push(row)
-      return from(next + 1)
-    })
-  }
-  return from(0)
-}
-
-/** How many statements `executeChunks` runs for `total` items. */
-const statementCount = (total: number, padded: boolean, text: ChunkOptions<unknown>["text"]) =>
-  rowCounts(total, padded).reduce((count, rows) => count + text(rows).length, 0)
-
-/** Memoizes a statement's text per row count, so each count builds its text once and keeps one string for it. */
-const perRowCount = (build: (rows: number) => ReadonlyArray<string>) => {
-  const texts = new Map<number, ReadonlyArray<string>>()
-  return (rows: number): ReadonlyArray<string> => {
-    let text = texts.get(rows)
-    if (text === undefined) {
-      text = build(rows)
-      texts.set(rows, text)
-    }
-    return text
-  }
-}
-
-/**
- * The texts of the hot paths' statements, written with `?` placeholders (SQLite's) and numbered `$1, $2, …` for
- * PostgreSQL. Table names come from a validated prefix; they are quoted as `@effect/sql` quotes identifiers.
- */
-const statementsOf = (dialect: Dialect, tables: Tables) => {
-  const numbered = (text: string) => {
-    if (dialect === "sqlite") return text
-    let index = 0
-    return text.replace(/\?/g, () => `$${++index}`)
-  }
-  /** `rows` rows of `columns`, each column a `?` (with a cast, for PostgreSQL) or a constant. */
-  const values = (rows: number, columns: ReadonlyArray<string>) =>
-    Array.from({ length: rows }, () => `(${columns.join(", ")})`).join(", ")
-  const streams = `"${tables.streams}"`
-  const messages = `"${tables.messages}"`
-  const received = `"${tables.received}"`
-  /** Acknowledgements as a table, `acks (peer, lane, up_to)`; PostgreSQL needs the types of its parameters. */
-  const acks = (rows: number) =>
-    `WITH acks (peer, lane, up_to) AS (VALUES ${
-      values(rows, dialect === "pg" ? ["?::text", "?::text", "?::bigint"] : ["?", "?", "?"])
-    })`
-  return {
-    /** Moves each stream's next seq past its new messages, creating the stream if need be, and returns it. */
-    allocate: perRowCount((rows) => [
-      numbered(
-        `INSERT INTO ${streams} (peer, lane, next_seq, first_pending) VALUES ${values(rows, ["?", "?", "?", "1"])}
-        ON CONFLICT (peer, lane) DO UPDATE SET next_seq = ${streams}.next_seq + excluded.next_seq - 1
-        RETURNING peer, lane, next_seq`
-      )
-    ]),
-    store: perRowCount((rows) => [
-      numbered(
-        `INSERT INTO ${messages} (peer, lane, seq, run, payload) VALUES ${values(rows, ["?", "?", "?", "?", "?"])}`
-      )
-    ]),
-    read: numbered(`SELECT seq, run, payload FROM ${messages}
-      WHERE peer = ? AND lane = ? AND seq >= ?
-      ORDER BY seq
-      LIMIT ?`),
-    /**
-     * Deletes each stream's messages up to its `up_to` and moves its lowest pending seq past them: one statement on
-     * PostgreSQL, two on SQLite (each with a range scan of the primary key per acknowledgement). A repeated row
-     * changes nothing.
-     */
-    acknowledge: perRowCount((rows) =>
-      dialect === "pg"
-        ? [numbered(`${acks(rows)}, deleted AS (
-            DELETE FROM ${messages} AS m USING acks
-            WHERE m.peer = acks.peer AND m.lane = acks.lane AND m.seq <= acks.up_to
-          )
-          UPDATE ${streams} AS s SET first_pending = LEAST(s.next_seq, acks.up_to + 1) FROM acks
-          WHERE s.peer = acks.peer AND s.lane = acks.lane AND s.first_pending <= acks.up_to`)]
-        : [
-          // One stream, the usual case, deletes in a range scan; several collect the rows' ids first.
-          rows === 1
-            ? `DELETE FROM ${messages} WHERE peer = ? AND lane = ? AND seq <= ?`
-            : `${acks(rows)} DELETE FROM ${messages} WHERE rowid IN (
-            SELECT m.rowid FROM acks CROSS JOIN ${messages} AS m
-            WHERE m.peer = acks.peer AND m.lane = acks.lane AND m.seq <= acks.up_to
-          )`,
-          `${acks(rows)} UPDATE ${streams} SET first_pending = min(${streams}.next_seq, acks.up_to + 1) FROM acks
-          WHERE ${streams}.peer = acks.peer AND ${streams}.lane = acks.lane AND ${streams}.first_pending <= acks.up_to`
-        ]
-    ),
-    setIncarnation: numbered(`INSERT INTO "${tables.incarnations}" (peer, incarnation) VALUES (?, ?)
-      ON CONFLICT (peer) DO UPDATE SET incarnation = excluded.incarnation`),
-    commitReceived: perRowCount((rows) => [
-      numbered(`INSERT INTO ${received} (peer, lane, incarnation, delivered, runs)
-        VALUES ${values(rows, ["?", "?", "?", "?", "?"])}
-        ON CONFLICT (peer, lane) DO UPDATE SET
-          incarnation = excluded.incarnation,
-          delivered = excluded.delivered,
-          runs = excluded.runs`)
-    ])
-  }
-}
 
 // --- fencing -----------------------------------------------------------------------------------------------------
 
@@ -751,98 +593,6 @@ const lockPg = (sql: SqlClient.SqlClient, prefix: string, ownership: Ownership) 
 
 // --- schema ------------------------------------------------------------------------------------------------------
 
-const migrations = (sql: SqlClient.SqlClient, tables: Tables) => {
-  const store = sql(tables.store)
-  const streams = sql(tables.streams)
-  const messages = sql(tables.messages)
-  const incarnations = sql(tables.incarnations)
-  const received = sql(tables.received)
-  return Migrator.fromRecord({
-    "1_create_store": sql.onDialectOrElse({
-      pg: () =>
-        Effect.all([
-          sql`CREATE TABLE ${store} (
-            id integer PRIMARY KEY CHECK (id = 1),
-            incarnation bigint NOT NULL
-          )`,
-          sql`CREATE TABLE ${streams} (
-            peer text NOT NULL,
-            lane text NOT NULL,
-            next_seq bigint NOT NULL,
-            first_pending bigint NOT NULL,
-            PRIMARY KEY (peer, lane)
-          )`,
-          sql`CREATE TABLE ${messages} (
-            peer text NOT NULL,
-            lane text NOT NULL,
-            seq bigint NOT NULL,
-            run bigint NOT NULL,
-            payload bytea NOT NULL,
-            PRIMARY KEY (peer, lane, seq)
-          )`,
-          sql`CREATE TABLE ${incarnations} (
-            peer text PRIMARY KEY,
-            incarnation bigint NOT NULL
-          )`,
-          sql`CREATE TABLE ${received} (
-            peer text NOT NULL,
-            lane text NOT NULL,
-            incarnation bigint NOT NULL,
-            delivered bigint NOT NULL,
-            runs text NOT NULL,
-            PRIMARY KEY (peer, lane)
-          )`
-        ], { discard: true }),
-      orElse: () =>
-        Effect.all([
-          sql`CREATE TABLE ${store} (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            incarnation INTEGER NOT NULL
-          )`,
-          sql`CREATE TABLE ${streams} (
-            peer TEXT NOT NULL,
-            lane TEXT NOT NULL,
-            next_seq INTEGER NOT NULL,
-            first_pending INTEGER NOT NULL,
-            PRIMARY KEY (peer, lane)
-          ) WITHOUT ROWID`,
-          // A rowid table: payloads can be large, and SQLite keeps large rows best outside the key's b-tree.
-          sql`CREATE TABLE ${messages} (
-            peer TEXT NOT NULL,
-            lane TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            run INTEGER NOT NULL,
-            payload BLOB NOT NULL,
-            PRIMARY KEY (peer, lane, seq)
-          )`,
-          sql`CREATE TABLE ${incarnations} (
-            peer TEXT PRIMARY KEY NOT NULL,
-            incarnation INTEGER NOT NULL
-          ) WITHOUT ROWID`,
-          sql`CREATE TABLE ${received} (
-            peer TEXT NOT NULL,
-            lane TEXT NOT NULL,
-            incarnation INTEGER NOT NULL,
-            delivered INTEGER NOT NULL,
-            runs TEXT NOT NULL,
-            PRIMARY KEY (peer, lane)
-          ) WITHOUT ROWID`
-        ], { discard: true })
-    }),
-    // The fencing token of PostgreSQL stores (see `Fence`); SQLite stores have the column and leave it at 0.
-    [newestMigration]: sql.onDialectOrElse({
-      pg: () => sql`ALTER TABLE ${store} ADD COLUMN owner bigint NOT NULL DEFAULT 0`,
-      orElse: () => sql`ALTER TABLE ${store} ADD COLUMN owner INTEGER NOT NULL DEFAULT 0`
-    })
-  })
-}
-
-/**
- * The newest migration of this version, as the migrator names it (`<id>_<name>`): a store whose table of migrations
- * records a higher id was written by a newer version, and is refused before anything is written (see `checkSchema`).
- */
-const newestMigration = "2_owner_token"
-
 /**
  * Refuses a store written by a newer version of this library: its newest recorded migration has an id this version
  * does not know. Reads only; a store without a table of migrations is new.
@@ -1101,11 +851,29 @@ export interface MakeOptions {
   readonly prepare?: Effect.Effect<void, BackendError> | undefined
 }
 
-/** Streams in key order: concurrent writers (PostgreSQL's connections) lock them in the same order. */
-const byStream = (
-  a: { readonly peer: string; readonly lane: string },
-  b: { readonly peer: string; readonly lane: string }
-) => a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : a.lane < b.lane ? -1 : a.lane > b.lane ? 1 : 0
+/** Whether a time can be stored: finite, and a safe integer once rounded up to a whole millisecond. */
+const validMillis = (millis: number) => Number.isSafeInteger(Math.ceil(millis))
+
+const invalidTime = (operation: BackendTypes.BackendOperation, name: string, value: number) =>
+  new BackendError({
+    operation,
+    cause: new Error(`${name} must be a time in milliseconds since the epoch, got ${value}`)
+  })
+
+/** Rows grouped by stream, each group in the order of the rows. */
+const groupByStream = <R extends { readonly peer: string; readonly lane: string }, A>(
+  rows: ReadonlyArray<R>,
+  f: (row: R) => A
+): Map<StreamKey.StreamKey, Array<A>> => {
+  const groups = new Map<StreamKey.StreamKey, Array<A>>()
+  for (const row of rows) {
+    const key = StreamKey.make(row.peer, row.lane)
+    const group = groups.get(key)
+    if (group === undefined) groups.set(key, [f(row)])
+    else group.push(f(row))
+  }
+  return groups
+}
 
 /** Message rows as `read` selects them, checked by hand: a row the store did not write fails the read. */
 const storedMessages = (
@@ -1119,10 +887,18 @@ const storedMessages = (
     const seq = integerColumn(row.seq)
     const run = integerColumn(row.run)
     const payload = row.payload
-    if (seq === undefined || run === undefined || !(payload instanceof Uint8Array)) {
+    const expiresAt = row.expires_at === null ? undefined : integerColumn(row.expires_at)
+    if (
+      seq === undefined || run === undefined || !(payload instanceof Uint8Array) ||
+      (expiresAt === undefined && row.expires_at !== null)
+    ) {
       return Effect.fail(unexpectedRow(table, row))
     }
-    messages.push({ peer, lane, seq, run, payload: plainBytes(payload) })
+    messages.push(
+      expiresAt === undefined
+        ? { peer, lane, seq, run, payload: plainBytes(payload) }
+        : { peer, lane, seq, run, payload: plainBytes(payload), expiresAt }
+    )
   }
   return Effect.succeed(messages)
 }
@@ -1184,6 +960,7 @@ export const make = (
     const storeTable = sql(tables.store)
     const streams = sql(tables.streams)
     const messages = sql(tables.messages)
+    const droppedTable = sql(tables.dropped)
     const incarnations = sql(tables.incarnations)
     const received = sql(tables.received)
     const statements = statementsOf(dialect, tables)
@@ -1230,14 +1007,26 @@ export const make = (
       return row.incarnation
     }).pipe(sql.withTransaction, failWith("open"))
 
+    /** The streams with dropped ranges: the store's own `expire` and `purge` add to them from now on. */
+    const dropped = new Dropped.DroppedStreams()
+    yield* Effect.flatMap(
+      sql`SELECT peer, lane, max(to_seq) AS to_seq FROM ${droppedTable} GROUP BY peer, lane`,
+      decodeRows(HighestDroppedRow)
+    ).pipe(
+      Effect.map((rows) => {
+        for (const row of rows) dropped.add(row.peer, row.lane, row.to_seq)
+      }),
+      failWith("open")
+    )
+
     const outbound = Effect.gen(function*() {
       yield* stillOwned(ownership)
       const streamRows = yield* Effect.flatMap(
         sql`SELECT peer, lane, next_seq, first_pending FROM ${streams}`,
         decodeRows(StreamRow)
       )
-      // The pending messages where the run changes from the seq before: the start of each run, in seq order. One
-      // pass over the pending messages in key order, at engine start only; payloads are not read.
+      // The stored messages where the run changes from the seq before: the start of each run, in seq order. One
+      // pass over the stored messages in key order, at engine start only; payloads are not read.
       const runRows = yield* Effect.flatMap(
         sql`SELECT peer, lane, seq, run FROM (
           SELECT peer, lane, seq, run, LAG(run) OVER (PARTITION BY peer, lane ORDER BY seq) AS previous
@@ -1247,28 +1036,35 @@ export const make = (
         ORDER BY peer, lane, seq`,
         decodeRows(RunStartRow)
       )
+      const droppedRows = yield* Effect.flatMap(
+        sql`SELECT peer, lane, from_seq, to_seq, run, reason FROM ${droppedTable} ORDER BY peer, lane, from_seq`,
+        decodeRows(StoredDroppedRow)
+      )
       const incarnationRows = yield* Effect.flatMap(
         sql`SELECT peer, incarnation FROM ${incarnations}`,
         decodeRows(IncarnationRow)
       )
-      const runs = new Map<StreamKey.StreamKey, Array<BackendTypes.RunStart>>()
-      for (const row of runRows) {
-        const key = StreamKey.make(row.peer, row.lane)
-        let list = runs.get(key)
-        if (list === undefined) {
-          list = []
-          runs.set(key, list)
-        }
-        list.push({ run: row.run, from: row.seq })
-      }
+      // Per stream, in seq order: the run starts of its stored messages, and its dropped ranges.
+      const runs = groupByStream(runRows, (row): BackendTypes.RunStart => ({ run: row.run, from: row.seq }))
+      const ranges = groupByStream(
+        droppedRows,
+        (row): BackendTypes.DroppedRange => ({ from: row.from_seq, to: row.to_seq, run: row.run, reason: row.reason })
+      )
       return {
-        streams: streamRows.map((row): BackendTypes.OutboundStream => ({
-          peer: row.peer,
-          lane: row.lane,
-          firstPending: row.first_pending,
-          nextSeq: row.next_seq,
-          runs: runs.get(StreamKey.make(row.peer, row.lane)) ?? []
-        })),
+        streams: streamRows.map((row): BackendTypes.OutboundStream => {
+          const key = StreamKey.make(row.peer, row.lane)
+          const stored = runs.get(key) ?? []
+          // `first_pending` is one past the stream's last acknowledgement: what is below it is acknowledged.
+          const pendingDropped = Dropped.pendingRanges(ranges.get(key) ?? [], row.first_pending)
+          return {
+            peer: row.peer,
+            lane: row.lane,
+            firstPending: stored[0]?.from ?? row.next_seq,
+            nextSeq: row.next_seq,
+            runs: Dropped.runsOf(stored, pendingDropped, row.next_seq),
+            dropped: pendingDropped
+          }
+        }),
         incarnations: incarnationRows.map((row): BackendTypes.PeerIncarnation => ({
           peer: row.peer,
           incarnation: row.incarnation
@@ -1316,17 +1112,30 @@ export const make = (
           executeChunks(connection, toStore, {
             padded: false,
             text: statements.store,
-            bind: (message, i, params) => params.push(message.peer, message.lane, seqs[i], run, bytes(message.payload))
+            bind: (message, i, params) =>
+              params.push(
+                message.peer,
+                message.lane,
+                seqs[i],
+                run,
+                bytes(message.payload),
+                message.expiresAt === undefined ? null : Math.ceil(message.expiresAt)
+              )
           }),
           seqs
         )
       })
     }
 
-    const append = (toStore: ReadonlyArray<BackendTypes.OutboundMessage>, run: number) =>
-      toStore.length === 0
-        ? Effect.succeed([])
-        : write("append", appendStatements(toStore, run), false)
+    const append = (toStore: ReadonlyArray<BackendTypes.OutboundMessage>, run: number) => {
+      if (toStore.length === 0) return Effect.succeed([])
+      for (const message of toStore) {
+        if (message.expiresAt !== undefined && !validMillis(message.expiresAt)) {
+          return Effect.fail(invalidTime("append", "expiresAt", message.expiresAt))
+        }
+      }
+      return write("append", appendStatements(toStore, run), false)
+    }
 
     const read = (peer: PeerId.PeerId, lane: Lane.Lane, fromSeq: number, limit: number) => {
       if (limit <= 0) return Effect.succeed([])
@@ -1347,11 +1156,110 @@ export const make = (
       }
       if (highest.size === 0) return Effect.void
       const sorted = Array.from(highest.values()).sort(byStream)
-      return writeRows("acknowledge", sorted, {
-        padded: true,
-        text: statements.acknowledge,
-        bind: (ack, _, params) => params.push(ack.peer, ack.lane, ack.upTo)
+      const bind = (ack: BackendTypes.Acknowledgement, _: number, params: Array<unknown>) => {
+        params.push(ack.peer, ack.lane, ack.upTo)
+      }
+      // Whether the acknowledgement deletes dropped ranges too: only where one of its streams has some, as the store
+      // knows when the statements run, in the order of its writes. (PostgreSQL runs one statement either way, SQLite
+      // more than one either way: the choice does not change how the write is made.)
+      let droppedToo = false
+      const acknowledged = write(
+        "acknowledge",
+        (connection) => {
+          droppedToo = dropped.size > 0 && Array.from(highest.keys()).some((key) => dropped.has(key))
+          const text = droppedToo ? statements.acknowledgeDropped : statements.acknowledge
+          return executeChunks(connection, sorted, { padded: true, text, bind })
+        },
+        statementCount(sorted.length, true, statements.acknowledge) === 1
+      )
+      return Effect.flatMap(acknowledged, () => {
+        if (!droppedToo) return Effect.void
+        // Committed, unless an open transaction of the caller's carries it: then the streams stay listed.
+        return Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
+          if (Option.isSome(open)) return
+          for (const [key, ack] of highest) dropped.acknowledged(key, ack.upTo)
+        })
       })
+    }
+
+    /** The ranges of what `expire` or `purge` removed, as the store recorded them. */
+    const recorded = (rows: ReadonlyArray<Row>) =>
+      Effect.map(decodeRows(DroppedRow)(rows), (ranges) =>
+        ranges.map((row): Dropped.StreamRange => ({
+          peer: row.peer,
+          lane: row.lane,
+          from: row.from_seq,
+          to: row.to_seq,
+          run: row.run
+        })))
+
+    /** Lists the streams of `ranges` as having dropped ranges; done before the transaction that writes them ends. */
+    const noteDropped = (ranges: ReadonlyArray<Dropped.StreamRange>) => {
+      for (const range of ranges) dropped.add(range.peer, range.lane, range.to)
+      return Dropped.perStream(ranges)
+    }
+
+    /**
+     * Removes the due messages and records them as dropped: one statement on PostgreSQL; on SQLite one that removes
+     * them and gives them back, and one per chunk of their ranges.
+     */
+    const expireStatements = (now: number, limit: number) => (connection: SqlConnection.Connection) => {
+      const removed = connection.execute(statements.expire, [now, limit], undefined)
+      if (dialect === "pg") return Effect.map(Effect.flatMap(removed, recorded), noteDropped)
+      return Effect.flatMap(Effect.flatMap(removed, decodeRows(RemovedRow)), (rows) => {
+        const ranges = Dropped.rangesOf(rows)
+        const result = noteDropped(ranges)
+        return ranges.length === 0 ? Effect.succeed(result) : Effect.as(
+          executeChunks(connection, ranges, {
+            padded: false,
+            text: statements.recordExpired,
+            bind: (range, _, params) => params.push(range.peer, range.lane, range.from, range.to, range.run)
+          }),
+          result
+        )
+      })
+    }
+
+    /**
+     * Removes up to `limit` due messages. A probe of the index of due messages comes first, outside any write: when
+     * nothing is due, as is usual, `expire` costs one read.
+     */
+    const expire = (now: number, limit: number) => {
+      if (Number.isNaN(now)) return Effect.fail(invalidTime("expire", "now", now))
+      if (!(limit >= 1)) return Effect.succeed([])
+      // Whole milliseconds: a message whose (whole) expiresAt is at or before now is at or before its floor.
+      const upTo = Math.max(Math.min(Math.floor(now), Number.MAX_SAFE_INTEGER), Number.MIN_SAFE_INTEGER)
+      const count = Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER)
+      return owned(withConnection((connection) => connection.execute(statements.due, [upTo], undefined))).pipe(
+        failWith("expire"),
+        Effect.flatMap((due) =>
+          due.length === 0
+            ? Effect.succeed([])
+            : write("expire", expireStatements(upTo, count), dialect === "pg")
+        )
+      )
+    }
+
+    const purge = (peer: PeerId.PeerId, lane: Lane.Lane | undefined) => {
+      const params = lane === undefined ? [peer] : [peer, lane]
+      const texts = lane === undefined ? statements.purgePeer : statements.purgeStream
+      return write(
+        "purge",
+        (connection) => {
+          // PostgreSQL removes and records in one statement; SQLite records, then removes the same rows.
+          const [record, remove] = texts
+          return Effect.flatMap(
+            Effect.flatMap(connection.execute(record!, params, undefined), recorded),
+            (ranges) => {
+              const result = noteDropped(ranges)
+              return remove === undefined || ranges.length === 0
+                ? Effect.succeed(result)
+                : Effect.as(connection.execute(remove, params, undefined), result)
+            }
+          )
+        },
+        texts.length === 1
+      )
     }
 
     const setIncarnation = (peer: PeerId.PeerId, next: Incarnation.Incarnation) =>
@@ -1430,6 +1338,8 @@ export const make = (
       setIncarnation,
       received: receivedStates,
       commitReceived,
+      expire,
+      purge,
       withTransaction,
       // SQLite's file lock lasts as long as the connection, which lasts as long as the engine: it cannot lapse.
       ...(dialect === "pg" ? { lost: Deferred.await(ownership.lostSignal) } : {})

@@ -1,11 +1,12 @@
 /**
- * The engine's API over its state: `send`, `sendAll`, `sendAndAwait`, `drain`, `stats`, `peers`, `events` and
- * `closed`.
+ * The engine's API over its state: `send`, `sendAll`, `sendAndAwait`, `purge`, `drain`, `stats`, `peers`, `events`
+ * and `closed`.
  *
  * @internal
  */
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as STM from "effect/STM"
@@ -17,6 +18,8 @@ import {
   DrainTimeoutError,
   type EngineClosedError,
   InvalidLaneError,
+  InvalidTimeToLiveError,
+  MessageDroppedError,
   OutboxFullError,
   PayloadTooLargeError,
   SendToSelfError
@@ -26,10 +29,19 @@ import type { MessageId } from "../../Message.js"
 import type { PeerId } from "../../PeerId.js"
 import * as StreamKey from "../../StreamKey.js"
 import type { Appender } from "./appender.js"
+import * as Drops from "./drops.js"
 import type { Env } from "./env.js"
 import * as Outbound from "./outbound.js"
 import type * as Outbox from "./outbox.js"
 import type { Supervisor } from "./supervisor.js"
+
+/** A time to live in whole milliseconds, rounded up; `undefined` when it is not a positive, finite duration. */
+const timeToLiveMillis = (input: Duration.DurationInput): number | undefined => {
+  const decoded = Duration.decodeUnknown(input)
+  if (decoded._tag === "None" || !Duration.isFinite(decoded.value)) return undefined
+  const millis = Math.ceil(Duration.toMillis(decoded.value))
+  return millis > 0 && millis < Number.MAX_SAFE_INTEGER / 2 ? millis : undefined
+}
 
 export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.ILM["Type"] => {
   const { config, state } = env
@@ -38,12 +50,17 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
   /** Lanes already found valid: checking a lane against its schema costs more than the rest of a `send`. */
   const validLanes = new Set<string>([Lane.defaultLane])
 
+  const invalidLane = (lane: string) => {
+    if (validLanes.has(lane)) return undefined
+    if (!Lane.isLane(lane)) return new InvalidLaneError({ lane })
+    if (validLanes.size < 1024) validLanes.add(lane)
+    return undefined
+  }
+
   const invalid = (to: PeerId, lane: string, payloads: ReadonlyArray<Uint8Array>) => {
     if (to === env.self) return new SendToSelfError({ peer: env.self })
-    if (!validLanes.has(lane)) {
-      if (!Lane.isLane(lane)) return new InvalidLaneError({ lane })
-      if (validLanes.size < 1024) validLanes.add(lane)
-    }
+    const badLane = invalidLane(lane)
+    if (badLane !== undefined) return badLane
     for (const payload of payloads) {
       if (payload.length > config.maxPayloadBytes) {
         return new PayloadTooLargeError({ size: payload.length, maxPayloadBytes: config.maxPayloadBytes })
@@ -62,8 +79,24 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
       const lane = options?.lane ?? Lane.defaultLane
       const error = invalid(to, lane, payloads)
       if (error !== undefined) return Effect.fail(error)
+      const timeToLive = options?.timeToLive
+      if (timeToLive !== undefined) {
+        const millis = timeToLiveMillis(timeToLive)
+        if (millis === undefined) return Effect.fail(new InvalidTimeToLiveError({ timeToLive }))
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => submit(to, lane, payloads, now + millis))
+      }
+      return submit(to, lane, payloads, undefined)
+    })
+
+  const submit = (
+    to: PeerId,
+    lane: string,
+    payloads: ReadonlyArray<Uint8Array>,
+    expiresAt: number | undefined
+  ): Effect.Effect<ReadonlyArray<MessageId>, ILM.SendError> =>
+    Effect.suspend(() => {
       if (payloads.length === 0) return Effect.succeed([])
-      const request = { peer: to, lane, key: StreamKey.make(to, lane), payloads }
+      const request = { peer: to, lane, key: StreamKey.make(to, lane), payloads, expiresAt }
       // Room is reserved on the caller's fiber, at once when there is some.
       const room = env.outbox.tryReserve(to, payloads.length)
       if (room === "reserved") return appender.submit(request)
@@ -78,20 +111,38 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
   const send = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
     Effect.map(sendAll(to, [payload], options), (ids) => ids[0]!)
 
-  const acknowledged = (id: MessageId) =>
+  /** Waits until a message is acknowledged (`"acked"`), dropped, or the engine closed. */
+  const settled = (id: MessageId) =>
     STM.gen(function*() {
-      if (yield* TRef.get(state.closed)) return false
+      if (yield* TRef.get(state.closed)) return "closed" as const
       const stream = yield* state.outs.get(StreamKey.make(id.destination, id.lane))
-      if (stream !== undefined && stream.acked >= id.seq) return true
+      if (stream === undefined) return yield* STM.retry
+      const dropped = Outbound.droppedAt(stream, id.seq)
+      if (dropped !== undefined) return dropped.reason
+      if (stream.acked >= id.seq) return "acked" as const
       return yield* STM.retry
     })
 
   const sendAndAwait = (to: PeerId, payload: Uint8Array, options?: ILM.SendOptions) =>
     Effect.gen(function*() {
       const id = yield* send(to, payload, options)
-      if (!(yield* acknowledged(id))) return yield* closedError
+      const outcome = yield* settled(id)
+      if (outcome === "closed") return yield* closedError
+      if (outcome !== "acked") return yield* Effect.fail(new MessageDroppedError({ id, reason: outcome }))
       return id
     }).pipe(Effect.withSpan("ILM.sendAndAwait", { attributes: { to } }))
+
+  const purge = (peer: PeerId, options?: ILM.PurgeOptions) =>
+    Effect.gen(function*() {
+      const lane = options?.lane
+      if (lane !== undefined) {
+        const badLane = invalidLane(lane)
+        if (badLane !== undefined) return yield* Effect.fail(badLane)
+      }
+      if (yield* TRef.get(state.closed)) return yield* closedError
+      const removed = yield* env.backend.purge(peer, lane)
+      return yield* Drops.apply(env, removed, "purged")
+    }).pipe(Effect.withSpan("ILM.purge", { attributes: { peer, lane: options?.lane } }))
 
   const pendingStreams = STM.map(
     state.outs.values(),
@@ -138,14 +189,18 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
         inFlight: Outbound.inFlight(stream),
         ackedUpTo: stream.acked,
         lastSeq: stream.allocated,
-        retransmitted: stream.retransmitted
+        retransmitted: stream.retransmitted,
+        expired: stream.expired,
+        purged: stream.purged
       })),
       inbound: (yield* state.ins.values()).map((stream): ILM.InboundStats => ({
         peer: stream.peer,
         lane: stream.lane,
         incarnation: stream.incarnation,
         delivered: stream.delivered,
-        buffered: stream.buffer.length
+        buffered: stream.buffer.length,
+        expired: stream.expired,
+        purged: stream.purged
       }))
     } satisfies ILM.Stats
   }).pipe(STM.commit)
@@ -157,6 +212,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
     send,
     sendAll,
     sendAndAwait,
+    purge,
     drain,
     peers: Subscribable.make({ get: env.linkedPeers.get, changes: untilClosed(env.linkedPeers.changes) }),
     stats,

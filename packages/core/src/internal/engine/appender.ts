@@ -33,6 +33,8 @@ export interface Request {
   readonly lane: Lane
   readonly key: StreamKey
   readonly payloads: ReadonlyArray<Uint8Array>
+  /** When the messages expire (ms since the epoch), if they do. */
+  readonly expiresAt: number | undefined
 }
 
 type Result = Exit.Exit<ReadonlyArray<MessageId>, SendError>
@@ -126,10 +128,14 @@ export const make = (env: Env): Appender => {
         // The caller's buffers are the caller's again once `send` returns: the send buffer keeps copies of what
         // goes out soon. Messages for a peer that is not linked wait in the store only, however long it is away.
         requests.forEach((request, i) => {
-          if (links[i]!.linked) env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads)
+          if (links[i]!.linked) {
+            env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads, request.expiresAt)
+          }
         })
-        Metrics.sent.unsafeUpdate(count, [])
-        Metrics.pending.unsafeUpdate(env.outbox.total(), [])
+        for (const request of requests) {
+          Metrics.sent.unsafeUpdate(request.payloads.length, env.metricTags.stream(request.peer, request.lane))
+        }
+        Metrics.pending.unsafeUpdate(env.outbox.total(), env.metricTags.engine)
         return requests.map((request, i): Result => {
           const ids: Array<MessageId> = []
           for (let j = 0; j < request.payloads.length; j++) {
@@ -153,7 +159,10 @@ export const make = (env: Env): Appender => {
   const store = (requests: ReadonlyArray<Request>): Effect.Effect<Array<Result>> => {
     const messages: Array<OutboundMessage> = []
     for (const request of requests) {
-      for (const payload of request.payloads) messages.push({ peer: request.peer, lane: request.lane, payload })
+      const { expiresAt, lane, peer } = request
+      for (const payload of request.payloads) {
+        messages.push(expiresAt === undefined ? { peer, lane, payload } : { peer, lane, payload, expiresAt })
+      }
     }
     return Effect.uninterruptible(
       Effect.flatMap(

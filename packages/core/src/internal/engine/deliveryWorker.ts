@@ -12,10 +12,10 @@
  * @internal
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Metric from "effect/Metric"
 import * as PubSub from "effect/PubSub"
 import * as STM from "effect/STM"
 import type { RunStart } from "../../Backend.js"
@@ -29,19 +29,28 @@ import type { Env } from "./env.js"
 import { yieldToEventLoop } from "./fairness.js"
 import * as Inbound from "./inbound.js"
 import { message } from "./messages.js"
+import { add } from "./metricTags.js"
 import * as Receive from "./receive.js"
 import { retryBackend } from "./retryBackend.js"
 
 interface Batch {
   readonly stream: Inbound.InStream
-  readonly frames: ReadonlyArray<Frame.Data>
+  readonly frames: ReadonlyArray<Inbound.Item>
 }
 
 interface Outcome {
-  /** The last seq delivered and committed; `first - 1` when none. */
+  /** The last seq delivered (or expired, or skipped) and committed; `first - 1` when none. */
   readonly lastOk: number
   readonly runs: ReadonlyArray<RunStart>
+  /** Of the seqs up to `lastOk`: how many reached the application, expired, or were purged by the sender. */
+  readonly counts: Counts
   readonly failure: Cause.Cause<unknown> | undefined
+}
+
+interface Counts {
+  delivered: number
+  expired: number
+  purged: number
 }
 
 export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
@@ -58,10 +67,10 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
   })
 
   /** Moves the stream's delivered seq once the store has it, and queues the acknowledgement. */
-  const record = (incarnation: Incarnation, lastOk: number, runs: ReadonlyArray<RunStart>) =>
+  const record = (incarnation: Incarnation, lastOk: number, runs: ReadonlyArray<RunStart>, counts: Counts) =>
     STM.gen(function*() {
       const stream = yield* state.ins.get(key)
-      const next = stream === undefined ? undefined : Inbound.delivered(stream, incarnation, lastOk, runs)
+      const next = stream === undefined ? undefined : Inbound.delivered(stream, incarnation, lastOk, runs, counts)
       if (next === undefined) return
       yield* state.ins.set(key, next)
       const effects = Receive.emptyEffects()
@@ -69,29 +78,62 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
       yield* Receive.flush(env, effects)
     })
 
+  /** Reports what a batch delivered, and what of it expired or was purged by the sender instead. */
+  const report = (stream: Inbound.InStream, counts: Counts) =>
+    Effect.gen(function*() {
+      const { lane, peer } = stream
+      yield* add(Metrics.delivered, counts.delivered, env.metricTags.stream(peer, lane))
+      if (counts.expired + counts.purged === 0) return
+      const tags = env.metricTags.stream(peer, lane, "inbound")
+      if (counts.expired > 0) {
+        yield* PubSub.publish(
+          env.events,
+          IlmEvent.MessagesExpired({ peer, lane, direction: "inbound", count: counts.expired })
+        )
+        yield* add(Metrics.expired, counts.expired, tags)
+      }
+      if (counts.purged > 0) {
+        yield* PubSub.publish(
+          env.events,
+          IlmEvent.MessagesPurged({ peer, lane, direction: "inbound", count: counts.purged })
+        )
+        yield* add(Metrics.purged, counts.purged, tags)
+      }
+    })
+
   const deliver = ({ frames, stream }: Batch) =>
     Effect.uninterruptibleMask((restore) => {
       const first = frames[0]!.seq
       return backend.withTransaction(Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
         let lastOk = first - 1
         let runs = stream.runs
         let failure: Cause.Cause<unknown> | undefined
-        for (const data of frames) {
-          const delivered = message({
-            source: stream.peer,
-            destination: env.self,
-            lane: stream.lane,
-            incarnation: stream.incarnation,
-            seq: data.seq,
-            payload: data.payload
-          })
-          const exit = yield* Effect.exit(restore(backend.withTransaction(env.delivery.deliver(delivered))))
-          if (Exit.isFailure(exit)) {
-            failure = exit.cause
-            break
+        const counts: Counts = { delivered: 0, expired: 0, purged: 0 }
+        for (const item of frames) {
+          if (item._tag === "Skip") {
+            counts[item.reason] += item.last - item.seq + 1
+          } else if (item.deadline !== undefined && item.deadline <= now) {
+            // Its time ran out on this peer's clock: it never reaches the application.
+            counts.expired++
+          } else {
+            const delivered = message({
+              source: stream.peer,
+              destination: env.self,
+              lane: stream.lane,
+              incarnation: stream.incarnation,
+              seq: item.seq,
+              payload: item.payload
+            })
+            const exit = yield* Effect.exit(restore(backend.withTransaction(env.delivery.deliver(delivered))))
+            if (Exit.isFailure(exit)) {
+              failure = exit.cause
+              break
+            }
+            counts.delivered++
           }
-          lastOk = data.seq
-          runs = Runs.extend(runs, data.run, data.seq, Frame.maxRuns)
+          lastOk = Inbound.lastOf(item)
+          runs = Runs.extend(runs, item.run, item.seq, Frame.maxRuns)
         }
         if (lastOk >= first) {
           const commit = backend.commitReceived([{
@@ -106,14 +148,11 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
           if (backend.transactional) yield* commit
           else yield* retryBackend("record a delivery", commit)
         }
-        return { lastOk, runs, failure } satisfies Outcome
+        return { lastOk, runs, counts, failure } satisfies Outcome
       })).pipe(
-        Effect.tap(({ lastOk, runs }) =>
+        Effect.tap(({ counts, lastOk, runs }) =>
           lastOk >= first
-            ? Effect.zipRight(
-              record(stream.incarnation, lastOk, runs),
-              Metric.incrementBy(Metrics.delivered, lastOk - first + 1)
-            )
+            ? Effect.zipRight(record(stream.incarnation, lastOk, runs, counts), report(stream, counts))
             : Effect.void
         )
       )
@@ -152,7 +191,12 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
       const exit = yield* Effect.exit(deliver(batch))
       const outcome: Outcome = Exit.isSuccess(exit)
         ? exit.value
-        : { lastOk: batch.frames[0]!.seq - 1, runs: batch.stream.runs, failure: exit.cause }
+        : {
+          lastOk: batch.frames[0]!.seq - 1,
+          runs: batch.stream.runs,
+          counts: { delivered: 0, expired: 0, purged: 0 },
+          failure: exit.cause
+        }
       if (outcome.failure === undefined) {
         attempt = 0
         // The acknowledgement is queued: let the ack sender send it before the next batch is delivered (a SQL

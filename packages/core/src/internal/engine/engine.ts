@@ -7,7 +7,8 @@
  * - `peerWatcher` follows the network's reachable peers, and the `greeting` sends a `Hello` loop to each;
  * - `appender` stores sends in batches; `pump` sends what the windows let out; `retransmitTimer` resends what
  *   was not acknowledged in time;
- * - `ackSender` sends acknowledgements; `ackHandler` removes acknowledged messages from the store;
+ * - `ackSender` sends acknowledgements; `ackHandler` removes acknowledged messages from the store; `expirer`
+ *   removes expired ones (`drops` moves their streams past them, as it does for purged ones);
  * - `reorderer` starts a `deliveryWorker` per inbound stream with deliverable messages.
  *
  * Pure protocol logic lives in `outbound`, `inbound`, `hello` and `rtt`; the state they share, in `state`.
@@ -24,6 +25,7 @@ import * as AckSender from "./ackSender.js"
 import * as Api from "./api.js"
 import * as Appender from "./appender.js"
 import * as Env from "./env.js"
+import * as Expirer from "./expirer.js"
 import * as FrameReader from "./frameReader.js"
 import * as Greeting from "./greeting.js"
 import * as PeerWatcher from "./peerWatcher.js"
@@ -54,6 +56,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   yield* supervisor.fork("retransmission timer", RetransmitTimer.make(env))
   yield* supervisor.fork("ack sender", AckSender.make(env))
   yield* supervisor.fork("ack handler", AckHandler.make(env))
+  yield* supervisor.fork("expirer", Expirer.make(env))
   yield* supervisor.fork("inbox reorderer", Reorderer.make(env, workers))
   yield* supervisor.fork("delivery workers", FiberMap.join(workers))
   yield* supervisor.fork("hello loops", FiberMap.join(helloLoops))

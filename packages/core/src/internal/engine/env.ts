@@ -19,6 +19,7 @@ import { Network } from "../../Network.js"
 import type { PeerId } from "../../PeerId.js"
 import * as StreamKey from "../../StreamKey.js"
 import * as Inbound from "./inbound.js"
+import { MetricTags } from "./metricTags.js"
 import * as Outbound from "./outbound.js"
 import * as Outbox from "./outbox.js"
 import * as Report from "./report.js"
@@ -38,6 +39,7 @@ export interface Env {
   /** This run's id, stored with every seq it allocates. */
   readonly run: number
   readonly rttBounds: Rtt.RttBounds
+  readonly metricTags: MetricTags
   readonly events: PubSub.PubSub<IlmEvent>
   /** The peers messages flow to now. */
   readonly linkedPeers: SubscriptionRef.SubscriptionRef<HashSet.HashSet<PeerId>>
@@ -92,9 +94,10 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   yield* state.peers.ensure(storedOutbound.streams.map((stream) => stream.peer))
   yield* STM.gen(function*() {
     for (const [i, stream] of storedOutbound.streams.entries()) {
-      yield* state.outs.set(outKeys[i]!, Outbound.restore(outKeys[i]!, stream, stream.runs))
-      yield* State.addPending(state, stream.nextSeq - stream.firstPending)
-      reserved.push([stream.peer, stream.nextSeq - stream.firstPending])
+      const restored = Outbound.restore(outKeys[i]!, stream)
+      yield* state.outs.set(outKeys[i]!, restored)
+      yield* State.addPending(state, Outbound.pending(restored))
+      reserved.push([stream.peer, Outbound.pending(restored)])
       yield* state.peers.set(stream.peer, yield* peerLink(stream.peer))
     }
     for (const [i, received] of storedReceived.entries()) {
@@ -106,6 +109,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   for (const [peer, count] of reserved) outbox.restore(peer, count)
   const events = yield* PubSub.sliding<IlmEvent>(4096)
   const pending = Effect.sync(outbox.total)
+  const metricTags = new MetricTags(network.localPeer)
   return {
     self: network.localPeer,
     config,
@@ -117,11 +121,12 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     outbox,
     run,
     rttBounds,
+    metricTags,
     events,
     linkedPeers: yield* SubscriptionRef.make(HashSet.empty<PeerId>()),
     nextNonce,
     peerLink,
-    publish: (report) => Report.publish(report, events, pending),
+    publish: (report) => Report.publish(report, events, pending, metricTags),
     sendFrames: (peer, frames) => frames.length === 0 ? Effect.void : Effect.ignore(network.send(peer, frames))
   } satisfies Env
 })

@@ -1,6 +1,6 @@
 /**
  * The frame reader: the one place inbound bytes are decoded. It checks each frame against the transport-level
- * peer it came from, hands `Hello`s to the greeting in order, and takes the `Data` and `Ack` frames between them
+ * peer it came from, hands `Hello`s to the greeting in order, and takes the `Data`, `Skip` and `Ack` frames between them
  * in one transaction per batch. When the network's inbound stream ends, so does the reader, and the engine with it.
  *
  * @internal
@@ -21,7 +21,7 @@ import * as Receive from "./receive.js"
 import * as Report from "./report.js"
 
 export const make = (env: Env, greeting: Greeting): Effect.Effect<void> => {
-  const take = (batch: Array<Frame.Data | Frame.Ack>) =>
+  const take = (batch: Array<Frame.Data | Frame.Skip | Frame.Ack>) =>
     batch.length === 0 ? Effect.void : Effect.gen(function*() {
       yield* env.state.ins.ensure(inboundKeys(batch))
       const now = yield* Clock.currentTimeMillis
@@ -34,7 +34,7 @@ export const make = (env: Env, greeting: Greeting): Effect.Effect<void> => {
 
   const handle = (chunk: Chunk.Chunk<Inbound>) =>
     Effect.gen(function*() {
-      const batch: Array<Frame.Data | Frame.Ack> = []
+      const batch: Array<Frame.Data | Frame.Skip | Frame.Ack> = []
       const report = Report.make()
       for (const inbound of chunk) {
         const decoded = Frame.decodeRecord(inbound.frame, env.config.maxPayloadBytes)
@@ -63,11 +63,11 @@ export const make = (env: Env, greeting: Greeting): Effect.Effect<void> => {
 }
 
 /** The inbound streams a batch carries data of, each once. */
-const inboundKeys = (batch: ReadonlyArray<Frame.Data | Frame.Ack>): Set<StreamKey.StreamKey> => {
+const inboundKeys = (batch: ReadonlyArray<Frame.Data | Frame.Skip | Frame.Ack>): Set<StreamKey.StreamKey> => {
   const keys = new Set<StreamKey.StreamKey>()
-  let last: Frame.Data | undefined
+  let last: Frame.Data | Frame.Skip | undefined
   for (const frame of batch) {
-    if (frame._tag !== "Data" || (last !== undefined && last.from === frame.from && last.lane === frame.lane)) continue
+    if (frame._tag === "Ack" || (last !== undefined && last.from === frame.from && last.lane === frame.lane)) continue
     keys.add(StreamKey.make(frame.from, frame.lane))
     last = frame
   }

@@ -3,8 +3,12 @@
  * what delivering moves.
  *
  * A stream keeps `(incarnation, delivered)`: every seq up to `delivered` of that source incarnation reached the
- * application. Frames above it wait in `buffer`, in seq order, bounded by the window in messages and in bytes; the
- * next seq is always taken, so a stream never stalls on the byte bound.
+ * application, expired, or was skipped. Frames above it wait in `buffer`, in seq order, bounded by the window in
+ * messages and in bytes; the next seq is always taken, so a stream never stalls on the byte bound.
+ *
+ * A `Skip` covers seqs `seq … last` that the sender removed: it waits in the buffer like a message, and supersedes
+ * any message it covers (the sender removed that one after sending it). A message with a time to live carries its
+ * `deadline` on this peer's clock, set when it arrived.
  *
  * @internal
  */
@@ -15,6 +19,17 @@ import type { Lane } from "../../Lane.js"
 import type { PeerId } from "../../PeerId.js"
 import type { StreamKey } from "../../StreamKey.js"
 
+/** A message, with when it expires on this peer's clock if it does. */
+export type Message = Frame.Data & { readonly deadline?: number | undefined }
+
+/** What waits in the reorder buffer. */
+export type Item = Message | Frame.Skip
+
+/** The last seq an item covers. */
+export const lastOf = (item: Item): number => item._tag === "Skip" ? item.last : item.seq
+
+const bytesOfItem = (item: Item): number => item._tag === "Skip" ? 0 : item.payload.length
+
 export interface InStream {
   readonly key: StreamKey
   readonly peer: PeerId
@@ -23,11 +38,15 @@ export interface InStream {
   readonly delivered: number
   /** The source runs of the last seqs delivered; empty after adopting a floor. */
   readonly runs: ReadonlyArray<RunStart>
-  /** Frames above `delivered`, in seq order, no seq twice. */
-  readonly buffer: ReadonlyArray<Frame.Data>
+  /** Items above `delivered`, in seq order, no seq covered twice. */
+  readonly buffer: ReadonlyArray<Item>
   readonly bufferedBytes: number
   /** A delivery worker owns the stream's next messages. */
   readonly busy: boolean
+  /** Messages that expired, here or at the sender, in this run. */
+  readonly expired: number
+  /** Messages the sender purged, in this run. */
+  readonly purged: number
 }
 
 export interface Limits {
@@ -52,7 +71,7 @@ export interface Accepted {
   readonly repeatAck: boolean
   readonly jumps: ReadonlyArray<Jump>
   /** Frames of an older incarnation than the stream's: refused. */
-  readonly stale: ReadonlyArray<Frame.Data>
+  readonly stale: ReadonlyArray<Item>
 }
 
 export const restore = (key: StreamKey, state: {
@@ -61,10 +80,10 @@ export const restore = (key: StreamKey, state: {
   readonly incarnation: Incarnation
   readonly delivered: number
   readonly runs: ReadonlyArray<RunStart>
-}): InStream => ({ key, ...state, buffer: [], bufferedBytes: 0, busy: false })
+}): InStream => ({ key, ...state, buffer: [], bufferedBytes: 0, busy: false, expired: 0, purged: 0 })
 
 /** The stream adopted at `floor`: everything below it counts as delivered by an earlier life of this receiver. */
-const adopt = (key: StreamKey, data: Frame.Data, busy: boolean): InStream => ({
+const adopt = (key: StreamKey, data: Item, busy: boolean, counts: Pick<InStream, "expired" | "purged">): InStream => ({
   key,
   peer: data.from,
   lane: data.lane,
@@ -73,81 +92,137 @@ const adopt = (key: StreamKey, data: Frame.Data, busy: boolean): InStream => ({
   runs: [],
   buffer: [],
   bufferedBytes: 0,
-  busy
+  busy,
+  ...counts
 })
 
-/** Takes `Data` frames of one stream, in arrival order (`current` is `undefined` when the stream is new). */
+/** The part of a skip above `delivered`, or the item as it is. */
+const above = (item: Item, delivered: number): Item =>
+  item._tag === "Skip" && item.seq <= delivered ? { ...item, seq: delivered + 1 } : item
+
+/** Takes `Data` and `Skip` frames of one stream, in arrival order (`current` is `undefined` when the stream is new). */
 export const accept = (
   key: StreamKey,
   current: InStream | undefined,
-  frames: ReadonlyArray<Frame.Data>,
+  frames: ReadonlyArray<Item>,
   limits: Limits
 ): Accepted => {
   const jumps: Array<Jump> = []
-  const stale: Array<Frame.Data> = []
+  const stale: Array<Item> = []
   let duplicates = 0
   let repeatAck = false
   let stream = current
   // The buffer is copied once, on the first frame that changes it.
-  let buffer: Array<Frame.Data> | undefined
+  let buffer: Array<Item> | undefined
   let bufferedBytes = current?.bufferedBytes ?? 0
   const base = () => (buffer ??= stream === undefined ? [] : stream.buffer.slice())
-  for (const data of frames) {
+  for (const frame of frames) {
     if (stream === undefined) {
-      stream = adopt(key, data, false)
-      if (data.floor > 1) {
+      stream = adopt(key, frame, false, { expired: 0, purged: 0 })
+      if (frame.floor > 1) {
         jumps.push({
           reason: "receiver-behind",
-          detail: `no record of this stream; adopted it at the sender's floor, seq ${data.floor}`
+          detail: `no record of this stream; adopted it at the sender's floor, seq ${frame.floor}`
         })
       }
-    } else if (data.incarnation < stream.incarnation) {
-      stale.push(data)
+    } else if (frame.incarnation < stream.incarnation) {
+      stale.push(frame)
       continue
-    } else if (data.incarnation > stream.incarnation) {
+    } else if (frame.incarnation > stream.incarnation) {
       jumps.push({
         reason: "peer-new-incarnation",
-        detail: `incarnation ${stream.incarnation} replaced by ${data.incarnation}, adopted at seq ${data.floor}`
+        detail: `incarnation ${stream.incarnation} replaced by ${frame.incarnation}, adopted at seq ${frame.floor}`
       })
-      stream = adopt(key, data, stream.busy)
+      stream = adopt(key, frame, stream.busy, { expired: stream.expired, purged: stream.purged })
       buffer = []
       bufferedBytes = 0
-    } else if (data.floor - 1 > stream.delivered && !stream.busy) {
+    } else if (frame.floor - 1 > stream.delivered && !stream.busy) {
       jumps.push({
         reason: "receiver-behind",
-        detail: `delivered ${stream.delivered}, sender acknowledged up to ${data.floor - 1}`
+        detail: `delivered ${stream.delivered}, sender acknowledged up to ${frame.floor - 1}`
       })
-      const kept = base().filter((frame) => frame.seq >= data.floor)
+      const kept = base().filter((item) => lastOf(item) >= frame.floor).map((item) => above(item, frame.floor - 1))
       buffer = kept
       bufferedBytes = bytesOf(kept)
-      stream = { ...stream, delivered: data.floor - 1, runs: [] }
+      stream = { ...stream, delivered: frame.floor - 1, runs: [] }
     }
-    const list = buffer ?? stream.buffer
-    const at = insertionPoint(list, data.seq)
-    if (data.seq <= stream.delivered || list[at]?.seq === data.seq) {
+    if (lastOf(frame) <= stream.delivered) {
       duplicates++
       repeatAck = true
       continue
     }
+    const item = above(frame, stream.delivered)
     const next = stream.delivered + 1
-    if (data.seq > stream.delivered + limits.window) continue
-    if (data.seq !== next && bufferedBytes + data.payload.length > limits.windowBytes) continue
+    if (item.seq > stream.delivered + limits.window) continue
+    const list = buffer ?? stream.buffer
+    const at = insertionPoint(list, item.seq)
+    if (item._tag !== "Skip") {
+      // A message some buffered item covers already: a duplicate, or one its sender has since skipped.
+      const before = list[at - 1]
+      if (list[at]?.seq === item.seq || (before !== undefined && lastOf(before) >= item.seq)) {
+        duplicates++
+        repeatAck = true
+        continue
+      }
+      if (item.seq !== next && bufferedBytes + item.payload.length > limits.windowBytes) continue
+    }
     // Past a gap (the next seq to deliver is missing): repeat the last acknowledgement so the sender can resend the
     // gap at once. Frames queued behind a next seq that is here, waiting for its delivery, are no sign of loss.
-    if (data.seq > next && list[0]?.seq !== next) repeatAck = true
+    if (item.seq > next && list[0]?.seq !== next) repeatAck = true
     const target = base()
-    if (at === target.length) target.push(data)
-    else target.splice(at, 0, data)
-    bufferedBytes += data.payload.length
+    if (item._tag === "Skip") {
+      const inserted = insertSkip(target, item)
+      bufferedBytes += inserted.bytes
+      // Every seq of it waits in a buffered skip already: a duplicate.
+      if (!inserted.changed) {
+        duplicates++
+        repeatAck = true
+      }
+    } else {
+      target.splice(at, 0, item)
+      bufferedBytes += item.payload.length
+    }
   }
   if (stream !== undefined && buffer !== undefined) stream = { ...stream, buffer, bufferedBytes }
   return { stream, duplicates, repeatAck, jumps, stale }
 }
 
-const bytesOf = (frames: ReadonlyArray<Frame.Data>) => frames.reduce((sum, frame) => sum + frame.payload.length, 0)
+/**
+ * Puts a skip in the buffer: it replaces the messages it covers, and the parts of it that buffered skips cover
+ * already are left out. Returns the change in buffered bytes, and whether the buffer changed.
+ */
+const insertSkip = (buffer: Array<Item>, skip: Frame.Skip): { readonly bytes: number; readonly changed: boolean } => {
+  let bytes = 0
+  let changed = false
+  let seq = skip.seq
+  let at = insertionPoint(buffer, seq)
+  // A buffered skip that starts below this one and reaches into it.
+  const before = buffer[at - 1]
+  if (before !== undefined && lastOf(before) >= seq) seq = lastOf(before) + 1
+  while (seq <= skip.last) {
+    const item = buffer[at]
+    if (item !== undefined && item.seq <= skip.last && item._tag !== "Skip") {
+      bytes -= item.payload.length
+      buffer.splice(at, 1)
+      changed = true
+      continue
+    }
+    const end = item === undefined || item.seq > skip.last ? skip.last : item.seq - 1
+    if (end >= seq) {
+      buffer.splice(at++, 0, { ...skip, seq, last: end })
+      changed = true
+    }
+    if (item === undefined || item.seq > skip.last) break
+    seq = lastOf(item) + 1
+    at++
+  }
+  return { bytes, changed }
+}
 
-/** The index of the first frame with a seq not below `seq` (binary search; appends are the usual case). */
-const insertionPoint = (buffer: ReadonlyArray<Frame.Data>, seq: number): number => {
+const bytesOf = (items: ReadonlyArray<Item>) => items.reduce((sum, item) => sum + bytesOfItem(item), 0)
+
+/** The index of the first item with a seq not below `seq` (binary search; appends are the usual case). */
+const insertionPoint = (buffer: ReadonlyArray<Item>, seq: number): number => {
   const last = buffer[buffer.length - 1]
   if (last === undefined || last.seq < seq) return buffer.length
   let low = 0
@@ -168,32 +243,45 @@ const insertionPoint = (buffer: ReadonlyArray<Frame.Data>, seq: number): number 
 export const pastGap = (stream: InStream): number =>
   stream.buffer.length > 0 && stream.buffer[0]!.seq !== stream.delivered + 1 ? stream.buffer.length : 0
 
-/** The frames that can be delivered now: consecutive from `delivered + 1`, at most `max`. */
-export const deliverable = (stream: InStream, max: number): ReadonlyArray<Frame.Data> => {
+/** The items that can be delivered now: consecutive from `delivered + 1`, at most `max`. */
+export const deliverable = (stream: InStream, max: number): ReadonlyArray<Item> => {
   let count = 0
-  while (count < max && count < stream.buffer.length && stream.buffer[count]!.seq === stream.delivered + 1 + count) {
-    count++
+  let next = stream.delivered + 1
+  while (count < max && count < stream.buffer.length && stream.buffer[count]!.seq === next) {
+    next = lastOf(stream.buffer[count++]!) + 1
   }
   return count === stream.buffer.length ? stream.buffer : stream.buffer.slice(0, count)
 }
 
 /**
- * The stream once seqs up to `lastOk` of `incarnation` are delivered and stored, with `runs` their source runs;
- * `undefined` when the stream moved on meanwhile (a new incarnation, or a jump past them).
+ * The stream once seqs up to `lastOk` of `incarnation` are delivered (or expired, or skipped) and stored, with
+ * `runs` their source runs; `undefined` when the stream moved on meanwhile (a new incarnation, or a jump past them).
  */
 export const delivered = (
   stream: InStream,
   incarnation: Incarnation,
   lastOk: number,
-  runs: ReadonlyArray<RunStart>
+  runs: ReadonlyArray<RunStart>,
+  counts: { readonly expired: number; readonly purged: number }
 ): InStream | undefined => {
   if (stream.incarnation !== incarnation || lastOk <= stream.delivered) return undefined
   let drop = 0
   let bytes = stream.bufferedBytes
-  while (drop < stream.buffer.length && stream.buffer[drop]!.seq <= lastOk) {
-    bytes -= stream.buffer[drop++]!.payload.length
+  while (drop < stream.buffer.length && lastOf(stream.buffer[drop]!) <= lastOk) {
+    bytes -= bytesOfItem(stream.buffer[drop++]!)
   }
-  return { ...stream, delivered: lastOk, runs, buffer: stream.buffer.slice(drop), bufferedBytes: bytes }
+  const buffer = stream.buffer.slice(drop)
+  // A skip the delivery covered part of: what is left of it.
+  if (buffer.length > 0) buffer[0] = above(buffer[0]!, lastOk)
+  return {
+    ...stream,
+    delivered: lastOk,
+    runs,
+    buffer,
+    bufferedBytes: bytes,
+    expired: stream.expired + counts.expired,
+    purged: stream.purged + counts.purged
+  }
 }
 
 /** A new session of the sender: what it sent before is history, and its buffered frames are dropped. */

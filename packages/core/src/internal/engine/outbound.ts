@@ -6,9 +6,14 @@
  * allocated` wait for the window. Only the pump moves `nextToSend` up; acknowledgements, timeouts, a fast
  * retransmit and a new link move it back to `acked + 1`, which resends from the first unacknowledged seq.
  *
+ * Seqs the store removed without an acknowledgement (expired or purged) stay in the stream as `dropped` ranges
+ * until an acknowledgement covers them: the pump sends them as `Skip` frames, so the receiver moves past them
+ * instead of waiting for them. They are no longer pending.
+ *
  * @internal
  */
-import type { RunStart } from "../../Backend.js"
+import type { DroppedRange, RunRange, RunStart } from "../../Backend.js"
+import type { SkipReason } from "../../Frame.js"
 import type { Lane } from "../../Lane.js"
 import type { PeerId } from "../../PeerId.js"
 import type { StreamKey } from "../../StreamKey.js"
@@ -38,6 +43,19 @@ export interface OutStream {
   /** Payload bytes of each transmission in flight (up to seq `to`), for the window's byte bound. */
   readonly flight: ReadonlyArray<{ readonly to: number; readonly bytes: number }>
   readonly flightBytes: number
+  /** Seqs above `acked` that the store removed without an acknowledgement, in seq order. */
+  readonly dropped: ReadonlyArray<Dropped>
+  /** How many seqs `dropped` holds. */
+  readonly droppedCount: number
+  /** Messages that expired in the store, in this run. */
+  readonly expired: number
+  /** Messages the application purged, in this run. */
+  readonly purged: number
+}
+
+/** Seqs of one run that the store removed, and why. */
+export interface Dropped extends RunRange {
+  readonly reason: SkipReason
 }
 
 export interface Probe {
@@ -60,22 +78,95 @@ export const make = (key: StreamKey, peer: PeerId, lane: Lane): OutStream => ({
   fastRetransmitAt: -1,
   deadline: undefined,
   flight: [],
-  flightBytes: 0
+  flightBytes: 0,
+  dropped: [],
+  droppedCount: 0,
+  expired: 0,
+  purged: 0
 })
 
-/** A stream as the store left it: `firstPending … nextSeq - 1` pending, nothing in flight. */
+/**
+ * A stream as the store left it: stored messages from `firstPending` and dropped seqs above the last
+ * acknowledgement, each range skipped for the reason the store kept with it, nothing in flight.
+ */
 export const restore = (
   key: StreamKey,
-  stored: { readonly peer: PeerId; readonly lane: Lane; readonly firstPending: number; readonly nextSeq: number },
-  runs: ReadonlyArray<RunStart>
-): OutStream => ({
-  ...make(key, stored.peer, stored.lane),
-  runs,
-  allocated: stored.nextSeq - 1,
-  acked: stored.firstPending - 1,
-  nextToSend: stored.firstPending,
-  highestSent: stored.firstPending - 1
-})
+  stored: {
+    readonly peer: PeerId
+    readonly lane: Lane
+    readonly firstPending: number
+    readonly nextSeq: number
+    readonly runs: ReadonlyArray<RunStart>
+    readonly dropped: ReadonlyArray<DroppedRange>
+  }
+): OutStream => {
+  const acked = Math.min(stored.firstPending, stored.dropped[0]?.from ?? stored.firstPending) - 1
+  return {
+    ...make(key, stored.peer, stored.lane),
+    runs: stored.runs,
+    allocated: stored.nextSeq - 1,
+    acked,
+    nextToSend: acked + 1,
+    highestSent: acked,
+    dropped: stored.dropped.map(({ from, reason, run, to }) => ({ run, from, to, reason })),
+    droppedCount: countOf(stored.dropped)
+  }
+}
+
+const countOf = (ranges: ReadonlyArray<RunRange>) => ranges.reduce((sum, range) => sum + range.to - range.from + 1, 0)
+
+/**
+ * Records seqs the store removed, for `reason`; returns the stream and how many of them were still pending (the
+ * store may remove a message acknowledged a moment ago, before its deletion reached it: that one was delivered).
+ */
+export const drop = (
+  stream: OutStream,
+  ranges: ReadonlyArray<RunRange>,
+  reason: SkipReason
+): { readonly stream: OutStream; readonly count: number } => {
+  const added: Array<Dropped> = []
+  for (const range of ranges) {
+    const from = Math.max(range.from, stream.acked + 1)
+    if (from <= range.to) added.push({ run: range.run, from, to: range.to, reason })
+  }
+  if (added.length === 0) return { stream, count: 0 }
+  const count = countOf(added)
+  const dropped = [...stream.dropped, ...added].sort((a, b) => a.from - b.from)
+  return {
+    stream: {
+      ...stream,
+      dropped,
+      droppedCount: stream.droppedCount + count,
+      expired: stream.expired + (reason === "expired" ? count : 0),
+      purged: stream.purged + (reason === "purged" ? count : 0)
+    },
+    count
+  }
+}
+
+/** The dropped range holding `seq`, if one does. */
+export const droppedAt = (stream: OutStream, seq: number): Dropped | undefined => {
+  for (const range of stream.dropped) {
+    if (range.from > seq) return undefined
+    if (range.to >= seq) return range
+  }
+  return undefined
+}
+
+/** The dropped ranges above `upTo`, and how many seqs the others held. */
+const pruneDropped = (stream: OutStream, upTo: number) => {
+  if (stream.dropped.length === 0 || stream.dropped[0]!.from > upTo) return { dropped: stream.dropped, count: 0 }
+  const dropped: Array<Dropped> = []
+  let count = 0
+  for (const range of stream.dropped) {
+    if (range.to <= upTo) count += range.to - range.from + 1
+    else if (range.from <= upTo) {
+      count += upTo - range.from + 1
+      dropped.push({ ...range, from: upTo + 1 })
+    } else dropped.push(range)
+  }
+  return { dropped, count }
+}
 
 /** Seqs `first … last` were stored by `run`. */
 export const allocate = (stream: OutStream, run: number, first: number, last: number): OutStream => ({
@@ -84,7 +175,7 @@ export const allocate = (stream: OutStream, run: number, first: number, last: nu
   allocated: Math.max(stream.allocated, last)
 })
 
-export const pending = (stream: OutStream): number => stream.allocated - stream.acked
+export const pending = (stream: OutStream): number => Math.max(0, stream.allocated - stream.acked - stream.droppedCount)
 
 export const inFlight = (stream: OutStream): number => stream.nextToSend - 1 - stream.acked
 
@@ -101,21 +192,6 @@ export const sendable = (
   const to = Math.min(limit, stream.nextToSend + maxBatch - 1)
   if (stream.nextToSend > to) return undefined
   return { from: stream.nextToSend, to, more: to < limit }
-}
-
-/**
- * How many of the next messages, of these payload sizes, the window's byte bound lets out: at least one when
- * nothing is in flight, so a message larger than the bound still goes.
- */
-export const fitting = (stream: OutStream, sizes: ReadonlyArray<number>, windowBytes: number): number => {
-  let bytes = stream.flightBytes
-  let count = 0
-  while (
-    count < sizes.length && (bytes + sizes[count]! <= windowBytes || (count === 0 && stream.flight.length === 0))
-  ) {
-    bytes += sizes[count++]!
-  }
-  return count
 }
 
 /** `from … to`, of `bytes` payload bytes, went out at `now`; returns the stream and how many were resent. */
@@ -164,7 +240,8 @@ const land = (stream: OutStream, upTo: number): Pick<OutStream, "flight" | "flig
 
 /**
  * What an acknowledgement up to `upTo` does:
- * - `"acked"`: the stream moved; `sample` is a measured round trip when the probe was covered;
+ * - `"acked"`: the stream moved; `count` messages were delivered (the dropped seqs it covers are not counted);
+ *   `sample` is a measured round trip when the probe was covered;
  * - `"duplicate"`: it repeats `acked` while messages are in flight; the third in a row asks for a fast retransmit
  *   (`rewound`), once per gap;
  * - `"stale"`: it changes nothing.
@@ -178,12 +255,15 @@ export const acknowledge = (stream: OutStream, upTo: number, now: number): AckOu
   if (upTo > stream.acked) {
     const probe = stream.probe
     const sampled = probe !== undefined && probe.seq <= upTo
+    const pruned = pruneDropped(stream, upTo)
     return {
       _tag: "acked",
-      count: upTo - stream.acked,
+      count: upTo - stream.acked - pruned.count,
       sample: sampled ? now - probe.at : undefined,
       stream: {
         ...stream,
+        dropped: pruned.dropped,
+        droppedCount: stream.droppedCount - pruned.count,
         runs: Runs.prune(stream.runs, upTo + 1),
         acked: upTo,
         nextToSend: Math.max(stream.nextToSend, upTo + 1),

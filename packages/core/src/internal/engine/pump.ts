@@ -11,11 +11,11 @@
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as Metric from "effect/Metric"
 import * as STM from "effect/STM"
 import * as TRef from "effect/TRef"
 import type { StoredMessage } from "../../Backend.js"
 import * as Frame from "../../Frame.js"
+import type { SkipReason } from "../../Frame.js"
 import * as Metrics from "../../IlmMetrics.js"
 import type { Incarnation } from "../../Incarnation.js"
 import type { Lane } from "../../Lane.js"
@@ -36,10 +36,31 @@ interface Candidate {
 
 interface Transmission {
   readonly candidate: Candidate
-  /** The messages that fit the window, `undefined` when they could not be read (a lost transmission). */
+  /**
+   * The stored messages read from the candidate's first seq, in seq order, with holes where seqs were dropped;
+   * `undefined` when they could not be read (a lost transmission).
+   */
   readonly messages: ReadonlyArray<StoredMessage> | undefined
-  readonly bytes: number
 }
+
+/** A message to send, with the time it may still live, or seqs to skip. */
+type Item =
+  | {
+    readonly _tag: "Data"
+    readonly run: number
+    readonly seq: number
+    readonly ttl?: number | undefined
+    readonly payload: Uint8Array
+  }
+  | {
+    readonly _tag: "Skip"
+    readonly run: number
+    readonly seq: number
+    readonly last: number
+    readonly reason: SkipReason
+  }
+
+type DataItem = Extract<Item, { readonly _tag: "Data" }>
 
 /** A transmission recorded as sent, with what its frames carry. */
 interface Outgoing {
@@ -48,8 +69,52 @@ interface Outgoing {
   readonly incarnation: Incarnation
   readonly session: number
   readonly floor: number
-  readonly messages: ReadonlyArray<StoredMessage>
+  readonly items: ReadonlyArray<Item>
   readonly retransmits: number
+}
+
+/**
+ * What goes out of a stream from `from`: its stored messages while the byte window lets them (always one when
+ * nothing is in flight), and a `Skip` for each dropped range, which costs the window nothing and may reach past
+ * `to` (a purged backlog goes in one frame). It stops at a hole the stream has no dropped range for yet: the
+ * store removed those messages a moment ago, and the pump is told once the stream knows.
+ */
+export const itemsToSend = (
+  stream: Outbound.OutStream,
+  from: number,
+  to: number,
+  messages: ReadonlyArray<StoredMessage>,
+  windowBytes: number,
+  now: number
+): { readonly items: Array<Item>; readonly last: number; readonly bytes: number } => {
+  const items: Array<Item> = []
+  let seq = from
+  let bytes = 0
+  let data = 0
+  let index = 0
+  while (seq <= to) {
+    const dropped = Outbound.droppedAt(stream, seq)
+    if (dropped !== undefined) {
+      const last = Math.min(dropped.to, stream.allocated)
+      items.push({ _tag: "Skip", run: dropped.run, seq, last, reason: dropped.reason })
+      seq = last + 1
+      continue
+    }
+    while (index < messages.length && messages[index]!.seq < seq) index++
+    const message = messages[index]
+    if (message === undefined || message.seq !== seq) break
+    const size = message.payload.length
+    if (stream.flightBytes + bytes + size > windowBytes && (data > 0 || stream.flight.length > 0)) break
+    items.push(
+      message.expiresAt === undefined
+        ? { _tag: "Data", run: message.run, seq, payload: message.payload }
+        : { _tag: "Data", run: message.run, seq, payload: message.payload, ttl: Math.max(0, message.expiresAt - now) }
+    )
+    bytes += size
+    data++
+    seq++
+  }
+  return { items, last: seq - 1, bytes }
 }
 
 export const make = (env: Env): Effect.Effect<never> => {
@@ -70,32 +135,20 @@ export const make = (env: Env): Effect.Effect<never> => {
     return candidates
   })
 
-  /** The candidate's messages that fit the byte window, from the send buffer or the store. */
+  /** The candidate's stored messages, from the send buffer or the store. */
   const prepare = (candidate: Candidate): Effect.Effect<Transmission> => {
     const { from, stream, to } = candidate
     const buffered = env.sendBuffer.get(stream.key, stream.peer, stream.lane, from, to)
-    const read = buffered !== undefined
-      ? Effect.succeed(buffered)
-      : env.backend.read(stream.peer, stream.lane, from, to - from + 1).pipe(
-        Effect.map((stored) => {
-          const messages = consecutive(stored, from)
-          env.sendBuffer.addStored(stream.key, messages)
-          return messages
-        })
-      )
-    return read.pipe(
-      Effect.map((messages): Transmission => {
-        const count = Outbound.fitting(stream, messages.map((message) => message.payload.length), config.windowBytes)
-        const fit = count === messages.length ? messages : messages.slice(0, count)
-        return { candidate, messages: fit, bytes: fit.reduce((sum, message) => sum + message.payload.length, 0) }
+    if (buffered !== undefined) return Effect.succeed({ candidate, messages: buffered })
+    return env.backend.read(stream.peer, stream.lane, from, to - from + 1).pipe(
+      Effect.map((stored): Transmission => {
+        const messages = stored.filter((message) => message.seq <= to)
+        env.sendBuffer.addStored(stream.key, messages)
+        return { candidate, messages }
       }),
       // A failed read is a lost transmission: the retransmission timer sends it again.
       Effect.catchAll((error) =>
-        Effect.as(Effect.logWarning("Could not read pending messages", error), {
-          candidate,
-          messages: undefined,
-          bytes: 0
-        })
+        Effect.as(Effect.logWarning("Could not read pending messages", error), { candidate, messages: undefined })
       )
     )
   }
@@ -112,13 +165,15 @@ export const make = (env: Env): Effect.Effect<never> => {
         if (stream === undefined || stream.nextToSend !== candidate.from) continue
         const peer = yield* env.peerLink(stream.peer)
         if (!peer.linked || peer.nonce !== candidate.nonce) continue
-        const count = messages === undefined ? candidate.to - candidate.from + 1 : messages.length
-        if (count === 0) continue
-        const next = Outbound.sent(stream, candidate.from, candidate.from + count - 1, transmission.bytes, now)
+        const planned = messages === undefined
+          ? { items: [], last: candidate.to, bytes: 0 }
+          : itemsToSend(stream, candidate.from, candidate.to, messages, config.windowBytes, now)
+        if (planned.last < candidate.from) continue
+        const next = Outbound.sent(stream, candidate.from, planned.last, planned.bytes, now)
         armed ||= stream.deadline === undefined
         yield* state.outs.set(stream.key, Outbound.arm(next.stream, now + peer.rtt.rto))
         // More is sendable when the batch bound stopped it; the byte bound waits for an acknowledgement instead.
-        if (candidate.more && count === candidate.to - candidate.from + 1) again.push(stream.key)
+        if (candidate.more && planned.last >= candidate.to) again.push(stream.key)
         if (messages === undefined) continue
         going.push({
           peer: stream.peer,
@@ -126,7 +181,7 @@ export const make = (env: Env): Effect.Effect<never> => {
           incarnation: peer.incarnation,
           session: candidate.nonce,
           floor: next.stream.acked + 1,
-          messages,
+          items: planned.items,
           retransmits: next.retransmits
         })
       }
@@ -144,7 +199,21 @@ export const make = (env: Env): Effect.Effect<never> => {
       session: outgoing.session,
       floor: outgoing.floor
     }
-    for (const frame of Frame.encodeData(header, outgoing.messages)) frames.push(frame)
+    // The messages between two skips share one buffer.
+    let messages: Array<DataItem> = []
+    const flush = () => {
+      if (messages.length > 0) { for (const frame of Frame.encodeData(header, messages)) frames.push(frame) }
+      messages = []
+    }
+    for (const item of outgoing.items) {
+      if (item._tag === "Data") {
+        messages.push(item)
+      } else {
+        flush()
+        frames.push(Frame.encodeSkip(header, item))
+      }
+    }
+    flush()
   }
 
   return Effect.forever(Effect.gen(function*() {
@@ -153,22 +222,15 @@ export const make = (env: Env): Effect.Effect<never> => {
     for (const candidate of candidates) transmissions.push(yield* prepare(candidate))
     const going = yield* record(transmissions, yield* Clock.currentTimeMillis)
     const byPeer = new Map<PeerId, Array<Uint8Array>>()
-    let retransmits = 0
     for (const outgoing of going) {
       let frames = byPeer.get(outgoing.peer)
       if (frames === undefined) byPeer.set(outgoing.peer, frames = [])
       encode(outgoing, frames)
-      retransmits += outgoing.retransmits
+      if (outgoing.retransmits > 0) {
+        Metrics.retransmitted.unsafeUpdate(outgoing.retransmits, env.metricTags.stream(outgoing.peer, outgoing.lane))
+      }
     }
     for (const [peer, frames] of byPeer) yield* env.sendFrames(peer, frames)
-    if (retransmits > 0) yield* Metric.incrementBy(Metrics.retransmitted, retransmits)
     yield* yieldToEventLoop
   }))
-}
-
-/** The messages of a read that follow each other from `from`: a stream's pending seqs have no holes. */
-const consecutive = (stored: ReadonlyArray<StoredMessage>, from: number): ReadonlyArray<StoredMessage> => {
-  let count = 0
-  while (count < stored.length && stored[count]!.seq === from + count) count++
-  return count === stored.length ? stored : stored.slice(0, count)
 }

@@ -1,6 +1,6 @@
 /**
- * The transaction that takes a batch of `Data` and `Ack` frames: consecutive `Data` frames of one stream go into
- * its reorder buffer together, and each `Ack` moves its outbound stream's window. One transaction per batch; it
+ * The transaction that takes a batch of `Data`, `Skip` and `Ack` frames: consecutive `Data` and `Skip` frames of one
+ * stream go into its reorder buffer together, and each `Ack` moves its outbound stream's window. One transaction per batch; it
  * returns what the caller must do once it has committed.
  *
  * @internal
@@ -101,7 +101,7 @@ export const applyAck = (
     effects.released.push({ key: stream.key, upTo })
     effects.freed.push([stream.peer, outcome.count])
     effects.outReady.push(stream.key)
-    report.acked += outcome.count
+    Report.count(report, stream.peer, stream.lane, "acked", outcome.count)
   })
 
 const receiveAck = (env: Env, ack: Frame.Ack, now: number, report: Report.Report, effects: Effects) =>
@@ -126,8 +126,17 @@ const receiveAck = (env: Env, ack: Frame.Ack, now: number, report: Report.Report
     yield* applyAck(env, stream, ack.upTo, now, report, effects)
   })
 
-/** Takes `Data` frames of one stream, in arrival order, reading and writing the stream's state once. */
-const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report.Report, effects: Effects) =>
+/**
+ * Takes `Data` and `Skip` frames of one stream, in arrival order, reading and writing the stream's state once. A
+ * message's time to live starts counting down on this peer's clock now.
+ */
+const receiveData = (
+  env: Env,
+  frames: ReadonlyArray<Frame.Data | Frame.Skip>,
+  now: number,
+  report: Report.Report,
+  effects: Effects
+) =>
   STM.gen(function*() {
     const first = frames[0]!
     const sender = yield* env.state.peers.get(first.from)
@@ -136,18 +145,21 @@ const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report
       report.unknownSessions.add(first.from)
       for (const data of frames) {
         if (sender === undefined || data.session !== sender.theirNonce) {
-          Report.reject(report, data.from, "stale-session", `Data of session ${data.session}`)
+          Report.reject(report, data.from, "stale-session", `${data._tag} of session ${data.session}`)
         }
       }
     }
     if (current.length === 0) return
     const key = StreamKey.make(first.from, first.lane)
     const stored = yield* env.state.ins.get(key)
-    const accepted = Inbound.accept(key, stored, current, env.config)
-    report.duplicates += accepted.duplicates
+    const items = current.map((frame): Inbound.Item =>
+      frame._tag === "Data" && frame.ttl !== undefined ? { ...frame, deadline: now + frame.ttl } : frame
+    )
+    const accepted = Inbound.accept(key, stored, items, env.config)
+    Report.count(report, first.from, first.lane, "duplicates", accepted.duplicates)
     Report.jumped(report, first.from, first.lane, accepted.jumps)
     for (const data of accepted.stale) {
-      Report.reject(report, data.from, "stale-incarnation", `Data of incarnation ${data.incarnation}`)
+      Report.reject(report, data.from, "stale-incarnation", `${data._tag} of incarnation ${data.incarnation}`)
     }
     const stream = accepted.stream
     if (stream === undefined) return
@@ -159,7 +171,7 @@ const receiveData = (env: Env, frames: ReadonlyArray<Frame.Data>, report: Report
 /** Takes a batch of frames, checked to come from and go to the right peers, in one transaction. */
 export const apply = (
   env: Env,
-  batch: ReadonlyArray<Frame.Data | Frame.Ack>,
+  batch: ReadonlyArray<Frame.Data | Frame.Skip | Frame.Ack>,
   now: number,
   report: Report.Report
 ): STM.STM<Effects> =>
@@ -174,7 +186,7 @@ export const apply = (
         continue
       }
       // Consecutive frames of one stream go in together.
-      const run: Array<Frame.Data> = [frame]
+      const run: Array<Frame.Data | Frame.Skip> = [frame]
       for (
         let next = batch[start + 1];
         next !== undefined && sameStream(frame, next);
@@ -182,12 +194,14 @@ export const apply = (
       ) {
         run.push(next)
       }
-      yield* receiveData(env, run, report, effects)
+      yield* receiveData(env, run, now, report, effects)
       start += run.length
     }
     yield* flush(env, effects)
     return effects
   })
 
-const sameStream = (data: Frame.Data, next: Frame.Data | Frame.Ack): next is Frame.Data =>
-  next._tag === "Data" && next.from === data.from && next.lane === data.lane
+const sameStream = (
+  data: Frame.Data | Frame.Skip,
+  next: Frame.Data | Frame.Skip | Frame.Ack
+): next is Frame.Data | Frame.Skip => next._tag !== "Ack" && next.from === data.from && next.lane === data.lane

@@ -26,6 +26,8 @@ interface Segment {
   readonly run: number
   readonly region: Uint8Array
   readonly offsets: Uint32Array
+  /** When the segment's messages expire (ms since the epoch), if they do. */
+  readonly expiresAt: number | undefined
   /** Messages before this index are released. */
   start: number
   bytes: number
@@ -60,8 +62,14 @@ export class SendBuffer {
     return this.used + payloadsSize(payloads) <= this.maxBytes
   }
 
-  /** Keeps a copy of seqs `first …` of `run` if they fit. */
-  add(key: StreamKey, first: number, run: number, payloads: ReadonlyArray<Uint8Array>): void {
+  /** Keeps a copy of seqs `first …` of `run`, expiring at `expiresAt` if they do, if they fit. */
+  add(
+    key: StreamKey,
+    first: number,
+    run: number,
+    payloads: ReadonlyArray<Uint8Array>,
+    expiresAt: number | undefined
+  ): void {
     if (payloads.length === 0 || !this.fits(payloads)) return
     const offsets = new Uint32Array(payloads.length + 1)
     let size = 0
@@ -72,7 +80,7 @@ export class SendBuffer {
     offsets[payloads.length] = size
     const region = this.slab.alloc(size)
     for (let i = 0; i < payloads.length; i++) region.set(payloads[i]!, offsets[i]!)
-    const segment: Segment = { first, run, region, offsets, start: 0, bytes: 0 }
+    const segment: Segment = { first, run, region, offsets, expiresAt, start: 0, bytes: 0 }
     segment.bytes = sizeOf(segment, 0, payloads.length)
     let list = this.streams.get(key)
     if (list === undefined) this.streams.set(key, list = [])
@@ -83,19 +91,41 @@ export class SendBuffer {
     this.used += segment.bytes
   }
 
-  /** Keeps messages read back from the store (consecutive seqs), one segment per run, if they fit. */
-  addStored(key: StreamKey, messages: ReadonlyArray<StoredMessage>) {
+  /**
+   * Keeps messages read back from the store, if they fit: one segment per stretch of consecutive seqs of one run
+   * and one expiry (dropped seqs leave holes between stretches).
+   */
+  addStored(key: StreamKey, read: ReadonlyArray<StoredMessage>) {
+    // A read spanning a dropped seq misses the buffer although it holds the messages around it: keep them once.
+    const messages = read.filter((message) => !this.holds(key, message.seq))
     let start = 0
     for (let i = 1; i <= messages.length; i++) {
-      if (i < messages.length && messages[i]!.run === messages[start]!.run) continue
-      this.add(
-        key,
-        messages[start]!.seq,
-        messages[start]!.run,
-        messages.slice(start, i).map((message) => message.payload)
-      )
+      const first = messages[start]!
+      const next = messages[i]
+      if (
+        next !== undefined && next.run === first.run && next.seq === first.seq + (i - start) &&
+        next.expiresAt === first.expiresAt
+      ) continue
+      this.add(key, first.seq, first.run, messages.slice(start, i).map((message) => message.payload), first.expiresAt)
       start = i
     }
+  }
+
+  /** Whether a seq of a stream is kept. */
+  private holds(key: StreamKey, seq: number): boolean {
+    const list = this.streams.get(key)
+    if (list === undefined) return false
+    // The last segment that starts at or before `seq` (segments are in seq order).
+    let low = 0
+    let high = list.length - 1
+    while (low < high) {
+      const middle = (low + high + 1) >>> 1
+      if (list[middle]!.first <= seq) low = middle
+      else high = middle - 1
+    }
+    const segment = list[low]!
+    const index = seq - segment.first
+    return index >= segment.start && index < count(segment)
   }
 
   /** Seqs `from … to` of a stream, in order, if every one is kept. */
@@ -111,7 +141,12 @@ export class SendBuffer {
       if (index < segment.start) return undefined
       const { offsets, region } = segment
       for (let i = index; i < offsets.length - 1 && seq <= to; i++, seq++) {
-        found.push({ peer, lane, seq, run: segment.run, payload: region.subarray(offsets[i]!, offsets[i + 1]!) })
+        const payload = region.subarray(offsets[i]!, offsets[i + 1]!)
+        found.push(
+          segment.expiresAt === undefined
+            ? { peer, lane, seq, run: segment.run, payload }
+            : { peer, lane, seq, run: segment.run, payload, expiresAt: segment.expiresAt }
+        )
       }
       if (seq > to) return found
     }
