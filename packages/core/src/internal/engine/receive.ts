@@ -152,9 +152,12 @@ const receiveData = (
     if (current.length === 0) return
     const key = StreamKey.make(first.from, first.lane)
     const stored = yield* env.state.ins.get(key)
-    const items = current.map((frame): Inbound.Item =>
-      frame._tag === "Data" && frame.ttl !== undefined ? { ...frame, deadline: now + frame.ttl } : frame
-    )
+    // A batch with no time to live in it (the usual case) goes in as it is, without a copy.
+    const items = current.some((frame) => frame._tag === "Data" && frame.ttl !== undefined)
+      ? current.map((frame): Inbound.Item =>
+        frame._tag === "Data" && frame.ttl !== undefined ? { ...frame, deadline: now + frame.ttl } : frame
+      )
+      : current
     const accepted = Inbound.accept(key, stored, items, env.config)
     Report.count(report, first.from, first.lane, "duplicates", accepted.duplicates)
     Report.jumped(report, first.from, first.lane, accepted.jumps)
