@@ -47,11 +47,23 @@ describe("the README", () => {
     const files = [
       "examples/two-peers.ts",
       "examples/lifecycle.ts",
+      "examples/dead-letters.ts",
       "examples/production.ts",
       "examples/scale-out.ts",
       "examples/partition.test.ts"
     ]
     assert.deepStrictEqual(blocks, files.map((file) => readFileSync(`${root}/${file}`, "utf8")))
+  })
+
+  it("dead-letters.ts prints the payment it gave up on, and its replay", async () => {
+    assert.deepStrictEqual(await run("examples/dead-letters.ts"), [
+      "ledger: 10 EUR",
+      "ledger: 7 EUR",
+      "dead letter: alice/payments seq 2",
+      "kept: \"25 USD\" after 3 attempts: Delivery failed: unknown currency in \"25 USD\"",
+      "ledger: 25 USD",
+      "replayed 1; 0 dead letters left"
+    ])
   })
 
   it("lifecycle.ts prints what expired, what was purged, and what arrived", async () => {

@@ -30,6 +30,9 @@ export type BackendOperation =
   | "setIncarnation"
   | "received"
   | "commitReceived"
+  | "deadLetters"
+  | "removeDeadLetters"
+  | "requestReplay"
   | "withTransaction"
 
 /**
@@ -332,6 +335,57 @@ export interface Acknowledgement {
 }
 
 /**
+ * A message its receiver gave up delivering: its `Delivery` failed as many times as the lane's delivery policy
+ * allows, or failed for good (`DeliveryError` with `permanent`). The receiver's store keeps it, with why and when,
+ * until the application replays or purges it; its stream went on past it.
+ *
+ * `peer`, `lane`, `incarnation` and `seq` say which message it was (`peer` is its sender); `error` is the last
+ * failure's message, `attempts` how many deliveries were tried and `deadLetteredAt` when it was moved, in
+ * milliseconds since the epoch. `id` is given by the store, increasing in the order dead letters were stored.
+ * `replayRequested` marks a dead letter to be delivered again when an engine next starts on the store.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DeadLetter {
+  readonly id: number
+  readonly peer: PeerId
+  readonly lane: Lane
+  readonly incarnation: Incarnation
+  readonly seq: number
+  readonly payload: Uint8Array
+  readonly error: string
+  readonly attempts: number
+  readonly deadLetteredAt: number
+  readonly replayRequested: boolean
+}
+
+/**
+ * A dead letter to store: the store gives it its `id`, and it is not marked for replay.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type NewDeadLetter = Omit<DeadLetter, "id" | "replayRequested">
+
+/**
+ * Which dead letters a store operation applies to: every field given must match (`ids` lists the ones wanted),
+ * and those with an id above `afterId`, which is how a caller pages through them. `limit` bounds how many are
+ * returned, lowest id first.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DeadLetterQuery {
+  readonly peer?: PeerId | undefined
+  readonly lane?: Lane | undefined
+  readonly ids?: ReadonlyArray<number> | undefined
+  readonly replayRequested?: boolean | undefined
+  readonly afterId?: number | undefined
+  readonly limit: number
+}
+
+/**
  * The store behind one engine (protocol.md §4 in the repository). Every operation works on batches and none loads a whole backlog.
  *
  * - `incarnation` is created once when the store is first initialised and never changes.
@@ -347,6 +401,11 @@ export interface Acknowledgement {
  *   means none is left. The engine calls it again while it returns `limit`.
  * - `purge` removes every stored message to `peer`, or only those of `lane` when it is given, records their seqs as
  *   dropped for `"purged"`, and returns them.
+ * - `commitReceived` stores the receive state of each stream given, and the dead letters given with it, in one
+ *   atomic step: a message moved to dead letters is never both kept there and delivered again, nor lost.
+ * - `deadLetters` returns the dead letters the query selects, lowest id first; `removeDeadLetters` deletes those of
+ *   the ids given and says how many it deleted; `requestReplay` marks (or with `false` unmarks) those of the ids
+ *   given for replay and says how many it changed.
  * - `withTransaction` runs an effect in one transaction where the store has them (a nested call is a savepoint),
  *   and runs it as is where it does not. The engine runs a delivery and the commit of its receive state in one.
  * - `transactional` says which: `true` when a failure inside `withTransaction` rolls back what the effect wrote.
@@ -381,7 +440,13 @@ export class Backend extends Context.Tag("@intersession/core/Backend")<Backend, 
   readonly purge: (peer: PeerId, lane: Lane | undefined) => Effect.Effect<ReadonlyArray<DroppedMessages>, BackendError>
   readonly setIncarnation: (peer: PeerId, incarnation: Incarnation) => Effect.Effect<void, BackendError>
   readonly received: Effect.Effect<ReadonlyArray<ReceiveState>, BackendError>
-  readonly commitReceived: (states: ReadonlyArray<ReceiveState>) => Effect.Effect<void, BackendError>
+  readonly commitReceived: (
+    states: ReadonlyArray<ReceiveState>,
+    deadLetters?: ReadonlyArray<NewDeadLetter>
+  ) => Effect.Effect<void, BackendError>
+  readonly deadLetters: (query: DeadLetterQuery) => Effect.Effect<ReadonlyArray<DeadLetter>, BackendError>
+  readonly removeDeadLetters: (ids: ReadonlyArray<number>) => Effect.Effect<number, BackendError>
+  readonly requestReplay: (ids: ReadonlyArray<number>, requested: boolean) => Effect.Effect<number, BackendError>
   readonly withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BackendError, R>
   readonly lost?: Effect.Effect<never, StoreLostError> | undefined
 }>() {}

@@ -64,12 +64,17 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import type * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import type { Message } from "./Message.js"
 
 /**
- * The application could not take a message now. The engine keeps the message, retries it on the configured
- * schedule and does not acknowledge it, so the sender keeps it too.
+ * The application could not take a message. The engine keeps the message, retries it as the lane's
+ * {@link DeliveryPolicy} says and does not acknowledge it, so the sender keeps it too. When the policy gives up, the
+ * message moves to the receiver's dead letters and its stream goes on.
+ *
+ * `permanent: true` says that trying again cannot help (the payload does not decode, say): the message moves to the
+ * dead letters at once, whatever the policy.
  *
  * @since 0.1.0
  * @category errors
@@ -77,10 +82,39 @@ import type { Message } from "./Message.js"
 export class DeliveryError extends Data.TaggedError("DeliveryError")<{
   readonly reason: string
   readonly cause?: unknown
+  readonly permanent?: boolean | undefined
 }> {
   override get message(): string {
-    return `Delivery failed: ${this.reason}`
+    return `Delivery failed${this.permanent === true ? " for good" : ""}: ${this.reason}`
   }
+}
+
+/**
+ * How a lane's failed deliveries are retried: `backoff` gives the waits between attempts (by default they double
+ * from the engine's `deliveryRetryInitial` up to its `deliveryRetryMax`), fed with each failure; `attempts` bounds
+ * how many deliveries are tried in all (at least 1). When either runs out, the message moves to the receiver's dead
+ * letters (`DeadLettered` reports it) and the lane goes on. With neither bound (the default), retries go on until
+ * the delivery succeeds, and a message that always fails holds its lane.
+ *
+ * Attempts are counted while the engine runs: a restart starts the count again.
+ *
+ * @example
+ * ```ts
+ * import type * as Delivery from "@intersession/core/Delivery"
+ * import * as Schedule from "effect/Schedule"
+ *
+ * // Five attempts, 1, 2, 4 and 8 seconds apart, then dead letters.
+ * const payments: Delivery.DeliveryPolicy = { attempts: 5, backoff: Schedule.exponential("1 second") }
+ * // Retries every minute for an hour, then dead letters.
+ * const audit: Delivery.DeliveryPolicy = { backoff: Schedule.spaced("1 minute").pipe(Schedule.upTo("1 hour")) }
+ * ```
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DeliveryPolicy {
+  readonly attempts?: number | undefined
+  readonly backoff?: Schedule.Schedule<unknown, DeliveryError> | undefined
 }
 
 /**

@@ -132,7 +132,8 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type * as Subscribable from "effect/Subscribable"
-import type { Backend, BackendError } from "./Backend.js"
+import type { Backend, BackendError, DeadLetter } from "./Backend.js"
+import type * as DeadLetters from "./DeadLetters.js"
 import type { Delivery } from "./Delivery.js"
 import * as IlmConfig from "./IlmConfig.js"
 import type {
@@ -255,6 +256,8 @@ export interface InboundStats {
   readonly expired: number
   /** Messages the sender purged, in this run. */
   readonly purged: number
+  /** Messages moved to dead letters (see `Delivery.DeliveryPolicy`), in this run. */
+  readonly deadLettered: number
 }
 
 /**
@@ -279,6 +282,11 @@ export interface Stats {
  *   fails with `MessageDroppedError` if it expired or was purged first.
  * - `purge` removes what is pending toward a peer (or one lane of it) and returns how many messages it removed;
  *   the peer's streams go on past them, and `MessagesPurged` reports it.
+ * - `deadLetters` lists, replays and purges the messages this peer gave up delivering (see
+ *   `Delivery.DeliveryPolicy`). `replay` hands each one selected to the `Delivery` again, lowest id first, and
+ *   removes it from the store with the same transaction once delivered; one that fails again stays, and the result
+ *   lists it. Dead letters marked for replay while the engine was stopped (`intersession dead-letters replay`) are
+ *   replayed when it starts.
  * - `drain` succeeds when everything sent is acknowledged, else fails with `DrainTimeoutError` listing what is
  *   pending; nothing is lost either way.
  * - `peers` holds the peers messages flow to now (connected and greeted), with its changes.
@@ -309,6 +317,17 @@ export class ILM extends Context.Tag("@intersession/core/ILM")<ILM, {
     options?: PurgeOptions
   ) => Effect.Effect<number, InvalidLaneError | EngineClosedError | BackendError>
   readonly drain: (timeout: Duration.DurationInput) => Effect.Effect<void, DrainTimeoutError | EngineClosedError>
+  readonly deadLetters: {
+    readonly list: (
+      filter?: DeadLetters.Filter & { readonly limit?: number | undefined }
+    ) => Effect.Effect<ReadonlyArray<DeadLetter>, DeadLetters.InvalidFilterError | EngineClosedError | BackendError>
+    readonly replay: (
+      filter?: DeadLetters.Filter
+    ) => Effect.Effect<DeadLetters.ReplayResult, DeadLetters.InvalidFilterError | EngineClosedError | BackendError>
+    readonly purge: (
+      filter?: DeadLetters.Filter
+    ) => Effect.Effect<number, DeadLetters.InvalidFilterError | EngineClosedError | BackendError>
+  }
   readonly peers: Subscribable.Subscribable<HashSet.HashSet<PeerId>, EngineClosedError>
   readonly stats: Effect.Effect<Stats>
   readonly events: Stream.Stream<IlmEvent, EngineClosedError>

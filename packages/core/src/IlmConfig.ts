@@ -7,6 +7,8 @@ import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
+import type { DeliveryPolicy } from "./Delivery.js"
+import { isLane } from "./Lane.js"
 
 /**
  * @since 0.1.0
@@ -42,8 +44,15 @@ export interface IlmConfig {
   readonly helloMax: Duration.Duration
   /** First wait before a failed delivery is retried; it doubles up to `deliveryRetryMax`. */
   readonly deliveryRetryInitial: Duration.Duration
-  /** Longest wait between delivery retries. Retries go on until the delivery succeeds. */
+  /** Longest wait between delivery retries. */
   readonly deliveryRetryMax: Duration.Duration
+  /**
+   * How failed deliveries are retried on every lane without a policy of its own in `lanePolicies`, and when the
+   * message moves to dead letters instead. The default retries forever.
+   */
+  readonly deliveryPolicy: DeliveryPolicy
+  /** Delivery policies of single lanes, by lane name: each replaces `deliveryPolicy` on its lane. */
+  readonly lanePolicies: Readonly<Record<string, DeliveryPolicy>>
   /**
    * How often the store is asked to remove expired messages. A receiver never delivers an expired message, however
    * long its removal waits: this only bounds how long one stays stored.
@@ -63,7 +72,7 @@ export interface IlmConfig {
  * The defaults: a window of 2,048 messages and 16 MiB per stream (two batches in flight while the receiver commits
  * one), 16 MiB of outbound messages kept in memory, acknowledgements sent as soon as the receiver is idle, a
  * retransmission timeout of 1 s until measured, kept between 200 ms and 60 s and doubled per retransmission;
- * `Hello` every 1 s up to 30 s; delivery retried after 100 ms up to every 30 s; expired messages removed every
+ * `Hello` every 1 s up to 30 s; delivery retried after 100 ms up to every 30 s, forever; expired messages removed every
  * second; payloads up to 1 MiB; up to
  * 1,000,000 pending messages per peer, after which `send` waits; batches of up to 1,024.
  *
@@ -83,6 +92,8 @@ export const defaults: IlmConfig = {
   helloMax: Duration.seconds(30),
   deliveryRetryInitial: Duration.millis(100),
   deliveryRetryMax: Duration.seconds(30),
+  deliveryPolicy: {},
+  lanePolicies: {},
   expiryCheckInterval: Duration.seconds(1),
   maxPayloadBytes: 1024 * 1024,
   maxPendingPerPeer: 1_000_000,
@@ -131,6 +142,13 @@ const durationKeys = [
 const decodeDuration = (input: Duration.DurationInput | undefined, fallback: Duration.Duration) =>
   input === undefined ? Either.right(fallback) : Either.fromOption(Duration.decodeUnknown(input), () => input)
 
+const checkPolicy = (name: string, policy: DeliveryPolicy, problems: Array<string>) => {
+  const attempts = policy.attempts
+  if (attempts !== undefined && !(Number.isSafeInteger(attempts) && attempts >= 1)) {
+    problems.push(`${name}.attempts must be an integer >= 1, got ${attempts}`)
+  }
+}
+
 /**
  * Fills in defaults and checks every setting, listing each problem.
  *
@@ -155,7 +173,9 @@ export const make = (options: Options = {}): Either.Either<IlmConfig, InvalidCon
     maxPayloadBytes: options.maxPayloadBytes ?? defaults.maxPayloadBytes,
     maxPendingPerPeer: options.maxPendingPerPeer ?? defaults.maxPendingPerPeer,
     whenFull: options.whenFull ?? defaults.whenFull,
-    maxBatch: options.maxBatch ?? defaults.maxBatch
+    maxBatch: options.maxBatch ?? defaults.maxBatch,
+    deliveryPolicy: options.deliveryPolicy ?? defaults.deliveryPolicy,
+    lanePolicies: options.lanePolicies ?? defaults.lanePolicies
   }
   const integer = (
     key: "window" | "windowBytes" | "sendBufferBytes" | "maxPayloadBytes" | "maxPendingPerPeer" | "maxBatch",
@@ -185,6 +205,12 @@ export const make = (options: Options = {}): Either.Either<IlmConfig, InvalidCon
     if (Duration.greaterThan(config[low], config[high])) problems.push(`${low} must not exceed ${high}`)
     if (!Duration.greaterThan(config[low], Duration.zero)) problems.push(`${low} must be positive`)
   }
+  checkPolicy("deliveryPolicy", config.deliveryPolicy, problems)
+  for (const [lane, policy] of Object.entries(config.lanePolicies)) {
+    const name = JSON.stringify(lane.slice(0, 40))
+    if (!isLane(lane)) problems.push(`lanePolicies: ${name} is not a lane name`)
+    checkPolicy(`lanePolicies[${name}]`, policy, problems)
+  }
   if (!Duration.greaterThan(config.expiryCheckInterval, Duration.zero)) {
     problems.push("expiryCheckInterval must be positive")
   }
@@ -197,6 +223,7 @@ export const make = (options: Options = {}): Either.Either<IlmConfig, InvalidCon
  * `retransmitBackoff`, `helloInitial`, `helloMax`, `deliveryRetryInitial`, `deliveryRetryMax`, `expiryCheckInterval`,
  * `maxPayloadBytes`,
  * `maxPendingPerPeer`, `whenFull` and `maxBatch`. Nest it (`Config.nested(config, "ILM")`) to add a prefix.
+ * Delivery policies hold schedules, which are code: it leaves them at their default (retry forever).
  *
  * @since 0.1.0
  * @category config
@@ -269,5 +296,8 @@ export const config: Config.Config<IlmConfig> = Config.all({
   maxBatch: Config.integer("maxBatch").pipe(
     Config.withDefault(defaults.maxBatch),
     Config.withDescription("Most messages one backend call or network write carries")
-  )
+  ),
+  // Schedules are code, not configuration text: set the policies with `ILM.layer` options.
+  deliveryPolicy: Config.succeed(defaults.deliveryPolicy),
+  lanePolicies: Config.succeed(defaults.lanePolicies)
 })

@@ -77,6 +77,17 @@ export type IlmEvent = Data.TaggedEnum<{
     readonly direction: Direction
     readonly count: number
   }
+  /**
+   * The lane's delivery policy gave up on a message (or its `Delivery` failed for good): it moved to this peer's
+   * dead letters after `attempts` tries, and its stream went on. `error` is the last failure.
+   */
+  DeadLettered: {
+    readonly peer: PeerId
+    readonly lane: string
+    readonly seq: number
+    readonly attempts: number
+    readonly error: unknown
+  }
   /** The `Delivery` failed; the message stays pending and is retried after `retryIn` milliseconds. */
   DeliveryFailed: {
     readonly peer: PeerId

@@ -98,6 +98,17 @@ export const purged = Metric.counter("intersession_messages_purged", {
 })
 
 /**
+ * Inbound messages this peer gave up delivering, moved to its dead letters.
+ *
+ * @since 0.3.0
+ * @category metrics
+ */
+export const deadLettered = Metric.counter("intersession_messages_dead_lettered", {
+  description: "Inbound messages moved to dead letters",
+  incremental: true
+})
+
+/**
  * Outbound messages stored and not yet acknowledged, over every stream of the engine (tagged `local` only).
  *
  * @since 0.1.0

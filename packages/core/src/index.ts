@@ -9,6 +9,7 @@ export * as Binary from "./Binary.js"
 /**
  * @since 0.1.0
  */
+export * as DeadLetters from "./DeadLetters.js"
 export * as Delivery from "./Delivery.js"
 /**
  * @since 0.1.0

@@ -110,7 +110,8 @@ describe("Hello planning", () => {
       bufferedBytes: 0,
       busy: false,
       expired: 0,
-      purged: 0
+      purged: 0,
+      deadLettered: 0
     }])
     assert.deepStrictEqual(states, [{ lane: "x", incarnation: ours, delivered: 4, runs: [{ run, from: 1 }] }])
   })

@@ -51,7 +51,7 @@ const seqs = (stream: Inbound.InStream | undefined) => stream?.buffer.map((frame
 const items = (list: ReadonlyArray<Inbound.Item> | undefined) =>
   list?.map((item) => (item._tag === "Skip" ? `S${item.seq}-${item.last}` : `D${item.seq}`))
 
-const none = { expired: 0, purged: 0 }
+const none = { expired: 0, purged: 0, deadLettered: 0 }
 
 /** Takes frames and checks that a stream came out. */
 const accept = (
@@ -172,7 +172,7 @@ describe("inbound stream: skips", () => {
     assert.deepStrictEqual(items(Inbound.deliverable(stream, 10)), ["S1-3", "D4"])
     // `max` counts items, a skip as one.
     assert.deepStrictEqual(items(Inbound.deliverable(stream, 1)), ["S1-3"])
-    const after = Inbound.delivered(stream, incarnation, 4, [{ run: 5, from: 1 }], { expired: 3, purged: 0 })!
+    const after = Inbound.delivered(stream, incarnation, 4, [{ run: 5, from: 1 }], { expired: 3, purged: 0, deadLettered: 0 })!
     assert.strictEqual(after.delivered, 4)
     assert.deepStrictEqual(items(after.buffer), ["D6"])
     assert.strictEqual(after.bufferedBytes, 10)
@@ -293,13 +293,13 @@ describe("inbound stream: skips", () => {
     assert.strictEqual(after.bufferedBytes, 10)
     assert.deepStrictEqual(items(Inbound.deliverable(after, 10)), ["S3-5", "D6"])
     // The rest of the skip, then the message.
-    const done = Inbound.delivered(after, incarnation, 6, [{ run: 5, from: 1 }], { expired: 0, purged: 3 })!
+    const done = Inbound.delivered(after, incarnation, 6, [{ run: 5, from: 1 }], { expired: 0, purged: 3, deadLettered: 0 })!
     assert.deepStrictEqual(items(done.buffer), [])
     assert.strictEqual(done.bufferedBytes, 0)
     assert.strictEqual(done.purged, 3)
     assert.strictEqual(done.expired, 0)
     // Ending exactly at a skip's last seq leaves nothing of it.
-    const exact = Inbound.delivered(skipped, incarnation, 5, [], { expired: 1, purged: 4 })!
+    const exact = Inbound.delivered(skipped, incarnation, 5, [], { expired: 1, purged: 4, deadLettered: 0 })!
     assert.deepStrictEqual(items(exact.buffer), ["D6"])
     assert.strictEqual(exact.expired, 1)
     assert.strictEqual(exact.purged, 4)
@@ -323,7 +323,7 @@ describe("inbound stream: skips", () => {
 
   it("a skip of an older incarnation is refused; a newer one replaces the stream and keeps its counts", () => {
     const base = accept(undefined, [data(1), data(2)]).stream
-    const counted = Inbound.delivered(base, incarnation, 1, [], { expired: 2, purged: 3 })!
+    const counted = Inbound.delivered(base, incarnation, 1, [], { expired: 2, purged: 3, deadLettered: 0 })!
     const stale = accept(counted, [skip(3, 4, { incarnation: 50 })])
     assert.strictEqual(stale.stale.length, 1)
     assert.strictEqual(stale.stream, counted)

@@ -1,7 +1,8 @@
 /**
  * Seeded schedules of sends, faults, crashes, restarts, wipes and restores, each ending with a check of every promise:
  * by default seeds 1–1,000 of the usual mix, seeds 1–250 of a mix aimed at stores restored from backups, and seeds
- * 1–500 with messages that expire and purges in the mix. After a
+ * 1–500 with messages that expire, purges and poison messages (refused for good: they must become dead letters) in
+ * the mix. After a
  * wipe, the store must have forgotten, and a partner that held state for the wiped peer must see a resync reported.
  * A failure names its seed; `Simulation.run(seed, options)` replays it exactly. `SIMULATION_SEEDS` sets how many seeds
  * of the usual mix run (`pnpm test:quick` runs 100), the backup mix runs a quarter as many and the expiry mix half as
@@ -33,8 +34,9 @@ const chunked = (count: number, label: string, options: Simulation.Options) =>
 const chunks = [
   ...chunked(seeds, "", {}),
   ...chunked(Math.ceil(seeds / 4), " with a fifth of operations backing up or restoring", { backupsAndRestores: 0.2 }),
-  ...chunked(Math.ceil(seeds / 2), " with messages that expire and a tenth of operations purging", {
-    expiryAndPurge: 0.1
+  ...chunked(Math.ceil(seeds / 2), ", messages that expire, a tenth of operations purging and poison messages", {
+    expiryAndPurge: 0.1,
+    deadLetters: 0.05
   })
 ]
 
@@ -55,6 +57,8 @@ describe("simulation", () => {
             restores: 0,
             expiring: 0,
             purges: 0,
+            poison: 0,
+            deadLettered: 0,
             faults: 0
           }
           for (let seed = first; seed <= last; seed++) {
@@ -74,6 +78,8 @@ describe("simulation", () => {
             totals.faults += report.faults
             totals.expiring += report.expiring
             totals.purges += report.purges
+            totals.poison += report.poison
+            totals.deadLettered += report.deadLettered
             if (report.violations.length > 0) {
               failures.push(
                 `seed ${seed} (window ${report.window}): ${report.violations.slice(0, 5).join("; ")}\n  schedule: ${

@@ -1,7 +1,7 @@
 /**
  * A `Backend` over `@effect/sql`'s `SqlClient`, written once for SQLite and PostgreSQL.
  *
- * The store is six tables behind a table-name prefix, created and upgraded by `@effect/sql`'s `Migrator`:
+ * The store is seven tables behind a table-name prefix, created and upgraded by `@effect/sql`'s `Migrator`:
  *
  * - `<prefix>store`: the store's incarnation, created once when the store is first opened, and the owner token
  *   that fences a PostgreSQL store's writes (see below);
@@ -13,7 +13,13 @@
  * - `<prefix>outbound_dropped`: the seqs `expire` and `purge` removed and no acknowledgement has covered yet, as
  *   ranges `from_seq … to_seq` of one `run` each, with why (`reason`: `'expired'` or `'purged'`);
  * - `<prefix>peer_incarnations`: the incarnation used toward a peer, where it differs from the store's;
- * - `<prefix>received`: per inbound (peer, lane), the source incarnation, the delivered seq and its last runs.
+ * - `<prefix>received`: per inbound (peer, lane), the source incarnation, the delivered seq and its last runs;
+ * - `<prefix>dead_letters`: the messages this store's engine gave up delivering, one row each, with an `id` the store
+ *   gives in the order they were stored and never reuses, which message it was (`peer`, `lane`, `incarnation`,
+ *   `seq`), its `payload`, the last `error`, its `attempts`, when it was moved (`dead_lettered_at`, milliseconds since
+ *   the epoch) and whether it is marked for replay (`replay_requested`). `commitReceived` writes them with the
+ *   receive states in one transaction; `requestReplay` counts every dead letter of the ids given, whether or not it
+ *   was marked so already.
  *
  * Every operation is a few statements in one transaction, whatever the size of its batch: a statement carries up to
  * 1,024 rows, and its text is one of a few per operation, so the driver's statement cache keeps them prepared.

@@ -5,72 +5,27 @@
  * and cut; the time each message was stored; batches of ranges over every statement row count; and the operations'
  * names in errors.
  */
-import * as Reactivity from "@effect/experimental/Reactivity"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import * as FileSystem from "@effect/platform/FileSystem"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Backend } from "@intersession/core/Backend"
 import * as PeerId from "@intersession/core/PeerId"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
-import type * as Scope from "effect/Scope"
-import * as Path from "node:path"
 import { migrations, tablesOf } from "../src/internal/sqlSchema.js"
-import * as SqliteBackend from "../src/SqliteBackend.js"
-import { adminLayer, freshPrefix, openScoped as openPg, probe, suiteName } from "./PgTestKit.js"
-import { buildScoped } from "./SqlTestKit.js"
+import { suiteName } from "./PgTestKit.js"
+import * as Dialects from "./SqlDialects.js"
 
 const A = PeerId.make("A")
 const B = PeerId.make("B")
 const text = (value: string) => new TextEncoder().encode(value)
 const decode = (payload: Uint8Array) => new TextDecoder().decode(payload)
 
-/** A store of one dialect, opened for the scope, with its client for the test's own statements. */
-interface Store {
-  readonly backend: Backend["Type"]
-  readonly sql: SqlClient.SqlClient
-  readonly prefix: string
-  readonly close: Effect.Effect<void>
-}
-
-interface Dialect {
-  readonly name: string
-  /** A place for a store: a file, or a table prefix. */
-  readonly place: Effect.Effect<string, never, Scope.Scope>
-  readonly open: (place: string) => Effect.Effect<Store, unknown, Scope.Scope>
-  /** The store's client with nothing of the store's: to make a store as an earlier version did. */
-  readonly plain: <A, E>(
-    place: string,
-    f: (sql: SqlClient.SqlClient, prefix: string) => Effect.Effect<A, E>
-  ) => Effect.Effect<A, unknown, Scope.Scope>
+interface Dialect extends Dialects.Dialect {
   /** Whether the plan of the due probe uses the index of due messages. */
   readonly probeUsesIndex: (sql: SqlClient.SqlClient, prefix: string) => Effect.Effect<boolean, unknown>
-  readonly skip?: boolean
 }
 
 const sqliteDialect: Dialect = {
-  name: "SQLite",
-  place: Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "intersession-expiry-" }))
-    .pipe(
-      Effect.map((directory) => Path.join(directory, "store.db")),
-      Effect.provide(NodeFileSystem.layer),
-      Effect.orDie
-    ),
-  open: (filename) =>
-    Effect.map(buildScoped(SqliteBackend.layer({ filename })), ({ close, context }) => ({
-      backend: Context.get(context, Backend),
-      sql: Context.get(context, SqlClient.SqlClient),
-      prefix: "intersession_",
-      close
-    })),
-  plain: (filename, f) =>
-    Effect.scoped(Effect.flatMap(SqliteClient.make({ filename }), (sql) => f(sql, "intersession_"))).pipe(
-      Effect.provide(Reactivity.layer)
-    ),
+  ...Dialects.sqlite,
   probeUsesIndex: (sql, prefix) =>
     Effect.map(
       sql.unsafe<{ detail: string }>(`EXPLAIN QUERY PLAN SELECT 1 AS due FROM "${prefix}outbound_messages"
@@ -80,19 +35,7 @@ const sqliteDialect: Dialect = {
 }
 
 const pgDialect: Dialect = {
-  name: "PostgreSQL",
-  skip: probe.url === undefined,
-  // The test's own client, for the test's scope: it drops the store's tables when the scope closes.
-  place: Effect.flatMap(Layer.build(adminLayer), (admin) => Effect.provide(freshPrefix, admin)).pipe(Effect.orDie),
-  open: (tablePrefix) =>
-    Effect.map(openPg({ tablePrefix }), ({ backend, close, context }) => ({
-      backend,
-      sql: Context.get(context, SqlClient.SqlClient),
-      prefix: tablePrefix,
-      close
-    })),
-  plain: (tablePrefix, f) =>
-    Effect.flatMap(Layer.build(adminLayer), (admin) => f(Context.get(admin, SqlClient.SqlClient), tablePrefix)),
+  ...Dialects.postgres,
   probeUsesIndex: (sql, prefix) =>
     sql.withTransaction(Effect.gen(function*() {
       // A small table is cheaper to scan: the plan shows that the index can be used, not that it is chosen.
@@ -107,8 +50,8 @@ const pgDialect: Dialect = {
 
 for (const dialect of [sqliteDialect, pgDialect]) {
   describe.skipIf(dialect.skip === true)(suiteName(`SqlBackend expiry on ${dialect.name}`), () => {
-    const rows = (store: Store, query: string) => store.sql.unsafe<Record<string, unknown>>(query)
-    const droppedTable = (store: Store) =>
+    const rows = (store: Dialects.Store, query: string) => store.sql.unsafe<Record<string, unknown>>(query)
+    const droppedTable = (store: Dialects.Store) =>
       Effect.map(
         rows(
           store,
@@ -400,7 +343,7 @@ for (const dialect of [sqliteDialect, pgDialect]) {
           store,
           `SELECT migration_id FROM "${store.prefix}migrations" ORDER BY migration_id`
         )
-        assert.deepStrictEqual(migrated.map((row) => Number(row.migration_id)), [1, 2, 3])
+        assert.deepStrictEqual(migrated.map((row) => Number(row.migration_id)), [1, 2, 3, 4])
         const old = yield* backend.read(A, "x", 1, 10)
         assert.deepStrictEqual(old.map((m) => [m.seq, m.run, decode(m.payload), "expiresAt" in m]), [
           [3, 1, "old3", false],

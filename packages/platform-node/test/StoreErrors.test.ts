@@ -220,7 +220,7 @@ describe("SQLite stores refused at start, with nothing written", () => {
       const error = yield* refusedAs({ filename }, "NewerSchema")
       yield* show("newer schema", error.message)
       assert.include(error.message, "its newest migration is 99_from_the_future")
-      assert.include(error.message, "knows migrations up to 3_expiry")
+      assert.include(error.message, "knows migrations up to 4_dead_letters")
       assert.deepStrictEqual(yield* filesOf(directory), before)
     }))
 
@@ -392,7 +392,7 @@ describe.skipIf(probe.url === undefined)(suiteName("PostgreSQL stores refused at
       yield* show("PostgreSQL newer schema", error.message)
       assert.strictEqual(error.reason, "NewerSchema")
       assert.include(error.message, "its newest migration is 99_from_the_future")
-      assert.include(error.message, "knows migrations up to 3_expiry")
+      assert.include(error.message, "knows migrations up to 4_dead_letters")
       assert.deepStrictEqual(yield* rowsOf(tablePrefix), before)
     }).pipe(Effect.scoped, Effect.provide(adminLayer)))
 

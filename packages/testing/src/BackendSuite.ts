@@ -1503,5 +1503,189 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
             ])
           }))
       }))
+
+    const letter = (
+      peer: PeerId.PeerId,
+      lane: Lane,
+      seq: number,
+      payload: Uint8Array = text(`${peer}/${lane}/${seq}`)
+    ) => ({
+      peer,
+      lane,
+      incarnation: incarnation(41),
+      seq,
+      payload,
+      error: `Delivery failed: seq ${seq} was refused`,
+      attempts: 3,
+      deadLetteredAt: at + (seq % 1000)
+    })
+    const receiveState = (peer: PeerId.PeerId, lane: Lane, delivered: number): ReceiveState => ({
+      peer,
+      lane,
+      incarnation: incarnation(41),
+      delivered,
+      runs: [{ run: 3, from: 1 }]
+    })
+    const allLetters = (backend: Backend["Type"]) => backend.deadLetters({ limit: 10_000 })
+
+    test("commitReceived stores dead letters with the receive state; they persist, as given, with growing ids", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const binary = pattern(300, 9)
+        const first = [letter(peerA, laneX, 2, binary), letter(peerA, laneX, 4)]
+        const stored = yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual(yield* allLetters(backend), [])
+            yield* backend.commitReceived([receiveState(peerA, laneX, 5)], first)
+            // A commit without dead letters adds none.
+            yield* backend.commitReceived([receiveState(peerA, laneX, 6)])
+            yield* backend.commitReceived([receiveState(peerB, laneY, 9)], [{
+              ...letter(peerB, laneY, Number.MAX_SAFE_INTEGER),
+              incarnation: incarnation(Number.MAX_SAFE_INTEGER)
+            }])
+            return yield* allLetters(backend)
+          }))
+        assert.strictEqual(stored.length, 3)
+        const ids = stored.map((entry) => entry.id)
+        assert.isTrue(ids.every((id, i) => Number.isSafeInteger(id) && id >= 1 && (i === 0 || id > ids[i - 1]!)))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const reopened = yield* allLetters(backend)
+            assert.deepStrictEqual(reopened.map((entry) => entry.id), ids)
+            const [a, b, c] = reopened
+            assert.deepStrictEqual({ ...a!, payload: undefined }, {
+              ...first[0]!,
+              payload: undefined,
+              id: ids[0]!,
+              replayRequested: false
+            })
+            assertBytes(a!.payload, binary, "the dead letter's payload")
+            assert.strictEqual(decoder.decode(b!.payload), "peer-a/x/4")
+            assert.deepStrictEqual([c!.peer, c!.lane, c!.seq, c!.incarnation], [
+              peerB,
+              laneY,
+              Number.MAX_SAFE_INTEGER,
+              Number.MAX_SAFE_INTEGER
+            ])
+            assert.deepStrictEqual(
+              (yield* backend.received).map((state) => [state.peer, state.lane, state.delivered]).sort(),
+              [[peerA, laneX, 6], [peerB, laneY, 9]]
+            )
+          }))
+      }))
+
+    test("deadLetters selects by peer, lane, ids and replay mark, lowest id first, and pages with afterId", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        yield* backend.commitReceived([receiveState(peerA, laneX, 3)], [
+          letter(peerA, laneX, 1),
+          letter(peerB, laneX, 1),
+          letter(peerA, laneY, 1),
+          letter(peerA, laneX, 2),
+          letter(peerC, laneY, 7)
+        ])
+        const all = yield* allLetters(backend)
+        const ids = all.map((entry) => entry.id)
+        const names = (entries: ReadonlyArray<{ readonly payload: Uint8Array }>) =>
+          entries.map((entry) => decoder.decode(entry.payload))
+        assert.deepStrictEqual(names(all), ["peer-a/x/1", "peer-b/x/1", "peer-a/y/1", "peer-a/x/2", "peer-c/y/7"])
+        assert.deepStrictEqual(names(yield* backend.deadLetters({ peer: peerA, limit: 10 })), [
+          "peer-a/x/1",
+          "peer-a/y/1",
+          "peer-a/x/2"
+        ])
+        assert.deepStrictEqual(names(yield* backend.deadLetters({ peer: peerA, lane: laneX, limit: 10 })), [
+          "peer-a/x/1",
+          "peer-a/x/2"
+        ])
+        assert.deepStrictEqual(names(yield* backend.deadLetters({ lane: laneY, limit: 10 })), [
+          "peer-a/y/1",
+          "peer-c/y/7"
+        ])
+        assert.deepStrictEqual(names(yield* backend.deadLetters({ ids: [ids[4]!, ids[1]!, 999_999], limit: 10 })), [
+          "peer-b/x/1",
+          "peer-c/y/7"
+        ])
+        assert.deepStrictEqual(yield* backend.deadLetters({ ids: [], limit: 10 }), [])
+        assert.deepStrictEqual(names(yield* backend.deadLetters({ limit: 2 })), ["peer-a/x/1", "peer-b/x/1"])
+        assert.deepStrictEqual(names(yield* backend.deadLetters({ afterId: ids[1]!, limit: 2 })), [
+          "peer-a/y/1",
+          "peer-a/x/2"
+        ])
+        assert.deepStrictEqual(yield* backend.deadLetters({ afterId: ids[4]!, limit: 2 }), [])
+        assert.strictEqual(yield* backend.requestReplay([ids[0]!, ids[3]!], true), 2)
+        assert.deepStrictEqual(names(yield* backend.deadLetters({ replayRequested: true, limit: 10 })), [
+          "peer-a/x/1",
+          "peer-a/x/2"
+        ])
+        assert.deepStrictEqual(
+          names(yield* backend.deadLetters({ replayRequested: false, peer: peerA, limit: 10 })),
+          ["peer-a/y/1"]
+        )
+      }))
+
+    test("removeDeadLetters and requestReplay count what they changed, persist, and ids are never reused", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        const ids = yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.commitReceived([], [1, 2, 3, 4].map((seq) => letter(peerA, laneX, seq)))
+            const ids = (yield* allLetters(backend)).map((entry) => entry.id)
+            assert.strictEqual(yield* backend.removeDeadLetters([ids[3]!, ids[1]!, 999_999]), 2)
+            assert.strictEqual(yield* backend.removeDeadLetters([ids[3]!]), 0)
+            assert.strictEqual(yield* backend.removeDeadLetters([]), 0)
+            assert.strictEqual(yield* backend.requestReplay([ids[2]!, 999_999], true), 1)
+            assert.strictEqual(yield* backend.requestReplay([], true), 0)
+            return ids
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const left = yield* allLetters(backend)
+            assert.deepStrictEqual(left.map((entry) => [entry.id, entry.seq, entry.replayRequested]), [
+              [ids[0]!, 1, false],
+              [ids[2]!, 3, true]
+            ])
+            assert.strictEqual(yield* backend.requestReplay([ids[2]!], false), 1)
+            assert.isFalse((yield* backend.deadLetters({ ids: [ids[2]!], limit: 1 }))[0]!.replayRequested)
+            // The highest id was removed: a new dead letter still gets a higher one.
+            yield* backend.commitReceived([], [letter(peerA, laneX, 5)])
+            const newest = (yield* allLetters(backend)).at(-1)!
+            assert.strictEqual(newest.seq, 5)
+            assert.isAbove(newest.id, ids[3]!)
+          }))
+      }))
+
+    test("thousands of dead letters are stored, selected, marked and removed in single calls", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        yield* backend.commitReceived(
+          [receiveState(peerA, laneX, 2500)],
+          range(1, 2500).map((seq) => letter(peerA, laneX, seq, pattern(seq % 50, seq)))
+        )
+        const all = yield* allLetters(backend)
+        assert.deepStrictEqual(all.map((entry) => entry.seq), range(1, 2500))
+        const ids = all.map((entry) => entry.id)
+        assert.strictEqual((yield* backend.deadLetters({ ids: ids.slice(0, 2000), limit: 10_000 })).length, 2000)
+        assert.strictEqual(yield* backend.requestReplay(ids.slice(500), true), 2000)
+        assert.strictEqual(yield* backend.removeDeadLetters(ids.slice(0, 2000)), 2000)
+        const left = yield* allLetters(backend)
+        assert.deepStrictEqual(left.map((entry) => entry.seq), range(2001, 2500))
+        for (const entry of left) assertBytes(entry.payload, pattern(entry.seq % 50, entry.seq), `seq ${entry.seq}`)
+      }))
+
+    test("on a transactional store, a failure inside withTransaction undoes the dead letters with the commit", () =>
+      Effect.gen(function*() {
+        const backend = yield* openFresh
+        if (!backend.transactional) return
+        const failed = yield* backend.withTransaction(
+          Effect.zipRight(
+            backend.commitReceived([receiveState(peerA, laneX, 4)], [letter(peerA, laneX, 4)]),
+            Effect.fail("the delivery after it failed")
+          )
+        ).pipe(Effect.flip)
+        assert.strictEqual(failed, "the delivery after it failed")
+        assert.deepStrictEqual(yield* allLetters(backend), [])
+        assert.deepStrictEqual(yield* backend.received, [])
+      }))
   })
 }

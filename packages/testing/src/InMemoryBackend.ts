@@ -381,6 +381,9 @@ interface StoreData {
   readonly streams: Map<StreamKey.StreamKey, StreamData>
   readonly incarnations: Map<PeerId, Incarnation.Incarnation>
   readonly received: Map<StreamKey.StreamKey, BackendTypes.ReceiveState>
+  /** By id, in id order (ids only grow). */
+  readonly deadLetters: Map<number, BackendTypes.DeadLetter>
+  lastDeadLetterId: number
 }
 
 /**
@@ -453,7 +456,9 @@ const emptyData = (): StoreData => ({
   incarnation: undefined,
   streams: new Map(),
   incarnations: new Map(),
-  received: new Map()
+  received: new Map(),
+  deadLetters: new Map(),
+  lastDeadLetterId: 0
 })
 
 const copyData = (data: StoreData): StoreData => ({
@@ -462,7 +467,9 @@ const copyData = (data: StoreData): StoreData => ({
     Array.from(data.streams, ([k, stream]) => [k, { ...stream, messages: stream.messages.copy() }])
   ),
   incarnations: new Map(data.incarnations),
-  received: new Map(data.received)
+  received: new Map(data.received),
+  deadLetters: new Map(data.deadLetters),
+  lastDeadLetterId: data.lastDeadLetterId
 })
 
 interface StoreInternal extends Store {
@@ -640,12 +647,46 @@ const open = (handle: Store) =>
           data.incarnations.set(peer, next)
         }),
       received: operation("received", (data) => Array.from(data.received.values())),
-      commitReceived: (states) =>
+      commitReceived: (states, deadLetters = []) =>
         operation("commitReceived", (data) => {
           store.usage_.commits++
           for (const state of states) data.received.set(StreamKey.make(state.peer, state.lane), state)
+          for (const letter of deadLetters) {
+            const id = ++data.lastDeadLetterId
+            data.deadLetters.set(id, { ...letter, id, replayRequested: false })
+          }
         }),
-      withTransaction: (effect) => effect
+      deadLetters: (query) =>
+        operation("deadLetters", (data) => {
+          const ids = query.ids === undefined ? undefined : new Set(query.ids)
+          const found: Array<BackendTypes.DeadLetter> = []
+          for (const letter of data.deadLetters.values()) {
+            if (found.length >= query.limit) break
+            if (
+              letter.id > (query.afterId ?? 0) &&
+              (query.peer === undefined || letter.peer === query.peer) &&
+              (query.lane === undefined || letter.lane === query.lane) &&
+              (ids === undefined || ids.has(letter.id)) &&
+              (query.replayRequested === undefined || letter.replayRequested === query.replayRequested)
+            ) found.push(letter)
+          }
+          return found
+        }),
+      removeDeadLetters: (ids) =>
+        operation("removeDeadLetters", (data) =>
+          Array.from(new Set(ids)).filter((id) => data.deadLetters.delete(id)).length),
+      requestReplay: (ids, requested) =>
+        operation("requestReplay", (data) =>
+          Array.from(new Set(ids)).filter((id) => {
+            const letter = data.deadLetters.get(id)
+            if (letter === undefined) {
+              return false
+            }
+            data.deadLetters.set(id, { ...letter, replayRequested: requested })
+            return true
+          }).length),
+      withTransaction: (effect) =>
+        effect
     })
   })
 

@@ -11,7 +11,6 @@
  * @since 0.1.0
  */
 import type { IlmEvent } from "@intersession/core/IlmEvent"
-import type { Message } from "@intersession/core/Message"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -46,6 +45,11 @@ export interface Options {
    * restores, nobody may report `Resynchronised`: a removed message is never taken for a lost one.
    */
   readonly expiryAndPurge?: number | undefined
+  /**
+   * The share of messages that are poison: their destination's application refuses them for good, so they must
+   * end in its dead letters, once each, and never reach the application, while their streams go on. 0 by default.
+   */
+  readonly deadLetters?: number | undefined
   /** How long the quiet end may take to deliver everything, in virtual time; 1 hour by default. */
   readonly settleLimit?: Duration.DurationInput | undefined
 }
@@ -75,6 +79,9 @@ export interface Report {
   /** Messages sent with a time to live, and purges made. */
   readonly expiring: number
   readonly purges: number
+  /** Poison messages sent, and those found in their destinations' dead letters at the end. */
+  readonly poison: number
+  readonly deadLettered: number
   readonly faults: number
   readonly virtualMillis: number
   /** The schedule, one line per operation, to read when a seed fails. */
@@ -156,6 +163,10 @@ interface SentMessage {
   expiresAt: number | undefined
   /** It expired or was purged, or may have been: it need not arrive. */
   droppable: boolean
+  /** Its destination refuses it for good: it must become a dead letter there, never a delivery. */
+  readonly poison: boolean
+  /** Its destination's life when it was sent: a wipe or restore of the destination since takes its dead letters. */
+  readonly destinationLife: number
 }
 
 const lanes = ["a", "b"] as const
@@ -234,6 +245,12 @@ const schedule = (seed: number, options?: Options) =>
     let expiring = 0
     let purges = 0
     const lifecycleShare = options?.expiryAndPurge ?? 0
+    const poisonShare = options?.deadLetters ?? 0
+    // Its own draws, so that poison changes which messages are refused, never the schedule.
+    const poisonDraws = generator(seed ^ 0x5eed)
+    /** Makes a peer's application refuse every message (`failing`) or none; poison it refuses for good, always. */
+    const setFailing = (peer: SimPeer, failing: boolean) =>
+      peer.recorder.setFailing((message) => isPoison(message) ? "permanent" : failing)
 
     const peers: Array<SimPeer> = []
     for (let i = 0; i < (options?.peers ?? 3); i++) {
@@ -249,6 +266,7 @@ const schedule = (seed: number, options?: Options) =>
         running: undefined,
         wiped: undefined
       })
+      yield* setFailing(peers[i]!, false)
     }
 
     const observe = (observer: PeerId.PeerId) => (event: IlmEvent) =>
@@ -311,6 +329,7 @@ const schedule = (seed: number, options?: Options) =>
         const messages: Array<SentMessage> = []
         const timeToLive = lifecycleShare > 0 && rng.next() < 1 / 3 ? rng.pick([50, 200, 1000, 5000]) : undefined
         for (let i = 0; i < count; i++) {
+          const poison = poisonShare > 0 && poisonDraws.next() < poisonShare
           const index = (counters.get(key) ?? 0) + 1
           counters.set(key, index)
           const message: SentMessage = {
@@ -323,7 +342,9 @@ const schedule = (seed: number, options?: Options) =>
             exempt: false,
             timeToLive,
             expiresAt: undefined,
-            droppable: timeToLive !== undefined
+            droppable: timeToLive !== undefined,
+            poison,
+            destinationLife: destination.life
           }
           sent.push(message)
           messages.push(message)
@@ -334,7 +355,9 @@ const schedule = (seed: number, options?: Options) =>
           Effect.forEach(messages, (message) =>
             running.ilm.send(
               destination.id,
-              encoder.encode(`${message.source}|${message.sourceLife}|${lane}|${message.index}`),
+              encoder.encode(
+                `${message.source}|${message.sourceLife}|${lane}|${message.index}${message.poison ? "|poison" : ""}`
+              ),
               { lane, timeToLive }
             ).pipe(
               Effect.match({
@@ -373,6 +396,7 @@ const schedule = (seed: number, options?: Options) =>
         for (const message of sent.slice(sentBefore)) if (message.source === peer.id) message.exempt = true
         peer.life++
         peer.recorder = yield* TestPeer.makeRecorder
+        yield* setFailing(peer, false)
         // Let the watchers take every event reported before the change, so that later ones mean the new life.
         yield* Effect.sleep(Duration.zero)
         peer.lives.push({ life: peer.life, recorder: peer.recorder, mark: observed.length })
@@ -526,7 +550,7 @@ const schedule = (seed: number, options?: Options) =>
         const peer = rng.pick(peers)
         const failing = rng.next() < 0.5
         log.push(`delivery ${failing ? "fails" : "works"} at ${peer.id}`)
-        yield* peer.recorder.setFailing(failing)
+        yield* setFailing(peer, failing)
       } else if (roll < 0.93) {
         const peer = rng.pick(peers)
         const count = rng.int(1, 6)
@@ -544,7 +568,7 @@ const schedule = (seed: number, options?: Options) =>
     for (const [a, b] of partitions.values()) yield* hub.heal(a, b)
     for (const id of unplugged) yield* hub.connect(id)
     for (const peer of peers) {
-      yield* peer.recorder.setFailing(false)
+      yield* setFailing(peer, false)
       yield* peer.store.failNext(0)
       yield* start(peer)
     }
@@ -563,9 +587,11 @@ const schedule = (seed: number, options?: Options) =>
     // Late frames must not cause late duplicates.
     yield* Effect.sleep("10 seconds")
     const virtualMillis = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    const deadLetters = yield* collectDeadLetters(peers)
     for (const peer of peers) yield* stop(peer)
 
     const violations = yield* check(peers, sent)
+    violations.push(...checkDeadLetters(peers, sent, deadLetters))
     violations.push(...wipeViolations)
     if (lifecycleShare > 0 && wipes === 0 && restores === 0) {
       const resynced = observed.filter((event) => event.tag === "Resynchronised")
@@ -603,6 +629,8 @@ const schedule = (seed: number, options?: Options) =>
       restores,
       expiring,
       purges,
+      poison: sent.filter((message) => message.poison).length,
+      deadLettered: Array.from(deadLetters.values()).reduce((sum, count) => sum + count, 0),
       faults,
       virtualMillis,
       schedule: log,
@@ -623,7 +651,54 @@ interface Received {
  */
 const transitSlack = 30
 
-const parse = (message: Message): Received | undefined => {
+const isPoison = (message: { readonly payload: Uint8Array }) => decoder.decode(message.payload).endsWith("|poison")
+
+/** The dead letters of every peer's store at the end, by message (`stream#index`), with how often each is there. */
+const collectDeadLetters = (peers: ReadonlyArray<SimPeer>) =>
+  Effect.gen(function*() {
+    const found = new Map<string, number>()
+    for (const peer of peers) {
+      if (peer.running === undefined) continue
+      const letters = yield* Effect.orElseSucceed(peer.running.ilm.deadLetters.list({ limit: 1_000_000 }), () => [])
+      for (const letter of letters) {
+        const received = parse(letter)
+        const id = received === undefined
+          ? `unreadable dead letter ${letter.id} at ${peer.id}`
+          : `${streamKey(received.source, received.sourceLife, peer.id, received.lane)}#${received.index}${
+            isPoison(letter) ? "" : " (not poison)"
+          }`
+        found.set(id, (found.get(id) ?? 0) + 1)
+      }
+    }
+    return found
+  })
+
+/**
+ * Checks the dead letters: only poison becomes one, none twice, and every poison message that had to reach its
+ * destination (sent, not dropped, neither store changed since) is one there. Deliveries of poison are found by
+ * `check`, which never expects one.
+ */
+const checkDeadLetters = (
+  peers: ReadonlyArray<SimPeer>,
+  sent: ReadonlyArray<SentMessage>,
+  found: ReadonlyMap<string, number>
+): Array<string> => {
+  const violations: Array<string> = []
+  for (const [id, count] of found) {
+    if (!id.includes("#") || id.endsWith("(not poison)")) violations.push(`dead letter: ${id}`)
+    if (count > 1) violations.push(`dead letter: ${id} is stored ${count} times`)
+  }
+  const lives = new Map(peers.map((peer) => [peer.id, peer.life]))
+  for (const message of sent) {
+    if (!message.poison || message.status !== "succeeded" || message.exempt || message.droppable) continue
+    if (lives.get(message.destination) !== message.destinationLife) continue
+    const id = `${streamKey(message.source, message.sourceLife, message.destination, message.lane)}#${message.index}`
+    if (!found.has(id)) violations.push(`dead letter: poison ${id} is not among ${message.destination}'s dead letters`)
+  }
+  return violations
+}
+
+const parse = (message: { readonly payload: Uint8Array }): Received | undefined => {
   const [source, life, lane, index] = decoder.decode(message.payload).split("|")
   if (source === undefined || life === undefined || lane === undefined || index === undefined) return undefined
   return { source, sourceLife: Number(life), lane, index: Number(index) }
@@ -658,6 +733,8 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
           const original = byStream.get(key)?.find((m) => m.index === received.index)
           if (original === undefined) {
             violations.push(`${peer.id} (life ${life}) received ${id}, which was never sent`)
+          } else if (original.poison) {
+            violations.push(`poison: ${peer.id} (life ${life}) received ${id}, which its application refuses`)
           } else if (original.expiresAt !== undefined && times[at]! > original.expiresAt + transitSlack) {
             violations.push(
               `expired: ${peer.id} (life ${life}) received ${id} ${times[at]! - original.expiresAt} ms after its expiry`
@@ -672,7 +749,7 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
           } else if (last !== undefined) {
             // No gap: every message between two delivered ones that must arrive did arrive, in between.
             const skipped = byStream.get(key)!.filter((m) =>
-              m.index > last && m.index < received.index && m.status === "succeeded" && !m.droppable
+              m.index > last && m.index < received.index && m.status === "succeeded" && !m.droppable && !m.poison
             )
             if (skipped.length > 0) {
               violations.push(`gap: ${peer.id} (life ${life}) skipped ${key}#${skipped[0]!.index} before ${id}`)
@@ -685,7 +762,7 @@ const check = (peers: ReadonlyArray<SimPeer>, sent: ReadonlyArray<SentMessage>) 
 
     for (const message of sent) {
       // A store wiped or restored after the send may take the message with it: promise 1 needs intact stores.
-      if (message.status !== "succeeded" || message.exempt || message.droppable) continue
+      if (message.status !== "succeeded" || message.exempt || message.droppable || message.poison) continue
       const id = `${streamKey(message.source, message.sourceLife, message.destination, message.lane)}#${message.index}`
       if (!deliveredAnywhere.has(id)) violations.push(`lost: ${id} was sent and never delivered`)
     }

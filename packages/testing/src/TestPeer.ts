@@ -30,8 +30,11 @@ export interface Recorder {
   readonly receivedAt: Effect.Effect<ReadonlyArray<number>>
   /** How many deliveries were attempted, failed ones included. */
   readonly attempts: Effect.Effect<number>
-  /** Refuses every delivery (`true`), none (`false`), or those the predicate picks. */
-  readonly setFailing: (failing: boolean | ((message: Message) => boolean)) => Effect.Effect<void>
+  /**
+   * Refuses every delivery (`true`), none (`false`), or those the predicate picks; a predicate that answers
+   * `"permanent"` refuses for good (`DeliveryError` with `permanent`), which sends the message to dead letters.
+   */
+  readonly setFailing: (failing: boolean | ((message: Message) => boolean | "permanent")) => Effect.Effect<void>
   /** Forgets what was received, as a reinstalled application would. */
   readonly clear: Effect.Effect<void>
 }
@@ -43,14 +46,19 @@ export interface Recorder {
 export const makeRecorder: Effect.Effect<Recorder> = Effect.sync(() => {
   let messages: Array<Message> = []
   let receivedAt: Array<number> = []
-  let failing: (message: Message) => boolean = () => false
+  let failing: (message: Message) => boolean | "permanent" = () => false
   let attempts = 0
   return {
     delivery: Delivery.of({
       deliver: (message) =>
         Effect.clockWith((clock) => {
           attempts++
-          if (failing(message)) return Effect.fail(new DeliveryError({ reason: "the recorder was told to fail" }))
+          const fails = failing(message)
+          if (fails !== false) {
+            return Effect.fail(
+              new DeliveryError({ reason: "the recorder was told to fail", permanent: fails === "permanent" })
+            )
+          }
           messages.push(message)
           receivedAt.push(clock.unsafeCurrentTimeMillis())
           return Effect.void

@@ -20,16 +20,21 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { EventEmitter } from "node:events"
+import * as DeadLetters from "./sqlDeadLetters.js"
 import * as Dropped from "./sqlDropped.js"
 import { byStream } from "./sqlDropped.js"
 import { migrations, newestMigration, type Tables, tablesOf } from "./sqlSchema.js"
 import {
+  bytes,
   type ChunkOptions,
   type Dialect,
   executeChunks,
+  integerColumn,
+  plainBytes,
   type Row,
   statementCount,
-  statementsOf
+  statementsOf,
+  unexpectedRow
 } from "./sqlStatements.js"
 
 /** @internal */
@@ -96,33 +101,7 @@ const ReceivedRow = Schema.Struct({
 
 const decodeRows = <A, I>(schema: Schema.Schema<A, I>) => Schema.decodeUnknown(Schema.Array(schema))
 
-/**
- * An integer column of a row the store wrote, checked by hand on the hot paths: the same values `Integer` accepts
- * (decimal strings as PostgreSQL returns `bigint`), without a schema decode per row.
- */
-const integerColumn = (value: unknown): number | undefined => {
-  const number = typeof value === "number"
-    ? value
-    : typeof value === "bigint" || (typeof value === "string" && /^-?\d+$/.test(value))
-    ? Number(value)
-    : undefined
-  return number !== undefined && Number.isSafeInteger(number) ? number : undefined
-}
-
-/** A row that is not what the store wrote: the operation fails with it, as with any other storage failure. */
-const unexpectedRow = (table: string, row: Row) =>
-  new Error(
-    `unexpected row in ${table}: ${JSON.stringify(row, (_, value) => (typeof value === "bigint" ? `${value}` : value))}`
-  )
-
 // --- helpers -----------------------------------------------------------------------------------------------------
-
-/** Binds a payload as bytes without copying it; both drivers take a `Buffer` as a BLOB / `bytea`. */
-const bytes = (payload: Uint8Array): Buffer => Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
-
-/** A driver's `Buffer` seen as a plain `Uint8Array` over the same memory, so `slice` copies as callers expect. */
-const plainBytes = (payload: Uint8Array): Uint8Array =>
-  payload.constructor === Uint8Array ? payload : new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength)
 
 const failWith =
   (operation: BackendTypes.BackendOperation) =>
@@ -1285,25 +1264,52 @@ export const make = (
       failWith("received")
     )
 
-    const commitReceived = (states: ReadonlyArray<BackendTypes.ReceiveState>) => {
+    /** How `commitReceived` binds receive states. */
+    const receiveStates: ChunkOptions<BackendTypes.ReceiveState> = {
+      padded: false,
+      text: statements.commitReceived,
+      bind: (state, _, params) =>
+        params.push(
+          state.peer,
+          state.lane,
+          state.incarnation,
+          state.delivered,
+          JSON.stringify(state.runs.map(({ from, run }) => [run, from]))
+        )
+    }
+
+    /** The receive states, then the dead letters, in one write; without dead letters, no statement more. */
+    const commitReceived = (
+      states: ReadonlyArray<BackendTypes.ReceiveState>,
+      letters?: ReadonlyArray<BackendTypes.NewDeadLetter>
+    ) => {
       // The last state per stream wins, as it would with one statement per state.
       const latest = new Map<StreamKey.StreamKey, BackendTypes.ReceiveState>()
       for (const state of states) latest.set(StreamKey.make(state.peer, state.lane), state)
-      if (latest.size === 0) return Effect.void
       const sorted = Array.from(latest.values()).sort(byStream)
-      return writeRows("commitReceived", sorted, {
-        padded: false,
-        text: statements.commitReceived,
-        bind: (state, _, params) =>
-          params.push(
-            state.peer,
-            state.lane,
-            state.incarnation,
-            state.delivered,
-            JSON.stringify(state.runs.map(({ from, run }) => [run, from]))
-          )
-      })
+      if (letters === undefined || letters.length === 0) {
+        return sorted.length === 0 ? Effect.void : writeRows("commitReceived", sorted, receiveStates)
+      }
+      const invalid = DeadLetters.checkLetters(letters)
+      if (invalid !== undefined) return Effect.fail(invalid)
+      const stored = DeadLetters.store(statements, letters)
+      const stateStatements = sorted.length === 0 ? 0 : statementCount(sorted.length, false, statements.commitReceived)
+      return write(
+        "commitReceived",
+        (connection) =>
+          sorted.length === 0
+            ? Effect.asVoid(stored.run(connection))
+            : Effect.zipRight(executeChunks(connection, sorted, receiveStates), Effect.asVoid(stored.run(connection))),
+        stateStatements + stored.count === 1
+      )
     }
+
+    const deadLetters = DeadLetters.make({
+      table: tables.deadLetters,
+      statements,
+      write,
+      read: (f) => owned(withConnection(f))
+    })
 
     /**
      * An outer transaction runs on a connection of its own, whose nested transactions open their savepoints
@@ -1338,6 +1344,9 @@ export const make = (
       setIncarnation,
       received: receivedStates,
       commitReceived,
+      deadLetters: deadLetters.deadLetters,
+      removeDeadLetters: deadLetters.removeDeadLetters,
+      requestReplay: deadLetters.requestReplay,
       expire,
       purge,
       withTransaction,

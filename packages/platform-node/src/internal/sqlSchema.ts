@@ -18,6 +18,11 @@ export interface Tables {
   readonly dropped: string
   readonly incarnations: string
   readonly received: string
+  readonly deadLetters: string
+  /** The index of `deadLetters` by stream, then id. */
+  readonly deadLettersByStream: string
+  /** The index of `deadLetters` by id, of the dead letters marked for replay only. */
+  readonly deadLettersReplay: string
 }
 
 /** @internal */
@@ -29,7 +34,10 @@ export const tablesOf = (prefix: string): Tables => ({
   due: `${prefix}outbound_messages_due`,
   dropped: `${prefix}outbound_dropped`,
   incarnations: `${prefix}peer_incarnations`,
-  received: `${prefix}received`
+  received: `${prefix}received`,
+  deadLetters: `${prefix}dead_letters`,
+  deadLettersByStream: `${prefix}dead_letters_stream`,
+  deadLettersReplay: `${prefix}dead_letters_replay`
 })
 
 /**
@@ -54,6 +62,9 @@ export const migrations = (sql: SqlClient.SqlClient, tables: Tables) => {
   const dropped = sql(tables.dropped)
   const incarnations = sql(tables.incarnations)
   const received = sql(tables.received)
+  const deadLetters = sql(tables.deadLetters)
+  const deadLettersByStream = sql(tables.deadLettersByStream)
+  const deadLettersReplay = sql(tables.deadLettersReplay)
   return Migrator.fromRecord({
     "1_create_store": sql.onDialectOrElse({
       pg: () =>
@@ -182,6 +193,58 @@ export const migrations = (sql: SqlClient.SqlClient, tables: Tables) => {
             CHECK (from_seq <= to_seq)
           ) WITHOUT ROWID`
         ], { discard: true })
+    }),
+    /**
+     * Dead letters: the messages this store's engine gave up delivering, one row each, kept until the application
+     * replays or removes them. A new table: the store's other tables are not touched.
+     *
+     * - `id`: given by the store, increasing in the order the rows were inserted, and never reused (SQLite's
+     *   `AUTOINCREMENT`, PostgreSQL's identity column), so a caller pages through them by id.
+     * - `peer`, `lane`, `incarnation`, `seq`: which message it was (`peer` is its sender; `incarnation` is stored
+     *   as `received` stores it); `payload` its bytes.
+     * - `error`: the last failure's message; `attempts`: how many deliveries were tried; `dead_lettered_at`: when it
+     *   was moved here, in milliseconds since the epoch (the engine's clock).
+     * - `replay_requested`: marked to be delivered again when an engine next starts on the store (PostgreSQL's
+     *   `boolean`; SQLite's 0 or 1).
+     *
+     * `<dead_letters>_stream` serves the queries of one peer or stream in id order; the partial index
+     * `<dead_letters>_replay` holds the rows marked for replay only, so an engine finds them at start without a scan.
+     */
+    "4_dead_letters": sql.onDialectOrElse({
+      pg: () =>
+        Effect.all([
+          sql`CREATE TABLE ${deadLetters} (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            peer text NOT NULL,
+            lane text NOT NULL,
+            incarnation bigint NOT NULL,
+            seq bigint NOT NULL,
+            payload bytea NOT NULL,
+            error text NOT NULL,
+            attempts integer NOT NULL,
+            dead_lettered_at bigint NOT NULL,
+            replay_requested boolean NOT NULL DEFAULT false
+          )`,
+          sql`CREATE INDEX ${deadLettersByStream} ON ${deadLetters} (peer, lane, id)`,
+          sql`CREATE INDEX ${deadLettersReplay} ON ${deadLetters} (id) WHERE replay_requested`
+        ], { discard: true }),
+      orElse: () =>
+        Effect.all([
+          sql`CREATE TABLE ${deadLetters} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            peer TEXT NOT NULL,
+            lane TEXT NOT NULL,
+            incarnation INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            error TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            dead_lettered_at INTEGER NOT NULL,
+            replay_requested INTEGER NOT NULL DEFAULT 0 CHECK (replay_requested IN (0, 1))
+          )`,
+          sql`CREATE INDEX ${deadLettersByStream} ON ${deadLetters} (peer, lane, id)`,
+          sql`CREATE INDEX ${deadLettersReplay} ON ${deadLetters} (id) WHERE replay_requested = 1`
+        ], { discard: true })
     })
   })
 }
@@ -192,4 +255,4 @@ export const migrations = (sql: SqlClient.SqlClient, tables: Tables) => {
  *
  * @internal
  */
-export const newestMigration = "3_expiry"
+export const newestMigration = "4_dead_letters"

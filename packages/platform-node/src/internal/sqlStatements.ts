@@ -13,11 +13,44 @@ import { sqliteNowMillis, type Tables } from "./sqlSchema.js"
 /** A row as a driver returns it, before the store checks it. @internal */
 export type Row = { readonly [column: string]: unknown }
 
+/**
+ * An integer column of a row the store wrote, checked by hand on the hot paths: a number (SQLite), a decimal string
+ * (PostgreSQL's `bigint`) or a `bigint` (SQLite with `SqlClient.SafeIntegers`), without a schema decode per row.
+ *
+ * @internal
+ */
+export const integerColumn = (value: unknown): number | undefined => {
+  const number = typeof value === "number"
+    ? value
+    : typeof value === "bigint" || (typeof value === "string" && /^-?\d+$/.test(value))
+    ? Number(value)
+    : undefined
+  return number !== undefined && Number.isSafeInteger(number) ? number : undefined
+}
+
+/** A row that is not what the store wrote: the operation fails with it, as with any other storage failure. @internal */
+export const unexpectedRow = (table: string, row: Row) =>
+  new Error(
+    `unexpected row in ${table}: ${JSON.stringify(row, (_, value) => (typeof value === "bigint" ? `${value}` : value))}`
+  )
+
+/** Binds a payload as bytes without copying it; both drivers take a `Buffer` as a BLOB / `bytea`. @internal */
+export const bytes = (payload: Uint8Array): Buffer =>
+  Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+
+/**
+ * A driver's `Buffer` seen as a plain `Uint8Array` over the same memory, so `slice` copies as callers expect.
+ *
+ * @internal
+ */
+export const plainBytes = (payload: Uint8Array): Uint8Array =>
+  payload.constructor === Uint8Array ? payload : new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength)
+
 /** @internal */
 export type Dialect = "sqlite" | "pg"
 
 /**
- * Most rows one statement carries: 1,024 rows of at most 6 columns stay far below both drivers' parameter limits
+ * Most rows one statement carries: 1,024 rows of at most 8 columns stay far below both drivers' parameter limits
  * (SQLite's 32,766 and PostgreSQL's 65,535).
  */
 const maxRows = 1024
@@ -27,8 +60,10 @@ const maxRows = 1024
  * and both drivers prepare (SQLite) or parse (PostgreSQL) each text anew, so the counts come from a small set: powers
  * of two up to `maxRows`, at most 11 texts per statement. Statements that accept a row twice (`padded`) carry the
  * rest in one statement of the next power of two, the last row repeated; the others split it, largest first.
+ *
+ * @internal
  */
-const rowCounts = (total: number, padded: boolean): Array<number> => {
+export const rowCounts = (total: number, padded: boolean): Array<number> => {
   const counts: Array<number> = []
   let rest = total
   for (; rest >= maxRows; rest -= maxRows) counts.push(maxRows)
@@ -103,6 +138,20 @@ const perRowCount = (build: (rows: number) => ReadonlyArray<string>) => {
 }
 
 /**
+ * The conditions of a dead-letter query, which make its text: its parameters are `peer`, `lane` and `afterId` where
+ * it has them, in that order, then its `ids` ids (none when 0), then its limit.
+ *
+ * @internal
+ */
+export interface DeadLetterSelection {
+  readonly peer: boolean
+  readonly lane: boolean
+  readonly afterId: boolean
+  readonly replayRequested: boolean | undefined
+  readonly ids: number
+}
+
+/**
  * The texts of the hot paths' statements, written with `?` placeholders (SQLite's) and numbered `$1, $2, …` for
  * PostgreSQL. Table names come from a validated prefix; they are quoted as `@effect/sql` quotes identifiers.
  *
@@ -121,6 +170,25 @@ export const statementsOf = (dialect: Dialect, tables: Tables) => {
   const messages = `"${tables.messages}"`
   const dropped = `"${tables.dropped}"`
   const received = `"${tables.received}"`
+  const deadLetters = `"${tables.deadLetters}"`
+  /** `rows` placeholders, for `id IN (…)`. */
+  const list = (rows: number) => Array.from({ length: rows }, () => "?").join(", ")
+  /**
+   * Whether a dead letter is marked for replay, as an SQL condition on a constant: SQLite uses its partial index of
+   * marked rows only when the query's text says it (see `4_dead_letters`).
+   */
+  const replayCondition = (requested: boolean) =>
+    dialect === "pg"
+      ? requested ? "replay_requested" : "NOT replay_requested"
+      : `replay_requested = ${requested ? 1 : 0}`
+  /** Per row count, the texts that mark (or unmark) the dead letters of so many ids and return each one's id. */
+  const markForReplay = (requested: boolean) =>
+    perRowCount((rows) => [
+      numbered(`UPDATE ${deadLetters} SET replay_requested = ${dialect === "pg" ? requested : requested ? 1 : 0}
+        WHERE id IN (${list(rows)}) RETURNING id`)
+    ])
+  const markForReplayTexts = { true: markForReplay(true), false: markForReplay(false) }
+  const selectTexts = new Map<string, string>()
   /** Acknowledgements as a table, `acks (peer, lane, up_to)`; PostgreSQL needs the types of its parameters. */
   const acks = (rows: number) =>
     `WITH acks (peer, lane, up_to) AS (VALUES ${
@@ -264,6 +332,37 @@ export const statementsOf = (dialect: Dialect, tables: Tables) => {
           incarnation = excluded.incarnation,
           delivered = excluded.delivered,
           runs = excluded.runs`)
-    ])
+    ]),
+    /** Stores dead letters (peer, lane, incarnation, seq, payload, error, attempts, dead_lettered_at), in order. */
+    storeDeadLetters: perRowCount((rows) => [
+      numbered(`INSERT INTO ${deadLetters} (peer, lane, incarnation, seq, payload, error, attempts, dead_lettered_at)
+        VALUES ${values(rows, ["?", "?", "?", "?", "?", "?", "?", "?"])}`)
+    ]),
+    /** The dead letters a query selects, lowest id first, up to its limit: a text per selection, kept once built. */
+    selectDeadLetters: (selection: DeadLetterSelection): string => {
+      const key =
+        `${selection.peer}/${selection.lane}/${selection.afterId}/${selection.replayRequested}/${selection.ids}`
+      let text = selectTexts.get(key)
+      if (text === undefined) {
+        const conditions = [
+          ...(selection.peer ? ["peer = ?"] : []),
+          ...(selection.lane ? ["lane = ?"] : []),
+          ...(selection.afterId ? ["id > ?"] : []),
+          ...(selection.ids > 0 ? [`id IN (${list(selection.ids)})`] : []),
+          ...(selection.replayRequested === undefined ? [] : [replayCondition(selection.replayRequested)])
+        ]
+        text = numbered(`SELECT id, peer, lane, incarnation, seq, payload, error, attempts, dead_lettered_at,
+          replay_requested FROM ${deadLetters}${conditions.length === 0 ? "" : ` WHERE ${conditions.join(" AND ")}`}
+          ORDER BY id LIMIT ?`)
+        selectTexts.set(key, text)
+      }
+      return text
+    },
+    /** Deletes the dead letters of so many ids, and returns each one's id. */
+    removeDeadLetters: perRowCount((rows) => [
+      numbered(`DELETE FROM ${deadLetters} WHERE id IN (${list(rows)}) RETURNING id`)
+    ]),
+    /** Marks (`true`) or unmarks the dead letters of so many ids for replay, and returns each one's id. */
+    requestReplay: (requested: boolean) => markForReplayTexts[`${requested}`]
   }
 }

@@ -1,6 +1,6 @@
 /**
- * The engine's API over its state: `send`, `sendAll`, `sendAndAwait`, `purge`, `drain`, `stats`, `peers`, `events`
- * and `closed`.
+ * The engine's API over its state: `send`, `sendAll`, `sendAndAwait`, `purge`, `drain`, `deadLetters`, `stats`,
+ * `peers`, `events` and `closed`.
  *
  * @internal
  */
@@ -13,6 +13,7 @@ import * as STM from "effect/STM"
 import * as Stream from "effect/Stream"
 import * as Subscribable from "effect/Subscribable"
 import * as TRef from "effect/TRef"
+import * as DeadLetters from "../../DeadLetters.js"
 import type * as ILM from "../../ILM.js"
 import {
   DrainTimeoutError,
@@ -29,6 +30,7 @@ import type { MessageId } from "../../Message.js"
 import type { PeerId } from "../../PeerId.js"
 import * as StreamKey from "../../StreamKey.js"
 import type { Appender } from "./appender.js"
+import * as DeadLetterReplay from "./deadLetters.js"
 import * as Drops from "./drops.js"
 import type { Env } from "./env.js"
 import * as Outbound from "./outbound.js"
@@ -200,10 +202,24 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
         delivered: stream.delivered,
         buffered: stream.buffer.length,
         expired: stream.expired,
-        purged: stream.purged
+        purged: stream.purged,
+        deadLettered: stream.deadLettered
       }))
     } satisfies ILM.Stats
   }).pipe(STM.commit)
+
+  /** Runs a dead-letter operation unless the engine is closed. */
+  const open = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | EngineClosedError> =>
+    Effect.flatMap(
+      TRef.get(state.closed),
+      (closed): Effect.Effect<A, E | EngineClosedError> => closed ? closedError : effect
+    )
+
+  const deadLetters: ILM.ILM["Type"]["deadLetters"] = {
+    list: (filter) => open(DeadLetters.list(env.backend, filter)).pipe(Effect.withSpan("ILM.deadLetters.list")),
+    replay: (filter) => open(DeadLetterReplay.replay(env, filter)).pipe(Effect.withSpan("ILM.deadLetters.replay")),
+    purge: (filter) => open(DeadLetters.purge(env.backend, filter)).pipe(Effect.withSpan("ILM.deadLetters.purge"))
+  }
 
   const untilClosed = <A, E>(stream: Stream.Stream<A, E>) => Stream.interruptWhenDeferred(stream, supervisor.closed)
 
@@ -214,6 +230,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
     sendAndAwait,
     purge,
     drain,
+    deadLetters,
     peers: Subscribable.make({ get: env.linkedPeers.get, changes: untilClosed(env.linkedPeers.changes) }),
     stats,
     events: untilClosed(Stream.fromPubSub(env.events)),

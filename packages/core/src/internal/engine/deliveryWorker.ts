@@ -9,22 +9,28 @@
  * the store (a queue, a request), delivering them twice. Only a delivery itself can be interrupted; the commit and
  * the in-memory record of what was delivered always happen together.
  *
+ * A failed delivery is retried as the lane's delivery policy says. When the policy gives up, the message becomes a
+ * dead letter: it is stored with the batch's commit, in the same transaction that moves the stream past it, so it is
+ * never both a dead letter and delivered again, nor lost.
+ *
  * @internal
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as STM from "effect/STM"
-import type { RunStart } from "../../Backend.js"
+import type { NewDeadLetter, RunStart } from "../../Backend.js"
+import { DeliveryError } from "../../Delivery.js"
 import * as Frame from "../../Frame.js"
 import { IlmEvent } from "../../IlmEvent.js"
 import * as Metrics from "../../IlmMetrics.js"
 import type { Incarnation } from "../../Incarnation.js"
 import type { StreamKey } from "../../StreamKey.js"
 import * as Runs from "../runs.js"
+import * as DeliveryPolicy from "./deliveryPolicy.js"
 import type { Env } from "./env.js"
 import { yieldToEventLoop } from "./fairness.js"
 import * as Inbound from "./inbound.js"
@@ -39,22 +45,44 @@ interface Batch {
 }
 
 interface Outcome {
-  /** The last seq delivered (or expired, or skipped) and committed; `first - 1` when none. */
+  /** The last seq delivered (or expired, skipped or dead-lettered) and committed; `first - 1` when none. */
   readonly lastOk: number
   readonly runs: ReadonlyArray<RunStart>
   /** Of the seqs up to `lastOk`: how many reached the application, expired, or were purged by the sender. */
   readonly counts: Counts
-  readonly failure: Cause.Cause<unknown> | undefined
+  /** The messages up to `lastOk` that the policy gave up on, now stored as dead letters. */
+  readonly deadLetters: ReadonlyArray<NewDeadLetter>
+  /** Why the message after `lastOk` was not delivered, and when to try it again. */
+  readonly failure: Failure | undefined
+}
+
+interface Failure {
+  readonly cause: Cause.Cause<unknown>
+  /** When to try again; `undefined` when the delivery was interrupted (the engine is stopping). */
+  readonly retry: DeliveryPolicy.Retry | undefined
 }
 
 interface Counts {
   delivered: number
   expired: number
   purged: number
+  deadLettered: number
 }
+
+const noCounts = (): Counts => ({ delivered: 0, expired: 0, purged: 0, deadLettered: 0 })
+
+/** The failure of a delivery as the policy sees it: its `DeliveryError`, or one that says the delivery died. */
+const deliveryError = (cause: Cause.Cause<unknown>): DeliveryError =>
+  Option.match(Cause.failureOption(cause), {
+    onSome: (error) =>
+      error instanceof DeliveryError ? error : new DeliveryError({ reason: String(error), cause: error }),
+    onNone: () => new DeliveryError({ reason: `the delivery died: ${Cause.squash(cause)}`, cause: Cause.squash(cause) })
+  })
 
 export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
   const { backend, config, state } = env
+  /** Made with the first batch, which names the stream's lane. */
+  let policy: DeliveryPolicy.Tracker | undefined
 
   /** The next deliverable messages; none left ends the worker's turn. */
   const takeBatch = STM.gen(function*() {
@@ -78,11 +106,22 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
       yield* Receive.flush(env, effects)
     })
 
-  /** Reports what a batch delivered, and what of it expired or was purged by the sender instead. */
-  const report = (stream: Inbound.InStream, counts: Counts) =>
+  /** Reports what a batch delivered, and what of it expired, was purged by the sender or became a dead letter. */
+  const report = (stream: Inbound.InStream, counts: Counts, deadLetters: ReadonlyArray<NewDeadLetter>) =>
     Effect.gen(function*() {
       const { lane, peer } = stream
       yield* add(Metrics.delivered, counts.delivered, env.metricTags.stream(peer, lane))
+      for (const letter of deadLetters) {
+        yield* PubSub.publish(
+          env.events,
+          IlmEvent.DeadLettered({ peer, lane, seq: letter.seq, attempts: letter.attempts, error: letter.error })
+        )
+        yield* Effect.logWarning(
+          `Delivery of ${peer}/${lane} seq ${letter.seq} gave up after ${letter.attempts} attempts; it is a dead letter`,
+          letter.error
+        )
+      }
+      yield* add(Metrics.deadLettered, counts.deadLettered, env.metricTags.stream(peer, lane))
       if (counts.expired + counts.purged === 0) return
       const tags = env.metricTags.stream(peer, lane, "inbound")
       if (counts.expired > 0) {
@@ -108,8 +147,9 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
         const now = yield* Clock.currentTimeMillis
         let lastOk = first - 1
         let runs = stream.runs
-        let failure: Cause.Cause<unknown> | undefined
-        const counts: Counts = { delivered: 0, expired: 0, purged: 0 }
+        let failure: Failure | undefined
+        const counts = noCounts()
+        const deadLetters: Array<NewDeadLetter> = []
         for (const item of frames) {
           if (item._tag === "Skip") {
             counts[item.reason] += item.last - item.seq + 1
@@ -126,11 +166,34 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
               payload: item.payload
             })
             const exit = yield* Effect.exit(restore(backend.withTransaction(env.delivery.deliver(delivered))))
-            if (Exit.isFailure(exit)) {
-              failure = exit.cause
-              break
+            if (Exit.isSuccess(exit)) {
+              policy?.reset()
+              counts.delivered++
+            } else {
+              // Interrupted: the engine is stopping, and this was no attempt. What was delivered is committed.
+              if (Cause.isInterruptedOnly(exit.cause)) {
+                failure = { cause: exit.cause, retry: undefined }
+                break
+              }
+              const error = deliveryError(exit.cause)
+              policy ??= DeliveryPolicy.make(config, DeliveryPolicy.policyOf(config, stream.lane))
+              const retry = yield* policy.failed(item.seq, item.run, error, now)
+              if (retry._tag === "Retry") {
+                failure = { cause: exit.cause, retry }
+                break
+              }
+              deadLetters.push({
+                peer: stream.peer,
+                lane: stream.lane,
+                incarnation: stream.incarnation,
+                seq: item.seq,
+                payload: item.payload,
+                error: error.message,
+                attempts: retry.attempt,
+                deadLetteredAt: now
+              })
+              counts.deadLettered++
             }
-            counts.delivered++
           }
           lastOk = Inbound.lastOf(item)
           runs = Runs.extend(runs, item.run, item.seq, Frame.maxRuns)
@@ -142,29 +205,25 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
             incarnation: stream.incarnation,
             delivered: lastOk,
             runs
-          }])
+          }], deadLetters)
           // A transactional store rolls the deliveries back with a failed commit: fail, and deliver them again.
           // Elsewhere the deliveries stand, so only the commit is retried: delivering again would duplicate them.
           if (backend.transactional) yield* commit
           else yield* retryBackend("record a delivery", commit)
         }
-        return { lastOk, runs, counts, failure } satisfies Outcome
+        return { lastOk, runs, counts, deadLetters, failure } satisfies Outcome
       })).pipe(
-        Effect.tap(({ counts, lastOk, runs }) =>
+        Effect.tap(({ counts, deadLetters, lastOk, runs }) =>
           lastOk >= first
-            ? Effect.zipRight(record(stream.incarnation, lastOk, runs, counts), report(stream, counts))
+            ? Effect.zipRight(record(stream.incarnation, lastOk, runs, counts), report(stream, counts, deadLetters))
             : Effect.void
         )
       )
     })
 
-  const reportFailure = (batch: Batch, outcome: Outcome, failure: Cause.Cause<unknown>, attempt: number) =>
+  const reportFailure = (batch: Batch, seq: number, cause: Cause.Cause<unknown>, retry: DeliveryPolicy.Retry) =>
     Effect.gen(function*() {
-      const delay = Duration.min(
-        Duration.times(config.deliveryRetryInitial, 2 ** Math.min(attempt - 1, 30)),
-        config.deliveryRetryMax
-      )
-      const seq = outcome.lastOk + 1
+      const { attempt, delayMillis } = retry
       yield* PubSub.publish(
         env.events,
         IlmEvent.DeliveryFailed({
@@ -172,40 +231,50 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
           lane: batch.stream.lane,
           seq,
           attempt,
-          retryInMillis: Duration.toMillis(delay),
-          error: Cause.squash(failure)
+          retryInMillis: delayMillis,
+          error: Cause.squash(cause)
         })
       )
       yield* Effect.logWarning(
         `Delivery of ${batch.stream.peer}/${batch.stream.lane} seq ${seq} failed; retrying`,
-        failure
+        cause
       )
-      yield* Effect.sleep(delay)
+      yield* Effect.sleep(delayMillis)
     })
 
+  /**
+   * A batch that failed as a whole (its commit did, on a transactional store): nothing of it counts, and it is
+   * delivered again after a wait that doubles while its commits keep failing.
+   */
+  let commitFailures = 0
+  const failedBatch = (batch: Batch, cause: Cause.Cause<unknown>): Outcome => ({
+    lastOk: batch.frames[0]!.seq - 1,
+    runs: batch.stream.runs,
+    counts: noCounts(),
+    deadLetters: [],
+    failure: {
+      cause,
+      retry: Cause.isInterruptedOnly(cause) ? undefined : DeliveryPolicy.doubling(config, ++commitFailures)
+    }
+  })
+
   return Effect.gen(function*() {
-    let attempt = 0
     while (true) {
       const batch = yield* takeBatch
       if (batch === undefined) return
       const exit = yield* Effect.exit(deliver(batch))
-      const outcome: Outcome = Exit.isSuccess(exit)
-        ? exit.value
-        : {
-          lastOk: batch.frames[0]!.seq - 1,
-          runs: batch.stream.runs,
-          counts: { delivered: 0, expired: 0, purged: 0 },
-          failure: exit.cause
-        }
+      const outcome = Exit.isSuccess(exit) ? exit.value : failedBatch(batch, exit.cause)
       if (outcome.failure === undefined) {
-        attempt = 0
+        commitFailures = 0
         // The acknowledgement is queued: let the ack sender send it before the next batch is delivered (a SQL
         // store's commit never waits, and this worker would keep it from running).
         yield* Effect.yieldNow()
         yield* yieldToEventLoop
         continue
       }
-      yield* reportFailure(batch, outcome, outcome.failure, ++attempt)
+      const { cause, retry } = outcome.failure
+      if (retry === undefined) return yield* Effect.interrupt
+      yield* reportFailure(batch, outcome.lastOk + 1, cause, retry)
     }
   })
 }

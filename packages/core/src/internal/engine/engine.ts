@@ -9,7 +9,9 @@
  *   was not acknowledged in time;
  * - `ackSender` sends acknowledgements; `ackHandler` removes acknowledged messages from the store; `expirer`
  *   removes expired ones (`drops` moves their streams past them, as it does for purged ones);
- * - `reorderer` starts a `deliveryWorker` per inbound stream with deliverable messages.
+ * - `reorderer` starts a `deliveryWorker` per inbound stream with deliverable messages; a worker retries failed
+ *   deliveries as the lane's `deliveryPolicy` says, and stores the messages it gives up on as dead letters;
+ * - `deadLetters` replays, at start, the dead letters marked for replay while the engine was stopped.
  *
  * Pure protocol logic lives in `outbound`, `inbound`, `hello` and `rtt`; the state they share, in `state`.
  *
@@ -24,6 +26,7 @@ import * as AckHandler from "./ackHandler.js"
 import * as AckSender from "./ackSender.js"
 import * as Api from "./api.js"
 import * as Appender from "./appender.js"
+import * as DeadLetterReplay from "./deadLetters.js"
 import * as Env from "./env.js"
 import * as Expirer from "./expirer.js"
 import * as FrameReader from "./frameReader.js"
@@ -57,6 +60,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   yield* supervisor.fork("ack sender", AckSender.make(env))
   yield* supervisor.fork("ack handler", AckHandler.make(env))
   yield* supervisor.fork("expirer", Expirer.make(env))
+  yield* supervisor.fork("dead-letter replay", DeadLetterReplay.replayMarked(env))
   yield* supervisor.fork("inbox reorderer", Reorderer.make(env, workers))
   yield* supervisor.fork("delivery workers", FiberMap.join(workers))
   yield* supervisor.fork("hello loops", FiberMap.join(helloLoops))

@@ -80,6 +80,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     theirNonce: 0,
     linked: false,
     verified: false,
+    checkedSession: undefined,
     rtt: Rtt.initial(rttBounds)
   })
   const peerLink = (peer: PeerId) =>

@@ -150,12 +150,16 @@ export const make = (
       const fresh = yield* STM.gen(function*() {
         const peer = yield* env.peerLink(hello.from)
         if (!peer.connected || hello.echo !== peer.nonce) return undefined
-        return { peer, plan: Hello.plan(hello, peer.incarnation, yield* State.streamsTo(state, hello.from)) }
+        const session = `${hello.nonce}/${hello.echo}`
+        const firstOfSession = peer.checkedSession !== session
+        if (firstOfSession) yield* state.peers.set(hello.from, { ...peer, checkedSession: session })
+        const plan = Hello.plan(hello, peer.incarnation, yield* State.streamsTo(state, hello.from))
+        return { peer, plan, firstOfSession }
       })
       if (fresh !== undefined) {
-        const { peer, plan } = fresh
+        const { firstOfSession, peer, plan } = fresh
         const forgotten = Report.make()
-        for (const stream of plan.forgotten) {
+        for (const stream of firstOfSession ? plan.forgotten : []) {
           forgotten.events.push(IlmEvent.Resynchronised({
             peer: hello.from,
             lane: stream.lane,

@@ -47,6 +47,8 @@ export interface InStream {
   readonly expired: number
   /** Messages the sender purged, in this run. */
   readonly purged: number
+  /** Messages moved to dead letters, in this run. */
+  readonly deadLettered: number
 }
 
 export interface Limits {
@@ -74,16 +76,21 @@ export interface Accepted {
   readonly stale: ReadonlyArray<Item>
 }
 
+/** What a stream counts in a run. */
+export type Counts = Pick<InStream, "expired" | "purged" | "deadLettered">
+
+const noCounts: Counts = { expired: 0, purged: 0, deadLettered: 0 }
+
 export const restore = (key: StreamKey, state: {
   readonly peer: PeerId
   readonly lane: Lane
   readonly incarnation: Incarnation
   readonly delivered: number
   readonly runs: ReadonlyArray<RunStart>
-}): InStream => ({ key, ...state, buffer: [], bufferedBytes: 0, busy: false, expired: 0, purged: 0 })
+}): InStream => ({ key, ...state, buffer: [], bufferedBytes: 0, busy: false, ...noCounts })
 
 /** The stream adopted at `floor`: everything below it counts as delivered by an earlier life of this receiver. */
-const adopt = (key: StreamKey, data: Item, busy: boolean, counts: Pick<InStream, "expired" | "purged">): InStream => ({
+const adopt = (key: StreamKey, data: Item, busy: boolean, counts: Counts): InStream => ({
   key,
   peer: data.from,
   lane: data.lane,
@@ -93,7 +100,9 @@ const adopt = (key: StreamKey, data: Item, busy: boolean, counts: Pick<InStream,
   buffer: [],
   bufferedBytes: 0,
   busy,
-  ...counts
+  expired: counts.expired,
+  purged: counts.purged,
+  deadLettered: counts.deadLettered
 })
 
 /** The part of a skip above `delivered`, or the item as it is. */
@@ -118,7 +127,7 @@ export const accept = (
   const base = () => (buffer ??= stream === undefined ? [] : stream.buffer.slice())
   for (const frame of frames) {
     if (stream === undefined) {
-      stream = adopt(key, frame, false, { expired: 0, purged: 0 })
+      stream = adopt(key, frame, false, noCounts)
       if (frame.floor > 1) {
         jumps.push({
           reason: "receiver-behind",
@@ -133,7 +142,7 @@ export const accept = (
         reason: "peer-new-incarnation",
         detail: `incarnation ${stream.incarnation} replaced by ${frame.incarnation}, adopted at seq ${frame.floor}`
       })
-      stream = adopt(key, frame, stream.busy, { expired: stream.expired, purged: stream.purged })
+      stream = adopt(key, frame, stream.busy, stream)
       buffer = []
       bufferedBytes = 0
     } else if (frame.floor - 1 > stream.delivered && !stream.busy) {
@@ -262,7 +271,7 @@ export const delivered = (
   incarnation: Incarnation,
   lastOk: number,
   runs: ReadonlyArray<RunStart>,
-  counts: { readonly expired: number; readonly purged: number }
+  counts: Counts
 ): InStream | undefined => {
   if (stream.incarnation !== incarnation || lastOk <= stream.delivered) return undefined
   let drop = 0
@@ -280,7 +289,8 @@ export const delivered = (
     buffer,
     bufferedBytes: bytes,
     expired: stream.expired + counts.expired,
-    purged: stream.purged + counts.purged
+    purged: stream.purged + counts.purged,
+    deadLettered: stream.deadLettered + counts.deadLettered
   }
 }
 

@@ -36,6 +36,12 @@ export interface PeerLink {
   readonly linked: boolean
   /** A fresh `Hello` of this run was checked: acknowledgements may be taken. */
   readonly verified: boolean
+  /**
+   * The session (`theirNonce`, `nonce`) whose `Hello`s were checked for lost state: only the first fresh one of a
+   * session is. A later one may have been sent before acknowledgements this peer has already taken, so a lane it
+   * does not list proves nothing; and a peer that lost its state starts a new session.
+   */
+  readonly checkedSession: string | undefined
   readonly rtt: Rtt
 }
 
