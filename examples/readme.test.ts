@@ -48,6 +48,8 @@ describe("the README", () => {
       "examples/two-peers.ts",
       "examples/lifecycle.ts",
       "examples/dead-letters.ts",
+      "examples/channels.ts",
+      "examples/tracing.ts",
       "examples/production.ts",
       "examples/scale-out.ts",
       "examples/partition.test.ts"
@@ -63,6 +65,27 @@ describe("the README", () => {
       "kept: \"25 USD\" after 3 attempts: Delivery failed: unknown currency in \"25 USD\"",
       "ledger: 25 USD",
       "replayed 1; 0 dead letters left"
+    ])
+  })
+
+  it("channels.ts prints typed orders, and the payload that did not decode as a dead letter", async () => {
+    assert.deepStrictEqual(await run("examples/channels.ts"), [
+      "shop #1: tea",
+      "shop #2: cups (gift)",
+      "shop #4: pot",
+      "dead letter #3: Delivery failed for good: the payload of shop/orders #3 does not decode with channel " +
+      "\"orders\"'s schema: ((Uint8ArrayFromSelf <-> string) <-> (parseJson <-> (Order (Encoded side) <-> Order)))"
+    ])
+  })
+
+  it("tracing.ts prints the spans of one message, the delivery linked to the span it was sent in", async () => {
+    assert.deepStrictEqual(await run("examples/tracing.ts"), [
+      "bob got \"order 42\" from alice",
+      "app: checkout (trace 1, root)",
+      "alice: intersession.append (trace 1, child of checkout)",
+      "alice: intersession.transmit (trace 2, root, linked to checkout)",
+      "bob: intersession.deliver (trace 3, root)",
+      "bob: intersession.deliver.message (trace 3, child of intersession.deliver, linked to checkout)"
     ])
   })
 

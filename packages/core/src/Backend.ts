@@ -25,6 +25,7 @@ export type BackendOperation =
   | "append"
   | "expire"
   | "purge"
+  | "forget"
   | "read"
   | "acknowledge"
   | "setIncarnation"
@@ -401,6 +402,9 @@ export interface DeadLetterQuery {
  *   means none is left. The engine calls it again while it returns `limit`.
  * - `purge` removes every stored message to `peer`, or only those of `lane` when it is given, records their seqs as
  *   dropped for `"purged"`, and returns them.
+ * - `forget` deletes everything the store holds about `peer` but its dead letters — the streams to it with their
+ *   messages, seqs and dropped ranges, the receive state of its streams — and sets `incarnation` as the one this
+ *   store uses toward it, all in one atomic step.
  * - `commitReceived` stores the receive state of each stream given, and the dead letters given with it, in one
  *   atomic step: a message moved to dead letters is never both kept there and delivered again, nor lost.
  * - `deadLetters` returns the dead letters the query selects, lowest id first; `removeDeadLetters` deletes those of
@@ -439,6 +443,7 @@ export class Backend extends Context.Tag("@intersession/core/Backend")<Backend, 
   readonly expire: (now: number, limit: number) => Effect.Effect<ReadonlyArray<DroppedMessages>, BackendError>
   readonly purge: (peer: PeerId, lane: Lane | undefined) => Effect.Effect<ReadonlyArray<DroppedMessages>, BackendError>
   readonly setIncarnation: (peer: PeerId, incarnation: Incarnation) => Effect.Effect<void, BackendError>
+  readonly forget: (peer: PeerId, incarnation: Incarnation) => Effect.Effect<void, BackendError>
   readonly received: Effect.Effect<ReadonlyArray<ReceiveState>, BackendError>
   readonly commitReceived: (
     states: ReadonlyArray<ReceiveState>,

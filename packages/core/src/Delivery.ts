@@ -100,13 +100,18 @@ export class DeliveryError extends Data.TaggedError("DeliveryError")<{
  *
  * @example
  * ```ts
- * import type * as Delivery from "@intersession/core/Delivery"
+ * import * as IlmConfig from "@intersession/core/IlmConfig"
  * import * as Schedule from "effect/Schedule"
  *
- * // Five attempts, 1, 2, 4 and 8 seconds apart, then dead letters.
- * const payments: Delivery.DeliveryPolicy = { attempts: 5, backoff: Schedule.exponential("1 second") }
- * // Retries every minute for an hour, then dead letters.
- * const audit: Delivery.DeliveryPolicy = { backoff: Schedule.spaced("1 minute").pipe(Schedule.upTo("1 hour")) }
+ * const config = IlmConfig.make({
+ *   lanePolicies: {
+ *     // Five attempts, 1, 2, 4 and 8 seconds apart, then dead letters.
+ *     payments: { attempts: 5, backoff: Schedule.exponential("1 second") },
+ *     // Retries every minute for an hour, then dead letters.
+ *     audit: { backoff: Schedule.spaced("1 minute").pipe(Schedule.upTo("1 hour")) }
+ *   }
+ * })
+ * console.log(config._tag) // Right
  * ```
  *
  * @since 0.3.0

@@ -42,6 +42,34 @@ export const TimeToLive = Schema.Number.pipe(
   Schema.annotations({ identifier: "TimeToLive" })
 )
 
+/** Lowercase hex of `length` characters that are not all zeros: a W3C trace or span id. */
+const hexId = (length: number, identifier: string) =>
+  Schema.String.pipe(
+    Schema.pattern(new RegExp(`^[0-9a-f]{${length}}$`)),
+    Schema.filter((id) => !/^0+$/.test(id) || `${identifier} is all zeros`),
+    Schema.annotations({ identifier })
+  )
+
+/**
+ * The span a message was sent in, as a W3C `traceparent` names it: a trace id (32 lowercase hex digits), a span id
+ * (16) and whether the sender samples the trace. A `Data` frame carries it when `send` ran inside a span; the
+ * receiver's delivery span links to it.
+ *
+ * @since 0.4.0
+ * @category schemas
+ */
+export const TraceContext = Schema.Struct({
+  traceId: hexId(32, "TraceId"),
+  spanId: hexId(16, "SpanId"),
+  sampled: Schema.Boolean
+}).pipe(Schema.annotations({ identifier: "TraceContext" }))
+
+/**
+ * @since 0.4.0
+ * @category schemas
+ */
+export type TraceContext = typeof TraceContext.Type
+
 /**
  * A sequence number: 1, 2, 3… per stream.
  *
@@ -73,7 +101,8 @@ export const SeqOrZero = Schema.Number.pipe(
  * delivered by some incarnation of the receiver. `run` is the sender's engine run that allocated `seq`. `session` is
  * the `nonce` of the sender's `Hello` for the connection the frame was sent on: a receiver takes data only from the
  * session it last heard a `Hello` of, so frames left over from an earlier connection or run are never taken for
- * current ones.
+ * current ones. `ttl` is the time the message may still live, if it expires; `trace` the span it was sent in, if it
+ * was sent in one.
  *
  * @since 0.1.0
  * @category frames
@@ -90,6 +119,7 @@ export class Data extends Schema.TaggedClass<Data>("@intersession/core/Frame/Dat
     seq: Seq,
     floor: Seq,
     ttl: Schema.optional(TimeToLive),
+    trace: Schema.optional(TraceContext),
     payload: Schema.Uint8ArrayFromSelf
   }).pipe(Schema.filter((data) => data.floor <= data.seq || "floor is above seq"))
 ) {}
@@ -241,8 +271,37 @@ const tags = { Data: 1, Ack: 2, Hello: 3, Skip: 4 } as const
 
 const skipReasons = { expired: 1, purged: 2 } as const
 
-/** The bits of a `Data` frame's flags byte: which optional fields follow it. */
-const dataFlags = { ttl: 1 } as const
+/** The bits of a `Data` frame's flags byte: which optional fields follow it, in this order. */
+const dataFlags = { ttl: 1, trace: 2 } as const
+
+/** The bytes of a trace context: a 16-byte trace id, an 8-byte span id and a trace-flags byte. */
+const traceBytes = 16 + 8 + 1
+
+/** The W3C trace flag that says the sender samples the trace; the only one a frame may set. */
+const sampledFlag = 1
+
+const hexDigits = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"))
+
+/** The value of a lowercase hex digit; ids are checked when captured, so any other character is not expected. */
+const nibble = (code: number) => code <= 57 ? code - 48 : code - 87
+
+const writeHex = (writer: internal.Writer, hex: string) => {
+  for (let i = 0; i < hex.length; i += 2) writer.byte(nibble(hex.charCodeAt(i)) * 16 + nibble(hex.charCodeAt(i + 1)))
+}
+
+const readHex = (bytes: Uint8Array): string => {
+  let hex = ""
+  for (let i = 0; i < bytes.length; i++) hex += hexDigits[bytes[i]!]
+  return hex
+}
+
+const readTrace = (reader: internal.Reader): TraceContext | internal.ReadError => {
+  const bytes = reader.raw(traceBytes)
+  if (bytes instanceof internal.ReadError) return bytes
+  const flags = bytes[24]!
+  if ((flags & ~sampledFlag) !== 0) return new internal.ReadError(`unknown trace flags ${flags}`)
+  return { traceId: readHex(bytes.subarray(0, 16)), spanId: readHex(bytes.subarray(16, 24)), sampled: flags === 1 }
+}
 
 /** 255 UTF-16 code units take at most 765 bytes of UTF-8 (a surrogate pair: 2 units, 4 bytes). */
 const maxStringBytes = 3 * maxLength
@@ -344,9 +403,13 @@ export const encodeSkip = (
  */
 export const encodeData = (
   header: DataHeader,
-  messages: ReadonlyArray<
-    { readonly run: number; readonly seq: number; readonly ttl?: number | undefined; readonly payload: Uint8Array }
-  >
+  messages: ReadonlyArray<{
+    readonly run: number
+    readonly seq: number
+    readonly ttl?: number | undefined
+    readonly trace?: TraceContext | undefined
+    readonly payload: Uint8Array
+  }>
 ): Array<Uint8Array> => {
   const prefix = new internal.Writer(2 + 3 * internal.stringSize(header.from) + 32)
   writeStreamHead(prefix, tags.Data, header)
@@ -356,6 +419,7 @@ export const encodeData = (
   for (const message of messages) {
     total += shared.length + internal.uintSize(message.run) + internal.uintSize(message.seq) + floorSize + 1 +
       (message.ttl === undefined ? 0 : internal.uintSize(message.ttl)) +
+      (message.trace === undefined ? 0 : traceBytes) +
       internal.uintSize(message.payload.length) + message.payload.length
   }
   const writer = new internal.Writer(total)
@@ -365,11 +429,13 @@ export const encodeData = (
     writer.uint(message.run)
     writer.uint(message.seq)
     writer.uint(header.floor)
-    if (message.ttl === undefined) {
-      writer.byte(0)
-    } else {
-      writer.byte(dataFlags.ttl)
-      writer.uint(message.ttl)
+    const { trace, ttl } = message
+    writer.byte((ttl === undefined ? 0 : dataFlags.ttl) | (trace === undefined ? 0 : dataFlags.trace))
+    if (ttl !== undefined) writer.uint(ttl)
+    if (trace !== undefined) {
+      writeHex(writer, trace.traceId)
+      writeHex(writer, trace.spanId)
+      writer.byte(trace.sampled ? sampledFlag : 0)
     }
     writer.bytes(message.payload)
     ends.push(writer.offset)
@@ -416,18 +482,32 @@ const readFields = (reader: internal.Reader): typeof Frame.Encoded | internal.Re
       if (floor instanceof internal.ReadError) return floor
       const flags = reader.byte()
       if (flags instanceof internal.ReadError) return flags
-      if ((flags & ~dataFlags.ttl) !== 0) return new internal.ReadError(`unknown Data flags ${flags}`)
+      if ((flags & ~(dataFlags.ttl | dataFlags.trace)) !== 0) {
+        return new internal.ReadError(`unknown Data flags ${flags}`)
+      }
       let ttl: number | undefined
       if ((flags & dataFlags.ttl) !== 0) {
         const read = reader.uint()
         if (read instanceof internal.ReadError) return read
         ttl = read
       }
+      let trace: TraceContext | undefined
+      if ((flags & dataFlags.trace) !== 0) {
+        const read = readTrace(reader)
+        if (read instanceof internal.ReadError) return read
+        trace = read
+      }
       const payload = reader.bytes()
       if (payload instanceof internal.ReadError) return payload
+      // Optional fields are absent keys, not `undefined` ones: the common frame keeps the common shape.
+      if (trace === undefined) {
+        return ttl === undefined
+          ? { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, payload }
+          : { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, ttl, payload }
+      }
       return ttl === undefined
-        ? { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, payload }
-        : { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, ttl, payload }
+        ? { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, trace, payload }
+        : { _tag: "Data", from, to, lane, incarnation, session, run, seq, floor, ttl, trace, payload }
     }
     case tags.Skip: {
       const lane = reader.string(maxStringBytes)
@@ -583,5 +663,18 @@ const invalidHotFrame = (
   }
   if (fields.floor > fields.seq) return "floor is above seq"
   if (fields._tag === "Skip") return fields.last >= fields.seq ? undefined : "last is below seq"
-  return fields.ttl === undefined || fields.ttl < Number.MAX_SAFE_INTEGER ? undefined : "ttl is too large"
+  if (fields.ttl !== undefined && fields.ttl >= Number.MAX_SAFE_INTEGER) return "ttl is too large"
+  // The reader gives ids of the right length in lowercase hex: only all zeros, which W3C reserves, is left.
+  const trace = fields.trace
+  if (trace === undefined) return undefined
+  return allZeros(trace.traceId)
+    ? "the trace id is all zeros"
+    : allZeros(trace.spanId)
+    ? "the span id is all zeros"
+    : undefined
+}
+
+const allZeros = (hex: string) => {
+  for (let i = 0; i < hex.length; i++) if (hex.charCodeAt(i) !== 48) return false
+  return true
 }

@@ -139,6 +139,7 @@ import * as IlmConfig from "./IlmConfig.js"
 import type {
   DrainTimeoutError,
   EngineClosedError,
+  ForgetSelfError,
   InvalidLaneError,
   InvalidTimeToLiveError,
   MessageDroppedError,
@@ -282,6 +283,11 @@ export interface Stats {
  *   fails with `MessageDroppedError` if it expired or was purged first.
  * - `purge` removes what is pending toward a peer (or one lane of it) and returns how many messages it removed;
  *   the peer's streams go on past them, and `MessagesPurged` reports it.
+ * - `forget` forgets a peer: it purges what is pending toward it (returning how many, as `purge` does) and deletes
+ *   everything the store holds about it — its streams, seqs and receive state — except the dead letters it sent.
+ *   This peer then uses a new incarnation toward it and greets it in a new session, so if it comes back, both
+ *   resynchronise (`Resynchronised`) without a duplicate on its side; messages from it that were delivered here but
+ *   whose acknowledgement had not reached it are delivered again.
  * - `deadLetters` lists, replays and purges the messages this peer gave up delivering (see
  *   `Delivery.DeliveryPolicy`). `replay` hands each one selected to the `Delivery` again, lowest id first, and
  *   removes it from the store with the same transaction once delivered; one that fails again stays, and the result
@@ -316,6 +322,7 @@ export class ILM extends Context.Tag("@intersession/core/ILM")<ILM, {
     peer: PeerId,
     options?: PurgeOptions
   ) => Effect.Effect<number, InvalidLaneError | EngineClosedError | BackendError>
+  readonly forget: (peer: PeerId) => Effect.Effect<number, ForgetSelfError | EngineClosedError | BackendError>
   readonly drain: (timeout: Duration.DurationInput) => Effect.Effect<void, DrainTimeoutError | EngineClosedError>
   readonly deadLetters: {
     readonly list: (

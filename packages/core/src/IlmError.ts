@@ -22,6 +22,20 @@ export class SendToSelfError extends Data.TaggedError("SendToSelfError")<{
 }
 
 /**
+ * `ILM.forget` was given the engine's own peer: a peer holds no streams with itself. To start over, wipe its store.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class ForgetSelfError extends Data.TaggedError("ForgetSelfError")<{
+  readonly peer: PeerId
+}> {
+  override get message(): string {
+    return `Peer ${this.peer} cannot forget itself; to start over, stop it and wipe its store`
+  }
+}
+
+/**
  * A payload is larger than the configured `maxPayloadBytes`.
  *
  * @since 0.1.0

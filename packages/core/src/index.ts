@@ -7,9 +7,16 @@ export * as Backend from "./Backend.js"
  */
 export * as Binary from "./Binary.js"
 /**
- * @since 0.1.0
+ * @since 0.3.0
+ */
+export * as Channel from "./Channel.js"
+/**
+ * @since 0.3.0
  */
 export * as DeadLetters from "./DeadLetters.js"
+/**
+ * @since 0.1.0
+ */
 export * as Delivery from "./Delivery.js"
 /**
  * @since 0.1.0

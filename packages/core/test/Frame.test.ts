@@ -24,6 +24,7 @@ import {
   type RawSkip,
   rawSkip,
   rawString,
+  rawTrace,
   sameBytes,
   skipReasonCodes,
   varint
@@ -77,10 +78,32 @@ const payload = FastCheck.oneof(
 /** A time to live: any integer up to 2^53 − 2 (2^53 − 1 is refused), or none. */
 const ttl = FastCheck.option(safeInt(0).filter((n) => n < MAX), { nil: undefined })
 
-/** A `Data` of these fields, with a `ttl` key only when there is a time to live. */
+/** Lowercase hex ids of `bytes` bytes, biased towards all-but-zero edges (all zeros is not an id). */
+const hexId = (bytes: number) =>
+  FastCheck.oneof(
+    FastCheck.uint8Array({ minLength: bytes, maxLength: bytes }),
+    FastCheck.constantFrom(
+      new Uint8Array(bytes).fill(0xff),
+      Uint8Array.from({ length: bytes }, (_, i) => (i === bytes - 1 ? 1 : 0))
+    )
+  ).filter((id) => id.some((byte) => byte !== 0)).map((id) =>
+    Array.from(id, (byte) => byte.toString(16).padStart(2, "0")).join("")
+  )
+
+/** A trace context, or none. */
+const trace = FastCheck.option(
+  FastCheck.record({ traceId: hexId(16), spanId: hexId(8), sampled: FastCheck.boolean() }),
+  { nil: undefined }
+)
+
+/** A `Data` of these fields, with a `ttl` or `trace` key only when there is a time to live or a trace context. */
 const makeData = (fields: Omit<typeof Frame.Data.Type, "_tag">): Frame.Data => {
-  const { ttl, ...rest } = fields
-  return new Frame.Data(ttl === undefined ? rest : { ...rest, ttl })
+  const { trace, ttl, ...rest } = fields
+  return new Frame.Data({
+    ...rest,
+    ...(ttl === undefined ? {} : { ttl }),
+    ...(trace === undefined ? {} : { trace })
+  })
 }
 
 const dataFrame = FastCheck.record({
@@ -92,6 +115,7 @@ const dataFrame = FastCheck.record({
   run: safeInt(1),
   seqs: FastCheck.tuple(safeInt(1), safeInt(1)),
   ttl,
+  trace,
   payload
 }).map(({ seqs: [a, b], ...fields }) => makeData({ ...fields, seq: Math.max(a, b), floor: Math.min(a, b) }))
 
@@ -154,6 +178,7 @@ const smallFrame = (kind: "Data" | "Ack" | "Hello" | "Skip"): FastCheck.Arbitrar
       run: safeInt(1),
       seq: safeInt(1),
       ttl,
+      trace,
       payload: FastCheck.uint8Array({ maxLength: 24 })
     }).map((fields) => makeData({ ...fields, floor: 1 }))
     : kind === "Skip"
@@ -585,6 +610,12 @@ describe("Frame", () => {
       const text = FastCheck.constantFrom("", "a", "x".repeat(255), "x".repeat(256), "é".repeat(255), "😀".repeat(128))
       const uint = FastCheck.constantFrom(0, 1, 2, 3, MAX - 1, MAX)
       const maybeUint = FastCheck.option(uint, { nil: undefined })
+      const maybeTrace = FastCheck.constantFrom(
+        undefined,
+        { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true },
+        { traceId: "0".repeat(32), spanId: "00f067aa0ba902b7", sampled: false },
+        { traceId: "0".repeat(31) + "1", spanId: "0".repeat(16), sampled: true }
+      )
       const validates = Schema.decodeUnknownEither(Frame.Frame)
       FastCheck.assert(
         FastCheck.property(
@@ -598,7 +629,8 @@ describe("Frame", () => {
           uint,
           maybeUint,
           uint,
-          (from, to, lane, a, b, c, d, e, f, g) => {
+          maybeTrace,
+          (from, to, lane, a, b, c, d, e, f, g, trace) => {
             const data = {
               from,
               to,
@@ -609,6 +641,7 @@ describe("Frame", () => {
               seq: d,
               floor: e,
               ...(f === undefined ? {} : { ttl: f }),
+              ...(trace === undefined ? {} : { trace }),
               payload: new Uint8Array(2)
             }
             const skip = {
@@ -893,13 +926,90 @@ describe("Frame", () => {
       assert.isTrue(decodedZero._tag === "Data" && decodedZero.ttl === 0)
     })
 
-    it("a flags byte with any bit other than bit 0 is malformed, with or without a ttl after it", () => {
-      for (let flags = 2; flags < 256; flags++) {
+    it("a flags byte with any bit other than bits 0 and 1 is malformed, whatever follows it", () => {
+      for (let flags = 4; flags < 256; flags++) {
         assertRejected(rawData({ ...goodData, flags }), "malformed", `Data flags ${flags}`)
         assertRejected(rawData({ ...goodData, flags, ttl: 5 }), "malformed", `Data flags ${flags} and a ttl`)
+        assertRejected(
+          rawData({ ...goodData, flags, ttl: 5, trace: goodTrace }),
+          "malformed",
+          `Data flags ${flags}, a ttl and a trace context`
+        )
       }
       const decoded = decodeFrame(rawData({ ...goodData, flags: 1, ttl: 5 }))
       assert.isTrue(decoded._tag === "Data" && decoded.ttl === 5)
+    })
+
+    const goodTrace = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true }
+
+    it("a trace context round-trips, with and without a ttl, in 25 bytes after the ttl", () => {
+      const without = Frame.encode(new Frame.Data(base))
+      for (const ttl of [undefined, 0, 16_384, MAX - 1]) {
+        for (const context of [goodTrace, { ...goodTrace, sampled: false }]) {
+          const frame = new Frame.Data({ ...base, ...(ttl === undefined ? {} : { ttl }), trace: context })
+          const bytes = Frame.encode(frame)
+          assert.isTrue(sameBytes(bytes, rawData({ ...goodData, ttl, trace: context })), "the documented layout")
+          assert.strictEqual(bytes.length, without.length + (ttl === undefined ? 0 : varint(ttl).length) + 25)
+          // Flags, the ttl if any, then the trace id, the span id and the trace flags, then the payload.
+          const traceAt = bytes.length - base.payload.length - 1 - 25
+          const flagsAt = traceAt - (ttl === undefined ? 0 : varint(ttl).length) - 1
+          assert.strictEqual(bytes[flagsAt], ttl === undefined ? 2 : 3, "the flags byte")
+          assert.deepStrictEqual(
+            Array.from(bytes.subarray(traceAt, traceAt + 25)),
+            [...Array.from(rawTrace(context))],
+            "the trace context's bytes"
+          )
+          assert.strictEqual(bytes[traceAt + 24], context.sampled ? 1 : 0, "the trace flags")
+          const decoded = decodeFrame(bytes)
+          assertSameFrame(decoded, frame)
+          assert.deepStrictEqual(decoded._tag === "Data" ? decoded.trace : undefined, context)
+          assert.strictEqual(decoded._tag === "Data" ? decoded.ttl : "none", ttl)
+        }
+      }
+      const decoded = decodeFrame(without)
+      assert.isFalse("trace" in decoded, "a decoded Data without a trace context has no trace key")
+      const record = Frame.decodeRecord(without, limit)
+      assert.isTrue(Either.isRight(record) && !("trace" in record.right), "nor does its record")
+    })
+
+    it("a trace context cut short, or missing after flag bit 1, is malformed", () => {
+      const full = rawTrace(goodTrace)
+      for (let length = 0; length < 25; length++) {
+        const cut = full.subarray(0, length)
+        for (const ttl of [undefined, 5]) {
+          // With the payload after it, the reader takes the payload's bytes for the rest of the context.
+          assertRejected(rawData({ ...goodData, ttl, trace: cut }), "malformed", `a trace context of ${length} bytes`)
+          const frame = rawData({ ...goodData, ttl, trace: cut, payload: new Uint8Array(0) })
+          // Without a payload's length after it, the frame ends inside the context.
+          assertRejected(
+            frame.subarray(0, frame.length - 1),
+            "malformed",
+            `a frame ending after ${length} bytes of its trace context`
+          )
+        }
+      }
+      // Flag bit 1 with no context at all, and a context without flag bit 1.
+      assertRejected(rawData({ ...goodData, flags: 2 }), "malformed", "flag bit 1 and no trace context")
+      assertRejected(rawData({ ...goodData, flags: 0, trace: goodTrace }), "malformed", "a context but flags 0")
+    })
+
+    it("trace flags other than sampled are malformed, and all-zero ids invalid", () => {
+      for (let flags = 2; flags < 256; flags++) {
+        const bytes = rawTrace(goodTrace)
+        bytes[24] = flags
+        assertRejected(rawData({ ...goodData, trace: bytes }), "malformed", `trace flags ${flags}`)
+      }
+      const zeroTrace = { ...goodTrace, traceId: "0".repeat(32) }
+      const zeroSpan = { ...goodTrace, spanId: "0".repeat(16) }
+      assertRejected(rawData({ ...goodData, trace: zeroTrace }), "invalid", "an all-zero trace id")
+      assertRejected(rawData({ ...goodData, trace: zeroSpan }), "invalid", "an all-zero span id")
+      // The schema says the same when a Data is built.
+      assert.throws(() => new Frame.Data({ ...base, trace: zeroTrace }))
+      assert.throws(() => new Frame.Data({ ...base, trace: zeroSpan }))
+      assert.throws(() =>
+        new Frame.Data({ ...base, trace: { ...goodTrace, traceId: goodTrace.traceId.toUpperCase() } })
+      )
+      assert.throws(() => new Frame.Data({ ...base, trace: { ...goodTrace, spanId: "abc" } }))
     })
 
     it("a Data in the layout of version 1, with no flags byte, is refused", () => {

@@ -19,12 +19,15 @@ describe("Data frames of one transmission", () => {
         session: 300,
         floor: 129
       }
-      // Some with a time to live (0 included), some without.
+      // Some with a time to live (0 included), some without; some with a trace context, with a ttl or without.
       const ttls = [undefined, 0, 127, undefined, 2 ** 40]
+      const trace = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true }
+      const traces = [undefined, trace, undefined, { ...trace, sampled: false }, undefined]
       const messages = [0, 1, 127, 128, 70_000].map((size, i) => ({
         run: 5 + i * 1000,
         seq: 129 + i * 100,
         ...(ttls[i] === undefined ? {} : { ttl: ttls[i] }),
+        ...(traces[i] === undefined ? {} : { trace: traces[i] }),
         payload: new Uint8Array(size).fill(i + 1)
       }))
       const frames = Frame.encodeData(header, messages)
@@ -35,6 +38,10 @@ describe("Data frames of one transmission", () => {
         assert.strictEqual(frame.buffer, frames[0]!.buffer)
         const decoded = Frame.decode(frame, 1 << 20)
         assert.isTrue(Either.isRight(decoded) && decoded.right._tag === "Data" && decoded.right.ttl === ttls[i])
+        assert.deepStrictEqual(
+          Either.isRight(decoded) && decoded.right._tag === "Data" ? decoded.right.trace : 0,
+          traces[i]
+        )
       })
     }
   })

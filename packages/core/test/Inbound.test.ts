@@ -172,7 +172,11 @@ describe("inbound stream: skips", () => {
     assert.deepStrictEqual(items(Inbound.deliverable(stream, 10)), ["S1-3", "D4"])
     // `max` counts items, a skip as one.
     assert.deepStrictEqual(items(Inbound.deliverable(stream, 1)), ["S1-3"])
-    const after = Inbound.delivered(stream, incarnation, 4, [{ run: 5, from: 1 }], { expired: 3, purged: 0, deadLettered: 0 })!
+    const after = Inbound.delivered(stream, incarnation, 4, [{ run: 5, from: 1 }], {
+      expired: 3,
+      purged: 0,
+      deadLettered: 0
+    })!
     assert.strictEqual(after.delivered, 4)
     assert.deepStrictEqual(items(after.buffer), ["D6"])
     assert.strictEqual(after.bufferedBytes, 10)
@@ -293,7 +297,11 @@ describe("inbound stream: skips", () => {
     assert.strictEqual(after.bufferedBytes, 10)
     assert.deepStrictEqual(items(Inbound.deliverable(after, 10)), ["S3-5", "D6"])
     // The rest of the skip, then the message.
-    const done = Inbound.delivered(after, incarnation, 6, [{ run: 5, from: 1 }], { expired: 0, purged: 3, deadLettered: 0 })!
+    const done = Inbound.delivered(after, incarnation, 6, [{ run: 5, from: 1 }], {
+      expired: 0,
+      purged: 3,
+      deadLettered: 0
+    })!
     assert.deepStrictEqual(items(done.buffer), [])
     assert.strictEqual(done.bufferedBytes, 0)
     assert.strictEqual(done.purged, 3)

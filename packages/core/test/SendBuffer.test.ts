@@ -2,7 +2,7 @@
  * The send buffer: fresh messages kept between their append and their acknowledgement.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { SendBuffer } from "../src/internal/engine/sendBuffer.js"
+import { maxTraced, SendBuffer } from "../src/internal/engine/sendBuffer.js"
 import * as Lane from "../src/Lane.js"
 import * as StreamKey from "../src/StreamKey.js"
 import { B } from "./helpers.js"
@@ -145,6 +145,55 @@ describe("send buffer", () => {
     buffer.addStored(key, read)
     assert.strictEqual(buffer.bytes, once)
     assert.deepStrictEqual(get(buffer, 4, 5), [[4, 9, 0], [5, 9, 0]])
+  })
+
+  it("keeps the trace context of each traced call until acknowledged, for messages it keeps or not", () => {
+    const buffer = new SendBuffer(1 << 20)
+    const one = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true }
+    const two = { ...one, spanId: "00f067aa0ba902b8" }
+    const traces = (messages: ReadonlyArray<{ readonly trace?: unknown }> | undefined) =>
+      messages?.map((message) => message.trace)
+    buffer.add(key, 1, 9, bytes(1, 2), undefined)
+    buffer.trace(key, 1, 9, 2, one)
+    buffer.add(key, 3, 9, bytes(3), undefined)
+    buffer.trace(key, 4, 9, 2, two)
+    assert.deepStrictEqual(traces(buffer.get(key, B, Lane.defaultLane, 1, 3)), [one, one, undefined])
+    assert.isFalse("trace" in buffer.get(key, B, Lane.defaultLane, 3, 3)![0]!, "no trace key when there is none")
+    // Seqs 4 and 5 were not kept (their peer was away): read back from the store, they still carry theirs, but a
+    // message of another run (read after a restart) does not.
+    const stored = (seq: number, run: number) => ({
+      peer: B,
+      lane: Lane.defaultLane,
+      seq,
+      run,
+      payload: bytes(seq)[0]!
+    })
+    assert.deepStrictEqual(traces(buffer.withTraces(key, [stored(4, 9), stored(5, 9), stored(6, 9)])), [
+      two,
+      two,
+      undefined
+    ])
+    assert.deepStrictEqual(traces(buffer.withTraces(key, [stored(4, 8)])), [undefined])
+    // An acknowledgement frees the contexts of calls it covers entirely.
+    buffer.release(key, 4)
+    assert.deepStrictEqual(traces(buffer.withTraces(key, [stored(5, 9)])), [two])
+    buffer.release(key, 5)
+    assert.deepStrictEqual(traces(buffer.withTraces(key, [stored(5, 9)])), [undefined])
+  })
+
+  it("keeps at most maxTraced calls' trace contexts, and takes new ones once acknowledgements free room", () => {
+    const buffer = new SendBuffer(1 << 20)
+    const context = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true }
+    for (let seq = 1; seq <= maxTraced + 1; seq++) buffer.trace(key, seq, 9, 1, context)
+    const at = (seq: number) =>
+      buffer.withTraces(key, [{ peer: B, lane: Lane.defaultLane, seq, run: 9, payload: new Uint8Array(0) }])[0]!.trace
+    assert.deepStrictEqual(at(maxTraced), context)
+    assert.isUndefined(at(maxTraced + 1), "one call too many carries none")
+    buffer.release(key, 1)
+    buffer.trace(key, maxTraced + 2, 9, 1, context)
+    assert.deepStrictEqual(at(maxTraced + 2), context)
+    buffer.forget(key)
+    assert.isUndefined(at(maxTraced + 2))
   })
 
   it("forgets a whole stream", () => {

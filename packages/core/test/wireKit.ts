@@ -115,14 +115,25 @@ export interface RawData extends RawHeader {
   readonly seq: RawUint
   readonly floor: RawUint
   /**
-   * The flags byte written after `floor`: bit 0 when `ttl` is given, 0 otherwise, when absent. Given, it is
-   * written as it is, and `ttl` still follows it exactly when `ttl` is given.
+   * The flags byte written after `floor`: bit 0 when `ttl` is given, bit 1 when `trace` is, when absent. Given, it
+   * is written as it is, and `ttl` and `trace` still follow it exactly when they are given.
    */
   readonly flags?: number | undefined
   /** The time to live written after the flags byte; none when absent. */
   readonly ttl?: RawUint | undefined
+  /** The trace context written after the time to live; raw bytes are written as they are. None when absent. */
+  readonly trace?: Frame.TraceContext | Uint8Array | undefined
   readonly payload: Uint8Array
 }
+
+const hexBytes = (hex: string): Array<number> =>
+  Array.from({ length: hex.length / 2 }, (_, i) => Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16))
+
+/** A trace context as the protocol writes it: 16 bytes of trace id, 8 of span id, a trace-flags byte. */
+export const rawTrace = (trace: Frame.TraceContext | Uint8Array): Uint8Array =>
+  trace instanceof Uint8Array
+    ? trace
+    : Uint8Array.from([...hexBytes(trace.traceId), ...hexBytes(trace.spanId), trace.sampled ? 1 : 0])
 
 /** The reason byte of a `Skip`: 1 expired, 2 purged. */
 export const skipReasonCodes = { expired: 1, purged: 2 } as const
@@ -175,8 +186,9 @@ export const rawData = (frame: RawData): Uint8Array =>
     rawUint(frame.run),
     rawUint(frame.seq),
     rawUint(frame.floor),
-    frame.flags ?? (frame.ttl === undefined ? 0 : 1),
+    frame.flags ?? ((frame.ttl === undefined ? 0 : 1) | (frame.trace === undefined ? 0 : 2)),
     frame.ttl === undefined ? new Uint8Array(0) : rawUint(frame.ttl),
+    frame.trace === undefined ? new Uint8Array(0) : rawTrace(frame.trace),
     varint(frame.payload.length),
     frame.payload
   )
@@ -243,7 +255,8 @@ export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
 
 /**
  * A frame's fields as a plain value; the payload is left out (compare it with {@link sameBytes}). A `Data` without
- * a time to live has no `ttl` key at all, so a ttl that appears or vanishes shows.
+ * a time to live has no `ttl` key at all, nor one without a trace context a `trace` key, so one that appears or
+ * vanishes shows.
  */
 export const plainFields = (frame: Frame.Frame): Record<string, unknown> => {
   switch (frame._tag) {
@@ -259,6 +272,7 @@ export const plainFields = (frame: Frame.Frame): Record<string, unknown> => {
         seq: frame.seq,
         floor: frame.floor,
         ...(frame.ttl === undefined ? {} : { ttl: frame.ttl }),
+        ...(frame.trace === undefined ? {} : { trace: { ...frame.trace } }),
         payloadLength: frame.payload.length
       }
     case "Skip":

@@ -1,11 +1,13 @@
 /**
- * The `intersession` command-line program: `peer` runs a peer over TCP with a SQLite store, and `demo` shows two
- * of them surviving `kill -9` while they stream messages both ways.
+ * The `intersession` command-line program: `peer` runs a peer over TCP with a SQLite store, `demo` shows two of
+ * them surviving `kill -9` while they stream messages both ways, `inspect` shows what a store holds without writing
+ * to it, and `dead-letters list|replay|purge` works on a stopped store's dead letters.
  *
  * Help and errors are coloured only on a terminal, and never when `NO_COLOR` is set (https://no-color.org).
  *
  * @since 0.1.0
  */
+import * as Args from "@effect/cli/Args"
 import * as CliConfig from "@effect/cli/CliConfig"
 import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
@@ -17,6 +19,7 @@ import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Delivery from "@intersession/core/Delivery"
 import * as ILM from "@intersession/core/ILM"
+import * as Lane from "@intersession/core/Lane"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Console from "effect/Console"
 import * as Data from "effect/Data"
@@ -29,8 +32,11 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { fileURLToPath } from "node:url"
+import * as DeadLetterCommands from "./internal/deadLetterCommands.js"
 import * as Demo from "./internal/demo.js"
 import * as DemoPeer from "./internal/demoPeer.js"
+import * as Inspect from "./internal/inspect.js"
+import * as SqlBackend from "./SqlBackend.js"
 import * as SqliteBackend from "./SqliteBackend.js"
 import * as TcpNetwork from "./TcpNetwork.js"
 
@@ -402,17 +408,152 @@ const demoCommand = Command.make(
     })
 ).pipe(Command.withDescription(demoDescription))
 
+const storeArg = Args.text({ name: "store" }).pipe(
+  Args.withDescription("the store: a SQLite file, or a postgres:// URL")
+)
+const tablePrefixOption = Options.text("table-prefix").pipe(
+  Options.withDescription("the prefix of the store's tables"),
+  Options.withDefault(SqlBackend.defaultTablePrefix)
+)
+const jsonOption = Options.boolean("json").pipe(Options.withDescription("print JSON, for machines"))
+
+const inspectDescription =
+  "What a store holds: incarnations, pending messages, dead letters (read-only, engine stopped)"
+
+const inspectCommand = Command.make(
+  "inspect",
+  { store: storeArg, tablePrefix: tablePrefixOption, json: jsonOption },
+  (options) =>
+    Effect.gen(function*() {
+      const report = yield* Inspect.inspect(Inspect.target(options.store, options.tablePrefix))
+      yield* Console.log(options.json ? Inspect.formatJson(report) : Inspect.formatReport(report))
+    })
+).pipe(Command.withDescription(inspectDescription))
+
+/** The options that select dead letters: every one given must match. */
+const filterOptions = {
+  peer: Options.text("peer").pipe(
+    Options.withDescription("only those from this peer"),
+    Options.mapEffect(parsePeerId),
+    Options.optional
+  ),
+  lane: Options.text("lane").pipe(
+    Options.withDescription("only those of this lane"),
+    Options.mapEffect((lane) =>
+      Lane.isLane(lane) ? Effect.succeed(lane) : Effect.fail(invalid(`${JSON.stringify(lane)} is not a lane`))
+    ),
+    Options.optional
+  ),
+  // `Options.text`: `@effect/cli` 0.77 refuses every value of a repeated `Options.integer` ("'1' is not a integer").
+  ids: Options.text("id").pipe(
+    Options.withDescription("only the dead letter of this id (repeat for more)"),
+    Options.repeated,
+    Options.mapEffect((values) =>
+      Effect.forEach(values, (value) =>
+        /^[1-9][0-9]{0,15}$/.test(value) && Number.isSafeInteger(Number(value))
+          ? Effect.succeed(Number(value))
+          : Effect.fail(invalid(`--id ${value}: a dead letter's id is a positive integer`)))
+    )
+  )
+}
+
+const filterOf = (options: {
+  readonly peer: Option.Option<PeerId.PeerId>
+  readonly lane: Option.Option<string>
+  readonly ids: ReadonlyArray<number>
+}) => ({
+  peer: Option.getOrUndefined(options.peer),
+  lane: Option.getOrUndefined(options.lane),
+  ids: options.ids.length === 0 ? undefined : options.ids
+})
+
+const deadLettersListCommand = Command.make(
+  "list",
+  {
+    store: storeArg,
+    tablePrefix: tablePrefixOption,
+    ...filterOptions,
+    limit: Options.integer("limit").pipe(
+      Options.withDescription("at most this many, lowest id first"),
+      Options.withDefault(1000)
+    ),
+    json: jsonOption
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const letters = yield* DeadLetterCommands.list(Inspect.target(options.store, options.tablePrefix), {
+        ...filterOf(options),
+        limit: options.limit
+      })
+      yield* Console.log(
+        options.json ? DeadLetterCommands.formatListJson(letters) : DeadLetterCommands.formatList(letters)
+      )
+    })
+).pipe(Command.withDescription("List the dead letters of a stopped store"))
+
+const deadLettersReplayCommand = Command.make(
+  "replay",
+  { store: storeArg, tablePrefix: tablePrefixOption, ...filterOptions },
+  (options) =>
+    Effect.gen(function*() {
+      const marked = yield* DeadLetterCommands.requestReplay(
+        Inspect.target(options.store, options.tablePrefix),
+        filterOf(options)
+      )
+      yield* Console.log(
+        `Marked ${marked} dead letter${marked === 1 ? "" : "s"} for replay: ` +
+          "the engine delivers them when it next starts on the store"
+      )
+    })
+).pipe(Command.withDescription("Mark dead letters of a stopped store to be delivered when its engine next starts"))
+
+const deadLettersPurgeCommand = Command.make(
+  "purge",
+  {
+    store: storeArg,
+    tablePrefix: tablePrefixOption,
+    selection: Options.all({
+      ...filterOptions,
+      all: Options.boolean("all").pipe(Options.withDescription("purge every dead letter (when no filter is given)"))
+    }).pipe(
+      Options.mapEffect((selection) =>
+        selection.all || Option.isSome(selection.peer) || Option.isSome(selection.lane) || selection.ids.length > 0
+          ? Effect.succeed(selection)
+          : Effect.fail(
+            invalid("purge deletes dead letters for good: select some with --peer, --lane or --id, or all with --all")
+          )
+      )
+    )
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const purged = yield* DeadLetterCommands.purge(
+        Inspect.target(options.store, options.tablePrefix),
+        filterOf(options.selection)
+      )
+      yield* Console.log(`Purged ${purged} dead letter${purged === 1 ? "" : "s"}`)
+    })
+).pipe(Command.withDescription("Delete dead letters of a stopped store"))
+
+const deadLettersDescription = "List, replay or purge the dead letters of a stopped store"
+
+const deadLettersCommand = Command.make("dead-letters").pipe(
+  Command.withDescription(deadLettersDescription),
+  Command.withSubcommands([deadLettersListCommand, deadLettersReplayCommand, deadLettersPurgeCommand])
+)
+
 const name = "intersession"
 const summary = "reliable messaging between peers"
 
 /**
- * The program: `intersession peer …`, `intersession demo …`.
+ * The program: `intersession peer …`, `intersession demo …`, `intersession inspect …`,
+ * `intersession dead-letters …`.
  *
  * @since 0.1.0
  * @category commands
  */
 export const command = Command.make(name).pipe(
-  Command.withSubcommands([peerCommand, demoCommand])
+  Command.withSubcommands([peerCommand, demoCommand, inspectCommand, deadLettersCommand])
 )
 
 /**
@@ -432,25 +573,64 @@ const packageVersion = Effect.gen(function*() {
   Effect.orDie
 )
 
-/** The public commands, as the help shows them. */
+/** A command's usage after the name of the command it belongs to: `dead-letters list …`. */
+const under = (parent: string, usage: Usage.Usage) => Usage.concat(Usage.named([parent], Option.none()), usage)
+
+/** The commands of `dead-letters`: their usage under `dead-letters`, and their help. */
+const deadLetterCommands: ReadonlyArray<
+  { readonly name: string; readonly usage: Usage.Usage; readonly help: HelpDoc.HelpDoc }
+> = [
+  ["list", Command.getUsage(deadLettersListCommand), Command.getHelp(deadLettersListCommand, cliConfig)] as const,
+  ["replay", Command.getUsage(deadLettersReplayCommand), Command.getHelp(deadLettersReplayCommand, cliConfig)] as const,
+  ["purge", Command.getUsage(deadLettersPurgeCommand), Command.getHelp(deadLettersPurgeCommand, cliConfig)] as const
+].map(([name, usage, help]) => ({ name, usage: under("dead-letters", usage), help }))
+
+/**
+ * The public commands, as the help shows them: those the program's help lists (`listed`), and the commands of
+ * `dead-letters`, whose help `dead-letters list --help` shows.
+ */
 const commands: ReadonlyArray<{
   readonly name: string
   readonly description: string
-  readonly usage: Usage.Usage
+  readonly usages: ReadonlyArray<Usage.Usage>
   readonly help: HelpDoc.HelpDoc
+  readonly listed: boolean
 }> = [
   {
     name: "peer",
     description: peerDescription,
-    usage: Command.getUsage(peerCommand),
-    help: Command.getHelp(peerCommand, cliConfig)
+    usages: [Command.getUsage(peerCommand)],
+    help: Command.getHelp(peerCommand, cliConfig),
+    listed: true
   },
   {
     name: "demo",
     description: demoDescription,
-    usage: Command.getUsage(demoCommand),
-    help: Command.getHelp(demoCommand, cliConfig)
-  }
+    usages: [Command.getUsage(demoCommand)],
+    help: Command.getHelp(demoCommand, cliConfig),
+    listed: true
+  },
+  {
+    name: "inspect",
+    description: inspectDescription,
+    usages: [Command.getUsage(inspectCommand)],
+    help: Command.getHelp(inspectCommand, cliConfig),
+    listed: true
+  },
+  {
+    name: "dead-letters",
+    description: deadLettersDescription,
+    usages: deadLetterCommands.map(({ usage }) => usage),
+    help: Command.getHelp(deadLettersCommand, cliConfig),
+    listed: true
+  },
+  ...deadLetterCommands.map(({ help, name, usage }) => ({
+    name: `dead-letters ${name}`,
+    description: "",
+    usages: [usage],
+    help,
+    listed: false
+  }))
 ]
 
 /** The options of every command, which `@effect/cli` adds. */
@@ -485,11 +665,15 @@ const helpHead = (version: string, usages: ReadonlyArray<Span.Span>): ReadonlyAr
 const help = (version: string, command: string | undefined): HelpDoc.HelpDoc => {
   const usages = (usage: Usage.Usage) => Usage.enumerate(usage, cliConfig)
   const one = commands.find((candidate) => candidate.name === command)
-  if (one !== undefined) return HelpDoc.blocks([...helpHead(version, usages(one.usage)), one.help])
+  if (one !== undefined) return HelpDoc.blocks([...helpHead(version, one.usages.flatMap(usages)), one.help])
+  const listed = commands.filter((command) => command.listed)
   return HelpDoc.blocks([
-    ...helpHead(version, [...commands.flatMap((command) => usages(command.usage)), Span.text("--help | --version")]),
+    ...helpHead(version, [
+      ...listed.flatMap((command) => command.usages.flatMap(usages)),
+      Span.text("--help | --version")
+    ]),
     HelpDoc.h1("COMMANDS"),
-    ...table(commands.map((command) => [command.name, command.description])),
+    ...table(listed.map((command) => [command.name, command.description])),
     HelpDoc.h1("OPTIONS OF EVERY COMMAND"),
     ...table(builtIns),
     HelpDoc.p(`Run ${name} COMMAND --help for the options of a command.`)
@@ -500,14 +684,16 @@ const helpFlags: ReadonlySet<string> = new Set(["--help", "-h"])
 
 /**
  * Whether the arguments ask for help, and whose: none, `--help` or `-h` ask for the program's; `COMMAND --help`
- * (or `--help COMMAND`) for a command's (`undefined` for the program). Other arguments go to the command line.
+ * (or `--help COMMAND`) for a command's (`undefined` for the program), and `dead-letters list --help` for the
+ * command of a command. Other arguments go to the command line.
  */
 const helpAskedFor = (args: ReadonlyArray<string>): Option.Option<string | undefined> => {
   const others = args.filter((arg) => !helpFlags.has(arg))
   if (args.length === 0) return Option.some(undefined)
-  if (args.length > 2 || others.length === args.length) return Option.none()
+  if (args.length > 3 || others.length === args.length || others.length < args.length - 1) return Option.none()
   if (others.length === 0) return Option.some(undefined)
-  return commands.some((command) => command.name === others[0]) ? Option.some(others[0]) : Option.none()
+  const named = others.join(" ")
+  return commands.some((command) => command.name === named) ? Option.some(named) : Option.none()
 }
 
 /** Whether `stream` may be coloured: a terminal, with neither `NO_COLOR` (https://no-color.org) nor `TERM=dumb`. */

@@ -26,6 +26,7 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import * as Cli from "../src/Cli.js"
+import { runInProcess } from "./CliKit.js"
 
 const version = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string })
   .version
@@ -33,24 +34,6 @@ const bin = fileURLToPath(new URL("../bin/intersession.js", import.meta.url))
 const root = fileURLToPath(new URL("../../..", import.meta.url))
 
 const ESC = "\u001b"
-
-/** What `Cli.run` printed to stdout and stderr for the arguments, and how it ended. */
-const runInProcess = (...args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const stdout: Array<string> = []
-    const stderr: Array<string> = []
-    const console = yield* Effect.console
-    const exit = yield* Cli.run(["node", "intersession", ...args]).pipe(
-      Effect.withConsole({
-        ...console,
-        log: (...parts) => Effect.sync(() => void stdout.push(parts.join(" "))),
-        error: (...parts) => Effect.sync(() => void stderr.push(parts.join(" ")))
-      }),
-      Effect.provide(NodeContext.layer),
-      Effect.exit
-    )
-    return { stdout: stdout.join("\n"), stderr: stderr.join("\n"), exit }
-  })
 
 /** The lines of the USAGE section of a help. */
 const usageLines = (help: string) => help.split("\n").filter((line) => line.startsWith("$ "))

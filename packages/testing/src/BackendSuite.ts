@@ -1687,5 +1687,51 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
         assert.deepStrictEqual(yield* allLetters(backend), [])
         assert.deepStrictEqual(yield* backend.received, [])
       }))
+
+    test("forget deletes what the store holds about one peer but its dead letters, and sets its incarnation", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            yield* backend.append([
+              { peer: peerA, lane: laneX, payload: text("a1") },
+              { peer: peerA, lane: laneX, payload: text("a2"), expiresAt: at },
+              { peer: peerA, lane: laneY, payload: text("a3") },
+              { peer: peerB, lane: laneX, payload: text("b1") }
+            ], run)
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 1 }])
+            yield* backend.expire(at, 10)
+            yield* backend.setIncarnation(peerA, incarnation(5))
+            yield* backend.setIncarnation(peerB, incarnation(6))
+            yield* backend.commitReceived(
+              [receiveState(peerA, laneX, 4), receiveState(peerB, laneY, 2)],
+              [letter(peerA, laneX, 3)]
+            )
+            yield* backend.forget(peerA, incarnation(9))
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            const outbound = yield* backend.outbound
+            assert.deepStrictEqual(outbound.streams.map((stream) => [stream.peer, stream.lane]), [[peerB, laneX]])
+            assert.deepStrictEqual(
+              [...outbound.incarnations].sort((a, b) => a.peer < b.peer ? -1 : 1).map((entry) => [
+                entry.peer,
+                entry.incarnation
+              ]),
+              [[peerA, 9], [peerB, 6]]
+            )
+            assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 10), [])
+            assert.deepStrictEqual(yield* backend.read(peerA, laneY, 1, 10), [])
+            assert.deepStrictEqual(texts(yield* backend.read(peerB, laneX, 1, 10)), ["b1"])
+            assert.deepStrictEqual((yield* backend.received).map((state) => state.peer), [peerB])
+            // Dead letters are the application's: forgetting their sender leaves them.
+            assert.deepStrictEqual((yield* allLetters(backend)).map((entry) => [entry.peer, entry.seq]), [[peerA, 3]])
+            // A new stream to the forgotten peer starts again at seq 1.
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("again") }], run), [
+              1
+            ])
+            assert.deepStrictEqual(yield* backend.expire(at + 1, 10), [])
+          }))
+      }))
   })
 }

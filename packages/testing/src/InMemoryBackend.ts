@@ -642,6 +642,12 @@ const open = (handle: Store) =>
           }
           return purged
         }),
+      forget: (peer, next) =>
+        operation("forget", (data) => {
+          for (const [key, stream] of data.streams) if (stream.peer === peer) data.streams.delete(key)
+          for (const [key, state] of data.received) if (state.peer === peer) data.received.delete(key)
+          data.incarnations.set(peer, next)
+        }),
       setIncarnation: (peer, next) =>
         operation("setIncarnation", (data) => {
           data.incarnations.set(peer, next)

@@ -1248,6 +1248,19 @@ export const make = (
         true
       )
 
+    const forget = (peer: PeerId.PeerId, next: Incarnation.Incarnation) =>
+      write(
+        "forget",
+        (connection) =>
+          Effect.zipRight(
+            Effect.forEach(statements.forget, (text) => connection.execute(text, [peer], undefined), {
+              discard: true
+            }),
+            connection.execute(statements.setIncarnation, [peer, next], undefined)
+          ),
+        false
+      )
+
     const receivedStates = Effect.flatMap(
       owned(sql`SELECT peer, lane, incarnation, delivered, runs FROM ${received}`),
       decodeRows(ReceivedRow)
@@ -1342,6 +1355,7 @@ export const make = (
       read,
       acknowledge,
       setIncarnation,
+      forget,
       received: receivedStates,
       commitReceived,
       deadLetters: deadLetters.deadLetters,

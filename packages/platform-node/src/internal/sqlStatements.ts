@@ -325,6 +325,8 @@ export const statementsOf = (dialect: Dialect, tables: Tables) => {
     purgePeer: purge(false),
     setIncarnation: numbered(`INSERT INTO "${tables.incarnations}" (peer, incarnation) VALUES (?, ?)
       ON CONFLICT (peer) DO UPDATE SET incarnation = excluded.incarnation`),
+    /** Deletes what the store holds about peer `?` but its dead letters; `setIncarnation` follows. */
+    forget: [messages, dropped, streams, received].map((table) => numbered(`DELETE FROM ${table} WHERE peer = ?`)),
     commitReceived: perRowCount((rows) => [
       numbered(`INSERT INTO ${received} (peer, lane, incarnation, delivered, runs)
         VALUES ${values(rows, ["?", "?", "?", "?", "?"])}

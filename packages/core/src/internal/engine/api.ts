@@ -18,6 +18,7 @@ import type * as ILM from "../../ILM.js"
 import {
   DrainTimeoutError,
   type EngineClosedError,
+  ForgetSelfError,
   InvalidLaneError,
   InvalidTimeToLiveError,
   MessageDroppedError,
@@ -33,6 +34,7 @@ import type { Appender } from "./appender.js"
 import * as DeadLetterReplay from "./deadLetters.js"
 import * as Drops from "./drops.js"
 import type { Env } from "./env.js"
+import type { Greeting } from "./greeting.js"
 import * as Outbound from "./outbound.js"
 import type * as Outbox from "./outbox.js"
 import type { Supervisor } from "./supervisor.js"
@@ -45,7 +47,7 @@ const timeToLiveMillis = (input: Duration.DurationInput): number | undefined => 
   return millis > 0 && millis < Number.MAX_SAFE_INTEGER / 2 ? millis : undefined
 }
 
-export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.ILM["Type"] => {
+export const make = (env: Env, appender: Appender, supervisor: Supervisor, greeting: Greeting): ILM.ILM["Type"] => {
   const { config, state } = env
   const closedError = Effect.flatMap(supervisor.closedError, Effect.fail)
 
@@ -134,6 +136,9 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
       return id
     }).pipe(Effect.withSpan("ILM.sendAndAwait", { attributes: { to } }))
 
+  const purgeStored = (peer: PeerId, lane: Lane.Lane | undefined) =>
+    Effect.flatMap(env.backend.purge(peer, lane), (removed) => Drops.apply(env, removed, "purged"))
+
   const purge = (peer: PeerId, options?: ILM.PurgeOptions) =>
     Effect.gen(function*() {
       const lane = options?.lane
@@ -142,9 +147,16 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
         if (badLane !== undefined) return yield* Effect.fail(badLane)
       }
       if (yield* TRef.get(state.closed)) return yield* closedError
-      const removed = yield* env.backend.purge(peer, lane)
-      return yield* Drops.apply(env, removed, "purged")
+      return yield* purgeStored(peer, lane)
     }).pipe(Effect.withSpan("ILM.purge", { attributes: { peer, lane: options?.lane } }))
+
+  // Alone with the appender: a send to the peer made meanwhile is stored after it, in the new streams.
+  const forget = (peer: PeerId) =>
+    Effect.gen(function*() {
+      if (peer === env.self) return yield* Effect.fail(new ForgetSelfError({ peer }))
+      if (yield* TRef.get(state.closed)) return yield* closedError
+      return yield* appender.exclusive(greeting.forget(peer, purgeStored(peer, undefined)))
+    }).pipe(Effect.withSpan("ILM.forget", { attributes: { peer } }))
 
   const pendingStreams = STM.map(
     state.outs.values(),
@@ -229,6 +241,7 @@ export const make = (env: Env, appender: Appender, supervisor: Supervisor): ILM.
     sendAll,
     sendAndAwait,
     purge,
+    forget,
     drain,
     deadLetters,
     peers: Subscribable.make({ get: env.linkedPeers.get, changes: untilClosed(env.linkedPeers.changes) }),

@@ -6,6 +6,10 @@
  * batch is being stored queue up, and the appender's fiber stores them together in the next batch, in arrival
  * order. A batch is stored and recorded uninterruptibly, so a message the store has is always one the engine knows.
  *
+ * A call made inside a span has that span's trace context captured on the caller's fiber, and kept in memory with
+ * the messages until they are acknowledged (`sendBuffer.ts`); a stored batch is an `intersession.append` span
+ * (`spans.ts`).
+ *
  * @internal
  */
 import * as Cause from "effect/Cause"
@@ -14,6 +18,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as STM from "effect/STM"
 import type { BackendError, OutboundMessage } from "../../Backend.js"
+import type { TraceContext } from "../../Frame.js"
 import type { SendError } from "../../ILM.js"
 import { EngineClosedError } from "../../IlmError.js"
 import * as Metrics from "../../IlmMetrics.js"
@@ -25,6 +30,7 @@ import type { Env } from "./env.js"
 import { yieldToEventLoop } from "./fairness.js"
 import { messageId } from "./messages.js"
 import * as Outbound from "./outbound.js"
+import * as Spans from "./spans.js"
 import * as State from "./state.js"
 
 /** One call of `send` or `sendAll`: its messages are stored together, with consecutive seqs. */
@@ -35,6 +41,8 @@ export interface Request {
   readonly payloads: ReadonlyArray<Uint8Array>
   /** When the messages expire (ms since the epoch), if they do. */
   readonly expiresAt: number | undefined
+  /** The span the call ran in, if it ran in one that is traced: set by `submit`, on the caller's fiber. */
+  readonly trace?: TraceContext | undefined
 }
 
 type Result = Exit.Exit<ReadonlyArray<MessageId>, SendError>
@@ -47,6 +55,8 @@ interface Queued {
 export interface Appender {
   /** Stores a request's messages; the outbox room for them is already reserved. */
   readonly submit: (request: Request) => Effect.Effect<ReadonlyArray<MessageId>, SendError>
+  /** Runs an effect while nothing is stored: sends made meanwhile wait, and are stored after it, in order. */
+  readonly exclusive: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
   /** The appender's fiber: stores what queued up while a batch was being stored. */
   readonly run: Effect.Effect<never>
   /** Fails every queued request: the engine has closed. */
@@ -64,6 +74,16 @@ export const make = (env: Env): Appender => {
   /** Resumes the appender's fiber when it waits for work. */
   let wake: (() => void) | undefined
   let closed: EngineClosedError | undefined
+  /** Those waiting to run alone (`exclusive`), first come first served: each takes over when storing ends. */
+  const exclusives: Array<() => void> = []
+
+  /** Storing ended: the next exclusive effect runs, or queued requests are stored. */
+  const idle = () => {
+    const next = exclusives.shift()
+    if (next !== undefined) return next()
+    busy = false
+    kick()
+  }
 
   /** Fails every request of a batch the store refused, freeing their room in the outbox. */
   const refuse = (requests: ReadonlyArray<Request>, cause: Cause.Cause<BackendError>) => {
@@ -131,6 +151,9 @@ export const make = (env: Env): Appender => {
           if (links[i]!.linked) {
             env.sendBuffer.add(request.key, firsts[i]!, env.run, request.payloads, request.expiresAt)
           }
+          if (request.trace !== undefined) {
+            env.sendBuffer.trace(request.key, firsts[i]!, env.run, request.payloads.length, request.trace)
+          }
         })
         for (const request of requests) {
           Metrics.sent.unsafeUpdate(request.payloads.length, env.metricTags.stream(request.peer, request.lane))
@@ -153,10 +176,38 @@ export const make = (env: Env): Appender => {
   }
 
   /**
+   * Stores a batch and records it, in a span when traced; gives each request its result. `own` is the caller's
+   * request when the caller's fiber stores the batch: the span is then a child of the caller's span, and a root
+   * otherwise. It links to the spans the other requests were sent in.
+   */
+  const store = (requests: ReadonlyArray<Request>, own: Request | undefined): Effect.Effect<Array<Result>> =>
+    Spans.withSpan(storeBatch(requests), "intersession.append", () => {
+      const streams = new Set<StreamKey>()
+      const peers = new Set<PeerId>()
+      let messages = 0
+      for (const request of requests) {
+        streams.add(request.key)
+        peers.add(request.peer)
+        messages += request.payloads.length
+      }
+      return {
+        root: own === undefined,
+        links: Spans.linksTo(requests.map((request) => request.trace), own?.trace),
+        attributes: {
+          "intersession.local_peer": env.self,
+          "intersession.messages": messages,
+          "intersession.requests": requests.length,
+          "intersession.peers": peers.size,
+          "intersession.streams": streams.size
+        }
+      }
+    })
+
+  /**
    * Stores a batch and records it; gives each request its result. Runs uninterruptibly, and without generators:
    * it runs for every awaited `send`, and an `Effect.gen` costs more than the rest of it.
    */
-  const store = (requests: ReadonlyArray<Request>): Effect.Effect<Array<Result>> => {
+  const storeBatch = (requests: ReadonlyArray<Request>): Effect.Effect<Array<Result>> => {
     const messages: Array<OutboundMessage> = []
     for (const request of requests) {
       const { expiresAt, lane, peer } = request
@@ -216,24 +267,23 @@ export const make = (env: Env): Appender => {
       (request.payloads.length >= gatherFrom ? gather(request, restore) : Effect.void).pipe(
         Effect.zipRight(Effect.suspend(() => {
           const along = takeAlong(request)
-          return Effect.map(store([request, ...along.map((queued) => queued.request)]), (results) => {
+          return Effect.map(store([request, ...along.map((queued) => queued.request)], request), (results) => {
             along.forEach((queued, i) => queued.resume(results[i + 1]!))
             return results[0]!
           })
         })),
-        Effect.ensuring(Effect.sync(() => {
-          busy = false
-          kick()
-        }))
+        Effect.ensuring(Effect.sync(idle))
       )
     ).pipe(
       Effect.zipLeft(yieldToEventLoop),
       Effect.flatten
     )
 
-  const submit = (request: Request): Effect.Effect<ReadonlyArray<MessageId>, SendError> =>
-    Effect.suspend(() => {
+  const submit = (untraced: Request): Effect.Effect<ReadonlyArray<MessageId>, SendError> =>
+    Effect.withFiberRuntime((fiber) => {
       if (closed !== undefined) return Effect.fail(closed)
+      const trace = Spans.traceContext(fiber)
+      const request = trace === undefined ? untraced : { ...untraced, trace }
       if (!busy && queue.length === 0) {
         busy = true
         return storeHere(request)
@@ -264,12 +314,27 @@ export const make = (env: Env): Appender => {
     busy = true
     while (queue.length > 0) {
       const batch = takeBatch()
-      const results = yield* store(batch.map((queued) => queued.request))
+      const results = yield* store(batch.map((queued) => queued.request), undefined)
       batch.forEach((queued, i) => queued.resume(results[i]!))
       yield* yieldToEventLoop
     }
-    busy = false
+    idle()
   }))
+
+  /** Waits until nothing is being stored, and holds the appender until released. */
+  const acquire = Effect.async<void>((resume) => {
+    if (!busy) {
+      busy = true
+      return resume(Effect.void)
+    }
+    exclusives.push(() => resume(Effect.void))
+  })
+
+  // The wait is not interruptible (it lasts one stored batch at most), so a turn is never taken and then lost.
+  const exclusive = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.zipRight(acquire, Effect.ensuring(restore(effect), Effect.sync(idle)))
+    )
 
   const close = (error: EngineClosedError) =>
     Effect.sync(() => {
@@ -277,5 +342,5 @@ export const make = (env: Env): Appender => {
       for (const queued of queue.splice(0)) queued.resume(Exit.fail(error))
     })
 
-  return { submit, run, close }
+  return { submit, exclusive, run, close }
 }

@@ -27,6 +27,12 @@ export class Cells<K, V> {
     return cell === undefined ? STM.dieMessage(`no cell was made for ${String(key)}`) : TRef.set(cell, value)
   }
 
+  /** Removes the value under `key`, if its cell was made. */
+  clear(key: K): STM.STM<void> {
+    const cell = this.cells.get(key)
+    return cell === undefined ? STM.void : TRef.set(cell, undefined)
+  }
+
   /** Makes the cells of keys that have none, before a transaction that may set them. */
   ensure(keys: Iterable<K>): Effect.Effect<void> {
     return Effect.suspend(() => {

@@ -13,6 +13,10 @@
  * dead letter: it is stored with the batch's commit, in the same transaction that moves the stream past it, so it is
  * never both a dead letter and delivered again, nor lost.
  *
+ * When traced, a batch is an `intersession.deliver` span, and the delivery of a message that carries its sender's
+ * trace context an `intersession.deliver.message` span inside it, linked to the span the message was sent in
+ * (`spans.ts`).
+ *
  * @internal
  */
 import * as Cause from "effect/Cause"
@@ -38,6 +42,7 @@ import { message } from "./messages.js"
 import { add } from "./metricTags.js"
 import * as Receive from "./receive.js"
 import { retryBackend } from "./retryBackend.js"
+import * as Spans from "./spans.js"
 
 interface Batch {
   readonly stream: Inbound.InStream
@@ -143,7 +148,7 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
   const deliver = ({ frames, stream }: Batch) =>
     Effect.uninterruptibleMask((restore) => {
       const first = frames[0]!.seq
-      return backend.withTransaction(Effect.gen(function*() {
+      const batch = backend.withTransaction(Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         let lastOk = first - 1
         let runs = stream.runs
@@ -165,7 +170,20 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
               seq: item.seq,
               payload: item.payload
             })
-            const exit = yield* Effect.exit(restore(backend.withTransaction(env.delivery.deliver(delivered))))
+            const delivery = backend.withTransaction(env.delivery.deliver(delivered))
+            const trace = item.trace
+            const exit = yield* Effect.exit(restore(
+              trace === undefined ? delivery : Spans.withSpan(delivery, "intersession.deliver.message", () => ({
+                kind: "consumer",
+                links: [Spans.linkTo(trace)],
+                attributes: {
+                  "intersession.local_peer": env.self,
+                  "intersession.peer": stream.peer,
+                  "intersession.lane": stream.lane,
+                  "intersession.seq": item.seq
+                }
+              }))
+            ))
             if (Exit.isSuccess(exit)) {
               policy?.reset()
               counts.delivered++
@@ -212,6 +230,18 @@ export const make = (env: Env, key: StreamKey): Effect.Effect<void> => {
           else yield* retryBackend("record a delivery", commit)
         }
         return { lastOk, runs, counts, deadLetters, failure } satisfies Outcome
+      }))
+      return Spans.withSpan(batch, "intersession.deliver", () => ({
+        root: true,
+        kind: "consumer",
+        attributes: {
+          "intersession.local_peer": env.self,
+          "intersession.peer": stream.peer,
+          "intersession.lane": stream.lane,
+          "intersession.seq.first": first,
+          "intersession.seq.last": Inbound.lastOf(frames[frames.length - 1]!),
+          "intersession.messages": frames.filter((item) => item._tag === "Data").length
+        }
       })).pipe(
         Effect.tap(({ counts, deadLetters, lastOk, runs }) =>
           lastOk >= first

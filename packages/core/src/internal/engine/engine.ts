@@ -67,5 +67,5 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
   const lost = env.backend.lost
   if (lost !== undefined) yield* supervisor.fork("store", lost)
 
-  return Api.make(env, appender, supervisor)
+  return Api.make(env, appender, supervisor, greeting)
 })

@@ -81,6 +81,7 @@ export const make = Effect.fnUntraced(function*(config: IlmConfig) {
     linked: false,
     verified: false,
     checkedSession: undefined,
+    forgetting: false,
     rtt: Rtt.initial(rttBounds)
   })
   const peerLink = (peer: PeerId) =>

@@ -13,6 +13,7 @@ import * as HashSet from "effect/HashSet"
 import * as PubSub from "effect/PubSub"
 import * as STM from "effect/STM"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import type { BackendError } from "../../Backend.js"
 import * as Frame from "../../Frame.js"
 import { IlmEvent } from "../../IlmEvent.js"
 import * as Incarnation from "../../Incarnation.js"
@@ -24,6 +25,7 @@ import * as Inbound from "./inbound.js"
 import * as Outbound from "./outbound.js"
 import * as Receive from "./receive.js"
 import * as Report from "./report.js"
+import * as Rtt from "./rtt.js"
 import * as State from "./state.js"
 
 export interface Greeting {
@@ -33,6 +35,12 @@ export interface Greeting {
   readonly ask: (peer: PeerId) => Effect.Effect<void>
   readonly connect: (peer: PeerId) => Effect.Effect<void>
   readonly disconnect: (peer: PeerId) => Effect.Effect<void>
+  /**
+   * Forgets a peer: stops taking its frames and greeting it, runs `purge` (which drops what is pending toward it),
+   * deletes what the store holds about it under a new incarnation toward it, clears its streams in memory, and
+   * greets it again in a new session if it is connected; gives what `purge` gave.
+   */
+  readonly forget: <E>(peer: PeerId, purge: Effect.Effect<number, E>) => Effect.Effect<number, E | BackendError>
 }
 
 export const make = (
@@ -47,7 +55,7 @@ export const make = (
     Effect.flatMap(
       STM.gen(function*() {
         const link = yield* env.peerLink(peer)
-        if (!link.connected) return undefined
+        if (!link.connected || link.forgetting) return undefined
         const lanes = Hello.laneStates(yield* State.streamsFrom(state, peer))
         return Frame.encode({
           _tag: "Hello",
@@ -144,6 +152,8 @@ export const make = (
 
   const receive = (hello: Frame.Hello) =>
     Effect.gen(function*() {
+      // A peer being forgotten is greeted again in a new session once that is done.
+      if ((yield* env.peerLink(hello.from)).forgetting) return
       const now = yield* Clock.currentTimeMillis
       const newSession = hello.nonce !== (yield* env.peerLink(hello.from)).theirNonce
       if (newSession) yield* startSession(hello.from, hello.nonce)
@@ -230,5 +240,55 @@ export const make = (
       }
     })
 
-  return { receive, ask: (peer) => send(peer, false), connect, disconnect }
+  const forget = <E>(peer: PeerId, purge: Effect.Effect<number, E>) =>
+    Effect.gen(function*() {
+      yield* state.peers.ensure([peer])
+      const before = yield* STM.commit(STM.gen(function*() {
+        const link = yield* env.peerLink(peer)
+        // Its frames are refused from now on: `Data` as of an unknown session, an `Ack` as before the handshake.
+        yield* state.peers.set(peer, { ...link, forgetting: true, linked: false, verified: false, theirNonce: 0 })
+        return link
+      }))
+      yield* FiberMap.remove(helloLoops, peer)
+      for (const stream of yield* STM.commit(State.streamsFrom(state, peer))) {
+        yield* FiberMap.remove(workers, stream.key)
+      }
+      if (before.linked) {
+        yield* setLinked(peer, false)
+        yield* PubSub.publish(env.events, IlmEvent.PeerDisconnected({ peer }))
+      }
+      const purged = yield* purge
+      // Newer than any incarnation the peer knows of this store: it takes the new streams as new, from seq 1.
+      const next = yield* Incarnation.after(
+        Incarnation.Incarnation.make(Math.max(before.incarnation, env.backend.incarnation))
+      )
+      yield* env.backend.forget(peer, next)
+      const outbound = yield* STM.commit(State.streamsTo(state, peer))
+      for (const stream of outbound) env.sendBuffer.forget(stream.key)
+      yield* STM.commit(STM.gen(function*() {
+        for (const stream of outbound) yield* state.outs.clear(stream.key)
+        for (const stream of yield* State.streamsFrom(state, peer)) yield* state.ins.clear(stream.key)
+        const link = yield* env.peerLink(peer)
+        yield* state.peers.set(peer, {
+          ...link,
+          incarnation: next,
+          nonce: link.connected ? env.nextNonce() : 0,
+          checkedSession: undefined,
+          rtt: Rtt.initial(env.rttBounds)
+        })
+      }))
+      return purged
+    }).pipe(
+      // Done or not, the peer is greeted again: in a new session, which tells it to resynchronise.
+      Effect.ensuring(Effect.gen(function*() {
+        const connected = yield* STM.commit(STM.gen(function*() {
+          const link = yield* env.peerLink(peer)
+          yield* state.peers.set(peer, { ...link, forgetting: false })
+          return link.connected
+        }))
+        if (connected) yield* FiberMap.run(helloLoops, peer, helloLoop(peer))
+      }))
+    )
+
+  return { receive, ask: (peer) => send(peer, false), connect, disconnect, forget }
 }

@@ -7,15 +7,17 @@
  * stream's `nextToSend` up, so it can read what to send first and record it after: if the stream was rewound
  * meanwhile (an acknowledgement gap, a timeout, a new link), what it read is not sent and the rewind stands.
  *
+ * Each network write is an `intersession.transmit` span when traced (`spans.ts`), linked to the spans its messages
+ * were sent in; such a message carries its trace context, as the send buffer keeps it.
+ *
  * @internal
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as STM from "effect/STM"
 import * as TRef from "effect/TRef"
-import type { StoredMessage } from "../../Backend.js"
 import * as Frame from "../../Frame.js"
-import type { SkipReason } from "../../Frame.js"
+import type { SkipReason, TraceContext } from "../../Frame.js"
 import * as Metrics from "../../IlmMetrics.js"
 import type { Incarnation } from "../../Incarnation.js"
 import type { Lane } from "../../Lane.js"
@@ -24,6 +26,8 @@ import type { StreamKey } from "../../StreamKey.js"
 import type { Env } from "./env.js"
 import { yieldToEventLoop } from "./fairness.js"
 import * as Outbound from "./outbound.js"
+import type { KeptMessage } from "./sendBuffer.js"
+import * as Spans from "./spans.js"
 import * as State from "./state.js"
 
 interface Candidate {
@@ -40,16 +44,17 @@ interface Transmission {
    * The stored messages read from the candidate's first seq, in seq order, with holes where seqs were dropped;
    * `undefined` when they could not be read (a lost transmission).
    */
-  readonly messages: ReadonlyArray<StoredMessage> | undefined
+  readonly messages: ReadonlyArray<KeptMessage> | undefined
 }
 
-/** A message to send, with the time it may still live, or seqs to skip. */
+/** A message to send, with the time it may still live and the span it was sent in, or seqs to skip. */
 type Item =
   | {
     readonly _tag: "Data"
     readonly run: number
     readonly seq: number
     readonly ttl?: number | undefined
+    readonly trace?: TraceContext | undefined
     readonly payload: Uint8Array
   }
   | {
@@ -83,7 +88,7 @@ export const itemsToSend = (
   stream: Outbound.OutStream,
   from: number,
   to: number,
-  messages: ReadonlyArray<StoredMessage>,
+  messages: ReadonlyArray<KeptMessage>,
   windowBytes: number,
   now: number
 ): { readonly items: Array<Item>; readonly last: number; readonly bytes: number } => {
@@ -105,11 +110,10 @@ export const itemsToSend = (
     if (message === undefined || message.seq !== seq) break
     const size = message.payload.length
     if (stream.flightBytes + bytes + size > windowBytes && (data > 0 || stream.flight.length > 0)) break
-    items.push(
-      message.expiresAt === undefined
-        ? { _tag: "Data", run: message.run, seq, payload: message.payload }
-        : { _tag: "Data", run: message.run, seq, payload: message.payload, ttl: Math.max(0, message.expiresAt - now) }
-    )
+    const item: DataItem = message.expiresAt === undefined
+      ? { _tag: "Data", run: message.run, seq, payload: message.payload }
+      : { _tag: "Data", run: message.run, seq, payload: message.payload, ttl: Math.max(0, message.expiresAt - now) }
+    items.push(message.trace === undefined ? item : { ...item, trace: message.trace })
     bytes += size
     data++
     seq++
@@ -144,7 +148,7 @@ export const make = (env: Env): Effect.Effect<never> => {
       Effect.map((stored): Transmission => {
         const messages = stored.filter((message) => message.seq <= to)
         env.sendBuffer.addStored(stream.key, messages)
-        return { candidate, messages }
+        return { candidate, messages: env.sendBuffer.withTraces(stream.key, messages) }
       }),
       // A failed read is a lost transmission: the retransmission timer sends it again.
       Effect.catchAll((error) =>
@@ -222,15 +226,41 @@ export const make = (env: Env): Effect.Effect<never> => {
     for (const candidate of candidates) transmissions.push(yield* prepare(candidate))
     const going = yield* record(transmissions, yield* Clock.currentTimeMillis)
     const byPeer = new Map<PeerId, Array<Uint8Array>>()
+    /** The peers some of whose frames are resent. */
+    const resent = new Set<PeerId>()
     for (const outgoing of going) {
       let frames = byPeer.get(outgoing.peer)
       if (frames === undefined) byPeer.set(outgoing.peer, frames = [])
       encode(outgoing, frames)
       if (outgoing.retransmits > 0) {
+        resent.add(outgoing.peer)
         Metrics.retransmitted.unsafeUpdate(outgoing.retransmits, env.metricTags.stream(outgoing.peer, outgoing.lane))
       }
     }
-    for (const [peer, frames] of byPeer) yield* env.sendFrames(peer, frames)
+    for (const [peer, frames] of byPeer) {
+      if (frames.length === 0) continue
+      yield* Spans.withSpan(env.sendFrames(peer, frames), "intersession.transmit", () => {
+        let bytes = 0
+        for (const frame of frames) bytes += frame.length
+        const traces: Array<TraceContext | undefined> = []
+        for (const outgoing of going) {
+          if (outgoing.peer !== peer) continue
+          for (const item of outgoing.items) if (item._tag === "Data") traces.push(item.trace)
+        }
+        return {
+          root: true,
+          kind: "producer",
+          links: Spans.linksTo(traces, undefined),
+          attributes: {
+            "intersession.local_peer": env.self,
+            "intersession.peer": peer,
+            "intersession.frames": frames.length,
+            "intersession.bytes": bytes,
+            "intersession.retransmission": resent.has(peer)
+          }
+        }
+      })
+    }
     yield* yieldToEventLoop
   }))
 }

@@ -7,11 +7,17 @@
  * a peer that is not linked). A seq and its run name one message for the whole engine run, so a kept message is
  * never stale.
  *
+ * It also keeps the trace context of messages sent inside a span (`Frame.TraceContext`), one entry per `send` or
+ * `sendAll` call, until they are acknowledged, whether their payloads are kept or not: the store has no column for
+ * it. So a message read back from the store still carries it, but one resent by a later run (after a restart) does
+ * not; nor does one sent while `maxTraced` calls' contexts are kept.
+ *
  * Plain mutable state, used only between transactions by the fibers of one engine.
  *
  * @internal
  */
 import type { StoredMessage } from "../../Backend.js"
+import type { TraceContext } from "../../Frame.js"
 import type { Lane } from "../../Lane.js"
 import type { PeerId } from "../../PeerId.js"
 import type { StreamKey } from "../../StreamKey.js"
@@ -35,6 +41,20 @@ interface Segment {
 
 const count = (segment: Segment) => segment.offsets.length - 1
 
+/** Seqs `first … last` of one run, sent by one call inside the span `trace`. */
+interface Traced {
+  readonly first: number
+  readonly last: number
+  readonly run: number
+  readonly trace: TraceContext
+}
+
+/** The most calls whose trace context is kept at once, over all streams: about a hundred bytes each. */
+export const maxTraced = 4096
+
+/** A pending message, with the trace context it was sent in, if it was sent in a span. */
+export type KeptMessage = StoredMessage & { readonly trace?: TraceContext | undefined }
+
 /** The bytes that messages `from … to - 1` of a segment cost. */
 const sizeOf = (segment: Segment, from: number, to: number) =>
   segment.offsets[to]! - segment.offsets[from]! + (to - from) * overhead
@@ -49,6 +69,9 @@ export class SendBuffer {
   private readonly streams = new Map<StreamKey, Array<Segment>>()
   private readonly slab = new Slab()
   private used = 0
+  /** Per stream, in seq order. */
+  private readonly traced = new Map<StreamKey, Array<Traced>>()
+  private tracedCount = 0
 
   constructor(private readonly maxBytes: number) {}
 
@@ -111,6 +134,31 @@ export class SendBuffer {
     }
   }
 
+  /** Keeps the trace context of seqs `first … first + count - 1` of `run`, unless `maxTraced` are kept. */
+  trace(key: StreamKey, first: number, run: number, count: number, trace: TraceContext): void {
+    if (count === 0 || this.tracedCount >= maxTraced) return
+    let list = this.traced.get(key)
+    if (list === undefined) this.traced.set(key, list = [])
+    // Appends come in seq order.
+    list.push({ first, last: first + count - 1, run, trace })
+    this.tracedCount++
+  }
+
+  /** Messages of a stream in seq order, each with the trace context it was sent in, if one is kept. */
+  withTraces(key: StreamKey, messages: Array<KeptMessage>): Array<KeptMessage> {
+    const list = this.traced.get(key)
+    if (list === undefined) return messages
+    let at = 0
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]!
+      while (at < list.length && list[at]!.last < message.seq) at++
+      if (at === list.length) break
+      const entry = list[at]!
+      if (entry.first <= message.seq && entry.run === message.run) messages[i] = { ...message, trace: entry.trace }
+    }
+    return messages
+  }
+
   /** Whether a seq of a stream is kept. */
   private holds(key: StreamKey, seq: number): boolean {
     const list = this.streams.get(key)
@@ -129,7 +177,7 @@ export class SendBuffer {
   }
 
   /** Seqs `from … to` of a stream, in order, if every one is kept. */
-  get(key: StreamKey, peer: PeerId, lane: Lane, from: number, to: number): Array<StoredMessage> | undefined {
+  get(key: StreamKey, peer: PeerId, lane: Lane, from: number, to: number): Array<KeptMessage> | undefined {
     const list = this.streams.get(key)
     if (list === undefined) return undefined
     const found: Array<StoredMessage> = []
@@ -148,13 +196,21 @@ export class SendBuffer {
             : { peer, lane, seq, run: segment.run, payload, expiresAt: segment.expiresAt }
         )
       }
-      if (seq > to) return found
+      if (seq > to) return this.withTraces(key, found)
     }
     return undefined
   }
 
   /** Forgets seqs up to `upTo` of a stream: they are acknowledged. */
   release(key: StreamKey, upTo: number) {
+    const traced = this.traced.get(key)
+    if (traced !== undefined) {
+      let done = 0
+      while (done < traced.length && traced[done]!.last <= upTo) done++
+      this.tracedCount -= done
+      if (done === traced.length) this.traced.delete(key)
+      else if (done > 0) traced.splice(0, done)
+    }
     const list = this.streams.get(key)
     if (list === undefined) return
     let drop = 0
@@ -176,5 +232,7 @@ export class SendBuffer {
   forget(key: StreamKey) {
     for (const segment of this.streams.get(key) ?? []) this.used -= segment.bytes
     this.streams.delete(key)
+    this.tracedCount -= this.traced.get(key)?.length ?? 0
+    this.traced.delete(key)
   }
 }

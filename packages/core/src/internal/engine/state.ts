@@ -42,6 +42,8 @@ export interface PeerLink {
    * does not list proves nothing; and a peer that lost its state starts a new session.
    */
   readonly checkedSession: string | undefined
+  /** `ILM.forget` is at work on the peer: nothing is taken from it or sent to it until it is done. */
+  readonly forgetting: boolean
   readonly rtt: Rtt
 }
 
