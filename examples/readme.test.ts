@@ -52,6 +52,8 @@ describe("the README", () => {
       "examples/tracing.ts",
       "examples/production.ts",
       "examples/scale-out.ts",
+      "examples/browser/page/engine.ts",
+      "examples/browser/src/network.ts",
       "examples/partition.test.ts"
     ]
     assert.deepStrictEqual(blocks, files.map((file) => readFileSync(`${root}/${file}`, "utf8")))

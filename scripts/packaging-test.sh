@@ -5,6 +5,8 @@
 #      types type-checks, the two-peers and TCP + SQLite examples run, and `npx intersession demo` keeps its promises.
 #   2. A PostgreSQL-only application: better-sqlite3 is neither installed nor built, SqliteBackend says what to
 #      install, and (when PostgreSQL runs on 127.0.0.1:5432) two peers exchange messages through it.
+#   3. A browser application: the browser package's modules load, a tab's engine type-checks with the DOM's types
+#      and esbuild bundles it for the browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
@@ -18,7 +20,8 @@ bash scripts/release-check.sh "$work/tarballs"
 core="$work/tarballs/intersession-core-0.2.0.tgz"
 testing="$work/tarballs/intersession-testing-0.2.0.tgz"
 node="$work/tarballs/intersession-platform-node-0.2.0.tgz"
-for tarball in "$core" "$testing" "$node"; do test -f "$tarball" || { echo "no $tarball" >&2; exit 1; }; done
+browser="$work/tarballs/intersession-platform-browser-0.2.0.tgz"
+for tarball in "$core" "$testing" "$node" "$browser"; do test -f "$tarball" || { echo "no $tarball" >&2; exit 1; }; done
 
 consumer() { # DIR: a new project with the consumer's tsconfig
   mkdir -p "$1/src"
@@ -61,4 +64,16 @@ if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
 else
   echo "SKIPPED running the PostgreSQL application: no PostgreSQL on 127.0.0.1:5432"
 fi
+step "a browser application"
+web="$work/web"
+mkdir -p "$web/src"
+printf '{ "name": "web", "private": true, "type": "module" }\n' >"$web/package.json"
+cp scripts/packaging/browser/tsconfig.json "$web/"
+cp scripts/packaging/browser/app.ts "$web/src/"
+(cd "$web" && npm_install "$core" "$browser" "@effect/platform-browser@^0.77.1" esbuild@0.28.2 typescript@5.9.3)
+(cd "$web" && node "$repo/scripts/packaging/check-install.mjs" @intersession/platform-browser)
+(cd "$web" && npx tsc -p . && echo "the tab's engine type-checks against the published declarations (skipLibCheck off)")
+(cd "$web" && npx esbuild src/app.ts --bundle --format=esm --platform=browser --minify --outfile=dist/app.js \
+  --log-level=warning && echo "bundled for the browser: $(du -h dist/app.js | cut -f1) minified")
+
 step "the packages install and run as published"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out="$(mkdir -p "${1:-build/packages}" && cd "${1:-build/packages}" && pwd)"
 rm -f "$out"/intersession-*.tgz
 pnpm build
-for package in core testing platform-node; do
+for package in core testing platform-node platform-browser; do
   (cd "packages/$package" && pnpm pack --pack-destination "$out" >/dev/null)
 done
 for tarball in "$out"/intersession-*.tgz; do

@@ -17,7 +17,8 @@ export interface Case {
   /**
    * Set on a one-way stream of 128-byte messages between two peers: charted, and compared with the other stack's
    * cases of the same kind. A "stream" keeps many messages in flight; "awaited" sends one at a time, each awaited
-   * before the next.
+   * before the next; "browser" streams from a browser tab to Node, where the browser's costs weigh in (so it is
+   * compared with the browser's anchor only).
    */
   readonly compared?: Comparison | undefined
   /** The anchor needs mosquitto on 127.0.0.1:1883: `main` checks once instead of every child. */
@@ -27,7 +28,7 @@ export interface Case {
   readonly run: (quick: boolean) => Promise<Result>
 }
 
-export type Comparison = "stream" | "awaited"
+export type Comparison = "stream" | "awaited" | "browser"
 
 const normal: Transport = { _tag: "tcp-sqlite", synchronous: "NORMAL" }
 const full: Transport = { _tag: "tcp-sqlite", synchronous: "FULL" }
@@ -36,6 +37,9 @@ const quickMessages = 2_000
 /** Messages of the cases that send one at a time (scenario 10 and its anchor). */
 const awaitedMessages = 20_000
 const awaitedCount = `${awaitedMessages / 1_000}k`
+/** Messages of the browser cases (scenario 11 and its anchor). */
+const browserMessages = 20_000
+const browserCount = `${browserMessages / 1_000}k`
 
 /**
  * One of ours' streams; `short` is given to the 128-byte two-peer streams, charted and compared under it.
@@ -230,6 +234,16 @@ export const cases: ReadonlyArray<Case> = [
     { transport: normal, messages: awaitedMessages, receiverProcesses: true, oneAtATime: true },
     "ours: TCP + SQLite NORMAL, one awaited send at a time"
   ),
+  {
+    id: "ours.s11.browser",
+    scenario: "11",
+    label: `browser tab (Chromium, IndexedDB) → Node (SQLite NORMAL) over WebSocket, ${browserCount}`,
+    short: "ours: browser tab → Node, IndexedDB + SQLite",
+    stack: "ours",
+    compared: "browser",
+    run: async (quick) =>
+      (await import("./browser/ours.js")).run({ messages: quick ? quickMessages : browserMessages, payloadBytes: 128 })
+  },
   rawTcp("anchor.rawTcp.pipelined", "raw TCP pipelined, no acks", "pipelined", 128, "stream"),
   rawTcp("anchor.rawTcp.acked", "raw TCP, ack per message, window 64", "acked", 128, "stream"),
   ...payloads.map(([name, bytes]) =>
@@ -249,6 +263,20 @@ export const cases: ReadonlyArray<Case> = [
     run: async (quick) =>
       (await import("./anchors/socketIo.js")).run({
         messages: quick ? quickMessages : 100_000,
+        payloadBytes: 128,
+        window: 64
+      })
+  },
+  {
+    id: "anchor.socketIo.browser",
+    scenario: "anchor",
+    label: `socket.io-client in Chromium → Node, emitWithAck, window 64, ${browserCount}`,
+    short: "socket.io: browser tab → Node, window 64",
+    stack: "anchor",
+    compared: "browser",
+    run: async (quick) =>
+      (await import("./browser/socketIo.js")).run({
+        messages: quick ? quickMessages : browserMessages,
         payloadBytes: 128,
         window: 64
       })

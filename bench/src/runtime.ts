@@ -22,8 +22,11 @@ export const currentBundle: string | undefined = import.meta.url.endsWith(".ts")
   ? undefined
   : fileURLToPath(new URL(".", import.meta.url))
 
-/** The bench's directory, as seen from the sources (`src/runtime.ts`): the parent process runs them. */
-export const benchDir = fileURLToPath(new URL("..", import.meta.url))
+/**
+ * The bench's directory, from the sources (`src/runtime.ts`, as the parent process runs them) or from a bundle
+ * (`dist/run-<pid>/`, as a case's process may): the browser cases bundle their pages from the sources there.
+ */
+export const benchDir = fileURLToPath(new URL(currentBundle === undefined ? ".." : "../..", import.meta.url))
 
 /** The Node arguments that run `entry`: from the bundle in `bundle`, or from the sources under tsx. */
 export const nodeArgs = (entry: keyof typeof entries, bundle: string | undefined): Array<string> =>

@@ -92,13 +92,14 @@ export class Watch {
 
 /**
  * Sends 0 … messages-1 through `send`, keeping at most `window` unacknowledged. `send` calls `done(ok)` once
- * per message when its ack arrives (or fails); each `done` lets the next message go.
+ * per message when its ack arrives (or fails); each `done` lets the next message go and is told to `watch` (only
+ * its `ack`: a browser page, which has no watch, counts its acks itself).
  */
 export const windowed = (
   messages: number,
   window: number,
   send: (index: number, done: (ok: boolean) => void) => void,
-  watch: Watch
+  watch: Pick<Watch, "ack">
 ): void => {
   let next = 0
   let inFlight = 0

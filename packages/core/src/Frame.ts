@@ -587,6 +587,25 @@ class UnsupportedVersion extends internal.ReadError {
   }
 }
 
+/**
+ * The lane of a `Data` or `Skip` frame, read from its head without decoding the rest: `undefined` for any other frame,
+ * and for bytes that are not a frame of this protocol version. A network that bounds the lanes a client opens reads
+ * it.
+ *
+ * @since 0.3.0
+ * @category codec
+ */
+export const laneOf = (bytes: Uint8Array): string | undefined => {
+  const reader = new internal.Reader(bytes)
+  if (reader.byte() !== ProtocolVersion) return undefined
+  const tag = reader.byte()
+  if (tag !== tags.Data && tag !== tags.Skip) return undefined
+  if (reader.string(maxStringBytes) instanceof internal.ReadError) return undefined
+  if (reader.string(maxStringBytes) instanceof internal.ReadError) return undefined
+  const lane = reader.string(maxStringBytes)
+  return lane instanceof internal.ReadError ? undefined : lane
+}
+
 const validate = Schema.decodeUnknownEither(Frame)
 
 /**

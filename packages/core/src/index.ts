@@ -23,6 +23,10 @@ export * as Delivery from "./Delivery.js"
  */
 export * as Frame from "./Frame.js"
 /**
+ * @since 0.3.0
+ */
+export * as Framing from "./Framing.js"
+/**
  * @since 0.1.0
  */
 export * as ILM from "./ILM.js"

@@ -48,7 +48,7 @@ describe("Hello planning", () => {
     assert.deepStrictEqual(plan.forgotten, [])
   })
 
-  it("ignores what is already acknowledged and lanes of another incarnation", () => {
+  it("ignores what is already acknowledged and lanes of an older incarnation", () => {
     const plan = Hello.plan(
       hello([lane("x", 2), lane("y", 9, undefined, Incarnation.Incarnation.make(10))]),
       ours,
@@ -73,6 +73,19 @@ describe("Hello planning", () => {
     const plan = Hello.plan(hello([lane("x", 3, undefined, newer)]), ours, [stream("x", 0, 5)])
     assert.strictEqual(plan.resync?.reason, "peer-knows-newer-incarnation")
     assert.strictEqual(plan.resync?.after, 2000)
+  })
+
+  it("acknowledges by runs what the peer delivered under a newer incarnation, when the store was restored", () => {
+    // Seqs 1–10 of run 7 were delivered, then this store moved on (seqs 11–12 under a newer incarnation, another
+    // run) and was restored to a copy from before: its seqs 3–10 are pending again, and were delivered already.
+    const newer = Incarnation.Incarnation.make(2000)
+    const seen = [{ run, from: 1 }, { run: 8, from: 11 }]
+    const plan = Hello.plan(hello([lane("x", 12, seen, newer)]), ours, [stream("x", 2, 10)])
+    assert.deepStrictEqual(plan.acks.map(({ upTo }) => upTo), [10])
+    assert.strictEqual(plan.resync?.reason, "peer-knows-newer-incarnation")
+    // Another run's seqs are other messages, under any incarnation.
+    const other = Hello.plan(hello([lane("x", 12, [{ run: 99, from: 1 }], newer)]), ours, [stream("x", 2, 10)])
+    assert.deepStrictEqual(other.acks, [])
   })
 
   it("acknowledges seqs the peer moved past by a Skip, for a stream restored with a dropped prefix", () => {

@@ -118,6 +118,17 @@ describe("inbound stream", () => {
     assert.strictEqual(stale.stream, newer.stream)
   })
 
+  it("keeps the runs of the seqs below a newer incarnation's floor when it delivered all of them", () => {
+    const old = Inbound.delivered(accept(undefined, [data(1), data(2), data(3)]).stream, incarnation, 3, [
+      { run: 5, from: 1 }
+    ], none)!
+    // The sender moved to a new incarnation keeping its seqs: 1–3 are the messages delivered.
+    assert.deepStrictEqual(accept(old, [data(4, { incarnation: 200, floor: 4 })]).stream.runs, [{ run: 5, from: 1 }])
+    assert.deepStrictEqual(accept(old, [data(3, { incarnation: 200, floor: 3 })]).stream.runs, [{ run: 5, from: 1 }])
+    // Seqs it never delivered lie below the floor: it cannot say which messages those were.
+    assert.deepStrictEqual(accept(old, [data(6, { incarnation: 200, floor: 6 })]).stream.runs, [])
+  })
+
   it("jumps to the floor when the sender has acknowledgements this receiver lacks, unless a delivery is under way", () => {
     const stream = accept(undefined, [data(1), data(2)]).stream
     const jumped = accept(stream, [data(6, { floor: 5 })])

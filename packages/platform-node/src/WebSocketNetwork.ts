@@ -28,12 +28,15 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type * as Redacted from "effect/Redacted"
+import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type * as Subscribable from "effect/Subscribable"
+import * as Crypto from "node:crypto"
 import * as Http from "node:http"
 import type * as NodeNet from "node:net"
 import type * as Admission from "./internal/admission.js"
+import type * as ClientHandshake from "./internal/clientHandshake.js"
+import * as Clients from "./internal/clients.js"
 import * as Net from "./internal/net.js"
 
 /**
@@ -71,14 +74,51 @@ export interface Options extends Net.ConnectionOptions {
    * keys, a list of keys, current first: a peer proves the first key of its list that the other side holds, and
    * `connections` tells which (`keyIndex`). The acceptor's challenge is made with its current key, which the dialler
    * must hold: to rotate, add the new key last on every peer, then move it first on every peer, then remove the old.
+   *
+   * A peer that only takes `clients` may leave it out: no peer can then connect to it, nor it to a peer.
    */
-  readonly key:
+  readonly key?:
     | Redacted.Redacted<string>
     | Redacted.Redacted<Uint8Array>
     | ReadonlyArray<
       Redacted.Redacted<string> | Redacted.Redacted<Uint8Array>
     >
+    | undefined
+  /**
+   * Takes clients: peers outside the address book, such as browser tabs (`@intersession/platform-browser`), that hold
+   * no pre-shared key and present a credential instead, which `verify` checks and binds to a peer id. Without it, a
+   * client is refused (`NotAccepted`). See {@link ClientOptions}.
+   */
+  readonly clients?: ClientOptions | undefined
 }
+
+/**
+ * How a WebSocket network takes clients. A client dials in, agrees keys with this peer (ephemeral P-256 ECDH, so its
+ * frames are encrypted and authenticated as a peer's are), then presents its credential (a token, say) under that
+ * protection. `verify` checks it and succeeds with the peer id the credential is for, which must be the id the client
+ * claims and must not be in the address book; any failure refuses the client, which is told only `Unauthorized`.
+ *
+ * Each client is held to limits: `maxConnections` at once (2; the newest replaces the one in use, so a reload never
+ * waits), `maxPendingBytes` that arrived from it and that the engine has not taken yet (32 MiB; past it the
+ * connection closes, and the client sends again once reconnected — keep its `windowBytes` below this), and
+ * `maxStreams` lanes it may send on, counted since the network started (64; frames on any other lane are dropped
+ * unseen, so they stay pending on the client's side, and a warning is logged once per lane).
+ *
+ * The key exchange does not authenticate this peer to the client: clients must dial a `wss://` URL, whose TLS does.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type ClientOptions = Clients.ClientOptions
+
+/**
+ * What `verify` is given: the credential's bytes (a string credential as UTF-8), the peer id the client claims, and
+ * the address it connects from (`host:port`, a proxy's behind a proxy).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type ClientRequest = ClientHandshake.ClientRequest
 
 /**
  * The same defaults as the TCP network's.
@@ -141,7 +181,18 @@ export class WebSocketNetworkError extends Data.TaggedError("WebSocketNetworkErr
 
 const invalid = (detail: string) => new WebSocketNetworkError({ reason: "InvalidOptions", detail })
 
-const connectionSettings = (options: Options) => Either.mapLeft(Net.checkOptions(options), invalid)
+const connectionSettings = (options: Options) => {
+  if (options.key !== undefined) return Either.mapLeft(Net.checkOptions({ ...options, key: options.key }), invalid)
+  if (options.clients === undefined) return Either.left(invalid("key is required unless the network takes clients"))
+  // Only clients: a random key that no peer holds, so that no peer connects.
+  const key = Redacted.make(new Uint8Array(Crypto.randomBytes(32)))
+  return Either.mapLeft(Net.checkOptions({ ...options, key }), invalid)
+}
+
+const clientSettings = (options: Options) =>
+  options.clients === undefined
+    ? Either.right(undefined)
+    : Either.mapLeft(Clients.settings(options.clients), (problems) => invalid(problems.join("; ")))
 
 const urlHost = (host: string) => (host.includes(":") ? `[${host}]` : host)
 
@@ -209,6 +260,7 @@ export const make = (
 ): Effect.Effect<WebSocketNetwork, WebSocketNetworkError, Scope.Scope | Socket.WebSocketConstructor> =>
   Effect.gen(function*() {
     const { keys, settings } = yield* connectionSettings(options)
+    const clients = yield* clientSettings(options)
     const construct = yield* Socket.WebSocketConstructor
     // Binary messages as `ArrayBuffer`s: a `Blob` would be read asynchronously, and messages could overtake each other.
     const constructor = Socket.WebSocketConstructor.of((url, protocols) => {
@@ -256,6 +308,7 @@ export const make = (
       book: options.peers,
       settings,
       admission,
+      clients,
       transport: {
         dial: (to) =>
           Effect.provideService(

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Frame from "@intersession/core/Framing"
 import * as Crypto from "node:crypto"
-import * as Frame from "../src/internal/frame.js"
 import * as LinkCipher from "../src/internal/linkCipher.js"
 
 const psk = new TextEncoder().encode("the pre-shared key of the link tests")

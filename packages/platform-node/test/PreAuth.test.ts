@@ -5,6 +5,7 @@
  * measures memory is PreAuthFlood.test.ts.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Frame from "@intersession/core/Framing"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -13,7 +14,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as Admission from "../src/internal/admission.js"
-import * as Frame from "../src/internal/frame.js"
 import * as Handshake from "../src/internal/handshake.js"
 import * as NetKit from "./NetKit.js"
 

@@ -35,12 +35,12 @@
  * @internal
  */
 import * as Binary from "@intersession/core/Binary"
+import { encode, type Frame, FrameType } from "@intersession/core/Framing"
 import * as PeerId from "@intersession/core/PeerId"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import * as Crypto from "node:crypto"
-import { encode, type Frame, FrameType } from "./frame.js"
 import * as LinkCipher from "./linkCipher.js"
 import { ConnectionError, type Link } from "./netLink.js"
 
@@ -329,15 +329,20 @@ export const dial = (link: Link, options: HandshakeOptions, expected: PeerId.Pee
   })
 
 /**
- * The acceptor's side: reads `Hello`, answers it with a `Challenge` (made with the decoy key for an id not in the
- * address book), and checks the dialler's proof; an unknown id is refused only then, with `UnknownPeer`. `proven` runs
- * as soon as the proof checked out, before anything more is written.
+ * The acceptor's side, from the connection's first frame (`first`): takes a `Hello`, answers it with a `Challenge` (made
+ * with the decoy key for an id not in the address book), and checks the dialler's proof; an unknown id is refused only
+ * then, with `UnknownPeer`. `proven` runs as soon as the proof checked out, before anything more is written.
  *
  * @internal
  */
-export const accept = (link: Link, options: HandshakeOptions, proven: Effect.Effect<void> = Effect.void) =>
+export const acceptFrom = (
+  link: Link,
+  options: HandshakeOptions,
+  first: Frame,
+  proven: Effect.Effect<void> = Effect.void
+) =>
   Effect.gen(function*() {
-    const helloBody = yield* Effect.flatMap(link.next, (frame) => expect(frame, FrameType.Hello, "Hello"))
+    const helloBody = yield* expect(first, FrameType.Hello, "Hello")
     const hello = yield* decodeHello(helloBody)
     if (hello.to !== options.local) {
       return yield* new ConnectionError({
@@ -392,6 +397,14 @@ export const accept = (link: Link, options: HandshakeOptions, proven: Effect.Eff
       keyIndex
     } satisfies Authenticated
   })
+
+/**
+ * {@link acceptFrom} the connection's first frame.
+ *
+ * @internal
+ */
+export const accept = (link: Link, options: HandshakeOptions, proven: Effect.Effect<void> = Effect.void) =>
+  Effect.flatMap(link.next, (first) => acceptFrom(link, options, first, proven))
 
 const accepted = encode(FrameType.Verdict, Uint8Array.of(1))
 const rejected = encode(FrameType.Verdict, Uint8Array.of(0))

@@ -14,12 +14,12 @@
  *
  * @internal
  */
+import * as Framing from "@intersession/core/Framing"
 import * as Crypto from "node:crypto"
 
 /** @internal */
-export const tagSize = 16
+export const tagSize = Framing.tagSize
 
-const nonceSize = 12
 const algorithm = "aes-256-gcm"
 const headerSize = 4
 
@@ -111,18 +111,10 @@ export const session = (options: {
   return { send: { key: derive(options.role), counter: 0 }, receive: { key: derive(other), counter: 0 } }
 }
 
-const nonceOf = (counter: number): Uint8Array => {
-  const nonce = new Uint8Array(nonceSize)
-  // 4 zero bytes, then the counter as 8 bytes big-endian (it stays below 2^53).
-  writeUint32(nonce, 4, Math.floor(counter / 0x1_0000_0000))
-  writeUint32(nonce, 8, counter >>> 0)
-  return nonce
-}
-
 /** The next nonce of `direction`, or `undefined` once the counter is used up (never, in practice). */
 const take = (direction: Direction): Uint8Array | undefined => {
   if (direction.counter >= Number.MAX_SAFE_INTEGER) return undefined
-  return nonceOf(direction.counter++)
+  return Framing.recordNonce(direction.counter++)
 }
 
 /**

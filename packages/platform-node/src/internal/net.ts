@@ -18,6 +18,9 @@
  */
 import type * as Socket from "@effect/platform/Socket"
 import type * as SocketServer from "@effect/platform/SocketServer"
+import * as CoreClientHandshake from "@intersession/core/ClientHandshake"
+import * as EngineFrame from "@intersession/core/Frame"
+import * as Frame from "@intersession/core/Framing"
 import { type Inbound, type Network, NetworkError } from "@intersession/core/Network"
 import type { PeerId } from "@intersession/core/PeerId"
 import * as Clock from "effect/Clock"
@@ -33,7 +36,8 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Subscribable from "effect/Subscribable"
 import * as Admission from "./admission.js"
-import * as Frame from "./frame.js"
+import * as ClientHandshake from "./clientHandshake.js"
+import * as Clients from "./clients.js"
 import * as Handshake from "./handshake.js"
 import * as LinkCipher from "./linkCipher.js"
 import * as NetLink from "./netLink.js"
@@ -302,9 +306,11 @@ export interface ConnectionInfo {
   readonly remote: string
   /**
    * Which of the local keys the connection's handshake proved: its index in the `key` option (0 for a single key),
-   * to see when every connection moved to the new key of a rotation.
+   * to see when every connection moved to the new key of a rotation. -1 for a client, which holds no key.
    */
   readonly keyIndex: number
+  /** The other end is a client that presented a credential (`clients`), not a peer of the deployment. */
+  readonly client: boolean
 }
 
 /**
@@ -381,6 +387,9 @@ type Role =
   | { readonly _tag: "Dialler"; readonly peer: PeerId }
   | { readonly _tag: "Acceptor"; readonly incoming: Incoming }
 
+/** An authenticated connection; a client's holds a connection slot, released when it ends. */
+type Accepted = Handshake.Authenticated & { readonly release?: (() => void) | undefined }
+
 /** Reasons that say something is wrong with the other side or the path, worth a warning. */
 const warnings: ReadonlySet<ConnectionError["reason"]> = new Set([
   "Idle",
@@ -392,7 +401,9 @@ const warnings: ReadonlySet<ConnectionError["reason"]> = new Set([
   "UnknownPeer",
   "WrongPeer",
   "Version",
-  "Tampered"
+  "Tampered",
+  "ClientRefused",
+  "Overloaded"
 ])
 
 /** The error a guard's refusal stands for, if it refused. */
@@ -433,6 +444,8 @@ export const make = <A>(options: {
   readonly settings: Settings
   /** The admission the transport guards accepted connections with (see {@link admission}). */
   readonly admission: Admission.Admission
+  /** How clients with a credential are taken (`clients.ts`); without it, a client is told `NotAccepted`. */
+  readonly clients?: Clients.ClientSettings | undefined
 }): Effect.Effect<NetworkWithConnections, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { admission, local, settings, transport } = options
@@ -453,6 +466,9 @@ export const make = <A>(options: {
       knows: (peer) => peer !== local && book.has(peer),
       lastConnection: registry.lastConnection
     }
+    const clients = options.clients === undefined
+      ? undefined
+      : Clients.make(options.clients, (peer) => peer === local || book.has(peer))
     const ping = Frame.encode(Frame.FrameType.Ping)
     /** The key index of every connection, for `connections`. */
     const keyIndexes = new WeakMap<NetRegistry.Connection, number>()
@@ -463,8 +479,41 @@ export const make = <A>(options: {
       })
 
     /**
+     * The acceptor's handshake: a peer's (`Hello`, the pre-shared key) or a client's (`ClientHello`, a credential).
+     * A client's comes with the release of its connection slot.
+     */
+    const acceptAny = (link: NetLink.Link, incoming: Incoming) =>
+      Effect.flatMap(link.next, (first): Effect.Effect<Accepted, ConnectionError> => {
+        const proven = Effect.sync(incoming.guard.authenticated)
+        if (first.type !== Frame.FrameType.ClientHello) {
+          return Handshake.acceptFrom(link, handshakeOptions, first, proven)
+        }
+        return Effect.map(
+          ClientHandshake.accept({
+            link,
+            helloBody: first.body,
+            local,
+            instance,
+            remote: incoming.remote,
+            policy: clients?.policy,
+            proven
+          }),
+          (welcomed) => ({
+            peer: welcomed.peer,
+            id: welcomed.id,
+            dialled: false,
+            remoteInstance: welcomed.remoteInstance,
+            remoteLast: undefined,
+            keyIndex: -1,
+            release: welcomed.release
+          })
+        )
+      })
+
+    /**
      * Handshake and verdict, bounded by `handshakeTimeout`. When this succeeds the connection is in the registry
-     * (writes wait until `inUse` opens); when it fails the registry does not hold it.
+     * (writes wait until `inUse` opens); when it fails the registry does not hold it. A client's connection has no
+     * verdict: the newest replaces the one in use.
      */
     const establish = (
       link: NetLink.Link,
@@ -473,9 +522,9 @@ export const make = <A>(options: {
       closing: Deferred.Deferred<never, ConnectionError>
     ) =>
       Effect.gen(function*() {
-        const authenticated = role._tag === "Dialler"
+        const authenticated: Accepted = role._tag === "Dialler"
           ? yield* Handshake.dial(link, handshakeOptions, role.peer)
-          : yield* Handshake.accept(link, handshakeOptions, Effect.sync(role.incoming.guard.authenticated))
+          : yield* acceptAny(link, role.incoming)
         const inUse = yield* Effect.makeLatch(false)
         const connection: NetRegistry.Connection = {
           peer: authenticated.peer,
@@ -487,8 +536,11 @@ export const make = <A>(options: {
           close: (reason) => Effect.asVoid(Deferred.fail(closing, reason))
         }
         keyIndexes.set(connection, authenticated.keyIndex)
+        const release = authenticated.release
         yield* Effect.gen(function*() {
-          if (Handshake.decides(local, connection.peer)) {
+          if (release !== undefined) {
+            yield* registry.install(connection)
+          } else if (Handshake.decides(local, connection.peer)) {
             const keep = yield* registry.decide(connection, authenticated.remoteLast)
             yield* Handshake.sendVerdict(link, keep)
             if (!keep) {
@@ -501,8 +553,10 @@ export const make = <A>(options: {
             yield* Handshake.awaitVerdict(link)
             yield* registry.install(connection)
           }
-        }).pipe(Effect.onError(() => registry.remove(connection)))
-        return { connection, inUse }
+        }).pipe(
+          Effect.onError(() => Effect.zipRight(registry.remove(connection), Effect.sync(() => release?.())))
+        )
+        return { connection, inUse, release }
       }).pipe(
         Effect.timeoutFail({
           duration: settings.handshakeTimeout,
@@ -511,14 +565,37 @@ export const make = <A>(options: {
         })
       )
 
-    /** Reads frames until the connection ends; never succeeds. */
-    const read = (link: NetLink.Link, peer: PeerId): Effect.Effect<never, ConnectionError> =>
+    /**
+     * Whether a client's `Data` frame goes on to the engine: on a lane within its `maxStreams` (else dropped, with a
+     * warning the first time), and within its `maxPendingBytes` (else the connection fails with `Overloaded`).
+     */
+    const admitClientFrame = (limits: Clients.Clients, peer: PeerId, body: Uint8Array, refused: Array<string>) => {
+      const lane = EngineFrame.laneOf(body)
+      if (lane !== undefined) {
+        const admitted = limits.admitLane(peer, lane)
+        if (admitted === "new-refused") refused.push(lane)
+        if (admitted !== "yes") return false
+      }
+      if (limits.arrived(peer, body.length)) return true
+      return new ConnectionError({
+        reason: "Overloaded",
+        detail: `more than ${options.clients?.maxPendingBytes} bytes from the client wait for the engine`
+      })
+    }
+
+    /** Reads frames until the connection ends; never succeeds. A client's frames are held to its limits. */
+    const read = (link: NetLink.Link, peer: PeerId, client: boolean): Effect.Effect<never, ConnectionError> =>
       Effect.forever(Effect.flatMap(link.nextBatch, (frames) => {
         // Every frame of a read goes on in one offer, so the engine takes them as one batch.
         const data: Array<Inbound> = []
+        const refused: Array<string> = []
+        const limits = client ? clients : undefined
         for (const frame of frames) {
-          if (frame.type === Frame.FrameType.Data) data.push({ from: peer, frame: frame.body })
-          else if (frame.type !== Frame.FrameType.Ping) {
+          if (frame.type === Frame.FrameType.Data) {
+            const admitted = limits === undefined ? true : admitClientFrame(limits, peer, frame.body, refused)
+            if (admitted === true) data.push({ from: peer, frame: frame.body })
+            else if (admitted !== false) return Effect.zipRight(Queue.offerAll(inbound, data), Effect.fail(admitted))
+          } else if (frame.type !== Frame.FrameType.Ping) {
             return Effect.zipRight(
               Queue.offerAll(inbound, data),
               Effect.fail(
@@ -530,51 +607,46 @@ export const make = <A>(options: {
             )
           }
         }
-        return Queue.offerAll(inbound, data)
+        if (refused.length === 0) return Queue.offerAll(inbound, data)
+        return Effect.zipRight(
+          Effect.forEach(refused, (lane) =>
+            Effect.logWarning(
+              `dropped the client's frames on lane ${JSON.stringify(lane)}: it sends on more lanes than maxStreams`,
+              `at most ${options.clients?.maxStreams}`
+            ), { discard: true }),
+          Queue.offerAll(inbound, data)
+        )
       }))
 
-    /**
-     * Fails with `Idle` once no byte at all has arrived for `idleTimeout` (a frame still arriving counts), checking
-     * four times per timeout, so silence is found between 1 and 1.25 timeouts after it began.
-     */
+    /** Fails with `Idle` once nothing arrived for `idleTimeout` (`Framing.watchIdle`). */
     const watch = (link: NetLink.Link): Effect.Effect<never, ConnectionError> =>
-      Effect.gen(function*() {
-        const idle = Duration.toMillis(settings.idleTimeout)
-        const step = Duration.millis(Math.max(1, Math.floor(idle / 4)))
-        let seen = link.received()
-        let since = yield* Clock.currentTimeMillis
-        while (true) {
-          yield* Effect.sleep(step)
-          const now = yield* Clock.currentTimeMillis
-          const received = link.received()
-          if (received !== seen) {
-            seen = received
-            since = now
-          } else if (now - since >= idle) {
-            return yield* new ConnectionError({
-              reason: "Idle",
-              detail: `nothing arrived for ${Duration.format(settings.idleTimeout)}`
-            })
-          }
-        }
-      })
+      Frame.watchIdle(link.received, settings.idleTimeout, () =>
+        new ConnectionError({
+          reason: "Idle",
+          detail: `nothing arrived for ${Duration.format(settings.idleTimeout)}`
+        }))
 
     /** A connection in use: reads, pings, watches for silence, and ends on the first error or when asked to close. */
     const serve = (
       link: NetLink.Link,
       connection: NetRegistry.Connection,
       inUse: Effect.Latch,
-      closing: Deferred.Deferred<never, ConnectionError>
+      closing: Deferred.Deferred<never, ConnectionError>,
+      client: boolean
     ): Effect.Effect<never, ConnectionError> =>
       Effect.gen(function*() {
         link.setLimit(settings.maxFrameSize)
         yield* inUse.open
         yield* Effect.logDebug("connection in use").pipe(
-          Effect.annotateLogs({ keyIndex: keyIndexes.get(connection) ?? 0, protected: settings.protectFrames })
+          Effect.annotateLogs({
+            keyIndex: keyIndexes.get(connection) ?? 0,
+            protected: client || settings.protectFrames,
+            client
+          })
         )
         const pinger = Effect.forever(Effect.zipRight(Effect.sleep(settings.pingInterval), link.write(ping)))
         return yield* Effect.raceFirst(
-          read(link, connection.peer),
+          read(link, connection.peer, client),
           Effect.raceFirst(pinger, Effect.raceFirst(watch(link), Deferred.await(closing)))
         )
       }).pipe(Effect.annotateLogs({ peer: connection.peer, connection: hex(connection.id) }))
@@ -587,7 +659,8 @@ export const make = <A>(options: {
       Effect.scoped(Effect.gen(function*() {
         const guard = role._tag === "Acceptor" ? role.incoming.guard : undefined
         const link = yield* NetLink.make(socket, {
-          limit: Handshake.maxHandshakeFrame,
+          // The first frame is a peer's `Hello` or, on the acceptor's side, a client's `ClientHello`.
+          limit: Math.max(Handshake.maxHandshakeFrame, CoreClientHandshake.maxHelloBytes),
           recordLimit: maxRecordBytes(settings),
           onArrival: role._tag === "Acceptor" && !role.incoming.countsBytes ? role.incoming.guard.arrived : undefined
         })
@@ -595,10 +668,12 @@ export const make = <A>(options: {
         const established = yield* Effect.either(establish(link, role, remote, closing))
         if (Either.isLeft(established)) {
           if (guard !== undefined && !guard.isAuthenticated()) {
-            // Refused before authentication: counted, and destroyed at once.
+            // Refused before authentication: counted, and destroyed at once; but a client that completed the key
+            // exchange was told why, and is closed politely so that the refusal reaches it.
             const error = refusalError(guard.refusal()) ?? established.left
             admission.failed(error.reason)
-            guard.destroy()
+            if (error.reason === "ClientRefused") yield* link.abort(error.reason)
+            else guard.destroy()
             yield* logEnd("handshake failed", error, undefined)
             return false
           }
@@ -607,9 +682,11 @@ export const make = <A>(options: {
           yield* link.abort(established.left.reason)
           return false
         }
-        const { connection, inUse } = established.right
+        const { connection, inUse, release } = established.right
         const ended = yield* Effect.flip(
-          serve(link, connection, inUse, closing).pipe(Effect.ensuring(registry.remove(connection)))
+          serve(link, connection, inUse, closing, release !== undefined).pipe(
+            Effect.ensuring(Effect.zipRight(registry.remove(connection), Effect.sync(() => release?.())))
+          )
         )
         yield* countTampered(ended)
         yield* logEnd("connection closed", ended, connection.peer).pipe(
@@ -758,7 +835,13 @@ export const make = <A>(options: {
             }))
           )
         }),
-      inbound: Stream.fromQueue(inbound),
+      inbound: clients === undefined
+        ? Stream.fromQueue(inbound)
+        : Stream.mapChunks(Stream.fromQueue(inbound), (chunk) => {
+          // What the engine takes from a client no longer counts against its `maxPendingBytes`.
+          for (const item of chunk) if (clients.isClient(item.from)) clients.taken(item.from, item.frame.length)
+          return chunk
+        }),
       connected: registry.connected,
       handshakes: Effect.sync(admission.stats),
       tampered: Effect.sync(() => tampered),
@@ -768,7 +851,8 @@ export const make = <A>(options: {
           id: hex(connection.id),
           dialled: connection.dialled,
           remote: connection.remote,
-          keyIndex: keyIndexes.get(connection) ?? 0
+          keyIndex: keyIndexes.get(connection) ?? 0,
+          client: clients?.isClient(connection.peer) ?? false
         }))
       )
     } satisfies NetworkWithConnections

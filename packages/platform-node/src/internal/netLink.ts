@@ -5,13 +5,13 @@
  * @internal
  */
 import * as Socket from "@effect/platform/Socket"
+import { type Frame, FrameDecoder, FrameError, toFrame } from "@intersession/core/Framing"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Mailbox from "effect/Mailbox"
 import type * as Scope from "effect/Scope"
-import { type Frame, FrameDecoder, FrameError, toFrame } from "./frame.js"
 import * as LinkCipher from "./linkCipher.js"
 
 /**
@@ -52,6 +52,10 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
     | "Replaced"
     /** The peer left the address book. */
     | "Removed"
+    /** A client was refused after its key exchange, and told why (`clientHandshake.ts`). */
+    | "ClientRefused"
+    /** A client sent more than the engine took, past its `maxPendingBytes`. */
+    | "Overloaded"
   readonly detail: string
   readonly cause?: unknown
 }> {

@@ -59,8 +59,12 @@ export const plan = (
   // What the peer delivered counts as acknowledged only as far as its record of the stream shares this store's
   // history, seq by seq and run by run. Beyond that it delivered messages this store no longer has, and reusing
   // their seqs would lose new ones: the store went back in time.
+  // A record of a newer incarnation is read the same way: this store is a copy restored from before it, seqs keep
+  // their numbers when a store moves on, so a seq and its run still name one message (a `forget` that numbered
+  // seqs anew in the same run came after what the copy holds had left the stream). Not one of an older
+  // incarnation: after a `forget` this one's seqs start again at 1 and may match it with new messages.
   for (const lane of hello.lanes) {
-    if (lane.incarnation !== incarnation) continue
+    if (lane.incarnation < incarnation) continue
     const stream = byLane.get(lane.lane)
     const acked = stream?.acked ?? 0
     if (lane.delivered <= acked) continue

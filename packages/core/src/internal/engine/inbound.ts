@@ -36,7 +36,10 @@ export interface InStream {
   readonly lane: Lane
   readonly incarnation: Incarnation
   readonly delivered: number
-  /** The source runs of the last seqs delivered; empty after adopting a floor. */
+  /**
+   * The source runs of the last seqs delivered; after adopting a floor, only those of an incarnation it replaced
+   * (see {@link carried}).
+   */
   readonly runs: ReadonlyArray<RunStart>
   /** Items above `delivered`, in seq order, no seq covered twice. */
   readonly buffer: ReadonlyArray<Item>
@@ -105,6 +108,15 @@ const adopt = (key: StreamKey, data: Item, busy: boolean, counts: Counts): InStr
   deadLettered: counts.deadLettered
 })
 
+/**
+ * The runs of the seqs below `floor`, from the record of the incarnation a newer one replaces, when it covers them
+ * all; none otherwise. A source keeps its seqs when it moves to a new incarnation (protocol.md §3, rule 8), so these
+ * still name the messages this receiver delivered, and a copy of the source's store restored to the older
+ * incarnation finds in them that its pending messages were delivered already: without them it would send them again.
+ */
+const carried = (replaced: InStream, floor: number): ReadonlyArray<RunStart> =>
+  replaced.delivered >= floor - 1 ? replaced.runs.filter((entry) => entry.from < floor) : []
+
 /** The part of a skip above `delivered`, or the item as it is. */
 const above = (item: Item, delivered: number): Item =>
   item._tag === "Skip" && item.seq <= delivered ? { ...item, seq: delivered + 1 } : item
@@ -142,7 +154,7 @@ export const accept = (
         reason: "peer-new-incarnation",
         detail: `incarnation ${stream.incarnation} replaced by ${frame.incarnation}, adopted at seq ${frame.floor}`
       })
-      stream = adopt(key, frame, stream.busy, stream)
+      stream = { ...adopt(key, frame, stream.busy, stream), runs: carried(stream, frame.floor) }
       buffer = []
       bufferedBytes = 0
     } else if (frame.floor - 1 > stream.delivered && !stream.busy) {

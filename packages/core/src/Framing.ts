@@ -1,15 +1,26 @@
 /**
- * Length-prefixed framing shared by the TCP and WebSocket networks.
+ * The length-prefixed framing of the stream networks (TCP and WebSocket between Node peers, and a browser's
+ * WebSocket client): shared here so that every platform reads and writes the same bytes.
  *
  * A frame on the wire is a 4-byte big-endian length `n`, then `n` bytes: one type byte and `n - 1` bytes of body.
  * The same byte stream runs over a TCP connection and over the binary messages of a WebSocket (one `send` is one
- * message holding whole frames), so one decoder serves both.
+ * message holding whole frames), so one decoder serves both. Once a link is protected, the stream holds sealed
+ * records instead, each a 4-byte length and that many bytes, which the decoder reads with `unit: "record"`.
  *
- * @internal
+ * This is the layout for network implementations; an application never needs it.
+ *
+ * @since 0.3.0
  */
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 
-/** @internal */
+/**
+ * The size of a frame's length header.
+ *
+ * @since 0.3.0
+ */
 export const headerSize = 4
 
 /** The largest length a 4-byte header can state. */
@@ -18,7 +29,7 @@ const maxLength = 0xffff_ffff
 /**
  * Frame types. Handshake frames come first on every connection; `Data` and `Ping` only after it.
  *
- * @internal
+ * @since 0.3.0
  */
 export const FrameType = {
   Hello: 0x01,
@@ -26,14 +37,25 @@ export const FrameType = {
   Proof: 0x03,
   Ready: 0x04,
   Verdict: 0x05,
+  ClientHello: 0x06,
+  ServerHello: 0x07,
+  Credentials: 0x08,
+  Welcome: 0x09,
+  Refused: 0x0a,
   Data: 0x10,
   Ping: 0x11
 } as const
 
-/** @internal */
+/**
+ * @since 0.3.0
+ */
 export type FrameType = (typeof FrameType)[keyof typeof FrameType]
 
-/** @internal */
+/**
+ * One frame: its type byte and its body.
+ *
+ * @since 0.3.0
+ */
 export interface Frame {
   readonly type: number
   readonly body: Uint8Array
@@ -42,7 +64,7 @@ export interface Frame {
 /**
  * Why a byte stream cannot be read as frames. The connection that carried it is closed.
  *
- * @internal
+ * @since 0.3.0
  */
 export class FrameError extends Data.TaggedError("FrameError")<{
   readonly reason: "FrameTooLarge" | "Malformed"
@@ -64,7 +86,7 @@ export class FrameError extends Data.TaggedError("FrameError")<{
  * length, then that many bytes, returned whole by `nextContent`; `limit` is then the largest length accepted, and a
  * record of length 0 is left for authentication to refuse.
  *
- * @internal
+ * @since 0.3.0
  */
 export class FrameDecoder {
   private readonly chunks: Array<Uint8Array> = []
@@ -78,20 +100,36 @@ export class FrameDecoder {
   private partialFill = 0
   private failed: FrameError | undefined = undefined
 
+  /**
+   * `limit`: the largest body (or, reading records, the largest record) accepted.
+   */
   constructor(public limit: number, private readonly unit: "frame" | "record" = "frame") {}
 
+  /**
+   * Adds bytes as they arrive.
+   *
+   * @since 0.3.0
+   */
   push(chunk: Uint8Array): void {
     if (chunk.length === 0 || this.failed !== undefined) return
     this.chunks.push(chunk)
     this.buffered += chunk.length
   }
 
-  /** Bytes received but not yet returned as frames. */
+  /**
+   * Bytes received but not yet returned as frames.
+   *
+   * @since 0.3.0
+   */
   get pending(): number {
     return this.buffered + this.headerFill + this.partialFill
   }
 
-  /** The next complete frame, `undefined` when more bytes are needed, or the error that ends the stream. */
+  /**
+   * The next complete frame, `undefined` when more bytes are needed, or the error that ends the stream.
+   *
+   * @since 0.3.0
+   */
   next(): Frame | FrameError | undefined {
     const content = this.nextContent()
     return content instanceof Uint8Array ? toFrame(content) : content
@@ -100,6 +138,8 @@ export class FrameDecoder {
   /**
    * The next complete frame as its content (type byte and body, as one view), `undefined` when more bytes are
    * needed, or the error that ends the stream.
+   *
+   * @since 0.3.0
    */
   nextContent(): Uint8Array | FrameError | undefined {
     if (this.failed !== undefined) return this.failed
@@ -148,6 +188,8 @@ export class FrameDecoder {
   /**
    * Takes every byte received but not yet returned, in order (a header or frame begun included), and leaves the
    * decoder empty: what follows the last plain frame of a link that starts reading records.
+   *
+   * @since 0.3.0
    */
   drain(): Array<Uint8Array> {
     if (this.failed !== undefined) return []
@@ -164,6 +206,11 @@ export class FrameDecoder {
     return out.filter((bytes) => bytes.length > 0)
   }
 
+  /**
+   * Takes one byte of the first chunk.
+   *
+   * @since 0.3.0
+   */
   private readByte(): number {
     const first = this.chunks[0]!
     const value = first[this.offset]!
@@ -171,6 +218,11 @@ export class FrameDecoder {
     return value
   }
 
+  /**
+   * Moves past `count` bytes of the first chunk.
+   *
+   * @since 0.3.0
+   */
   private consume(count: number): void {
     this.offset += count
     this.buffered -= count
@@ -180,6 +232,11 @@ export class FrameDecoder {
     }
   }
 
+  /**
+   * Ends the stream with an error, and lets go of what it held.
+   *
+   * @since 0.3.0
+   */
   private fail(reason: FrameError["reason"], detail: string): FrameError {
     this.failed = new FrameError({ reason, detail })
     this.chunks.length = 0
@@ -192,7 +249,7 @@ export class FrameDecoder {
 /**
  * A frame's content (type byte and body) as a frame.
  *
- * @internal
+ * @since 0.3.0
  */
 export const toFrame = (bytes: Uint8Array): Frame => ({ type: bytes[0]!, body: bytes.subarray(1) })
 
@@ -211,7 +268,7 @@ const writeHeader = (target: Uint8Array, at: number, type: number, bodyLength: n
 /**
  * The bytes on the wire for one frame of `type`.
  *
- * @internal
+ * @since 0.3.0
  */
 export const encode = (type: number, body: Uint8Array = new Uint8Array(0)): Uint8Array => {
   const out = new Uint8Array(headerSize + 1 + body.length)
@@ -225,7 +282,7 @@ export const encode = (type: number, body: Uint8Array = new Uint8Array(0)): Uint
  * `maxBytes` (more only for a single frame larger than that), so one `send` is usually one socket write (and, on a
  * protected link, one sealed record).
  *
- * @internal
+ * @since 0.3.0
  */
 export const encodeAll = (
   type: number,
@@ -260,6 +317,64 @@ export const encodeAll = (
 /**
  * The largest body a frame header can describe.
  *
- * @internal
+ * @since 0.3.0
  */
 export const maxBodyLimit = maxLength - 1
+
+/**
+ * The size of the AES-GCM tag that ends a sealed record.
+ *
+ * @since 0.3.0
+ */
+export const tagSize = 16
+
+/**
+ * The 96-bit AES-GCM nonce of a direction's record number `counter` (counted from 0, not sent): 4 zero bytes, then
+ * the counter as 8 bytes big-endian. The counter stays below 2^53.
+ *
+ * @since 0.3.0
+ */
+export const recordNonce = (counter: number): Uint8Array => {
+  const nonce = new Uint8Array(12)
+  const high = Math.floor(counter / 0x1_0000_0000)
+  const low = counter >>> 0
+  nonce[4] = (high >>> 24) & 0xff
+  nonce[5] = (high >>> 16) & 0xff
+  nonce[6] = (high >>> 8) & 0xff
+  nonce[7] = high & 0xff
+  nonce[8] = (low >>> 24) & 0xff
+  nonce[9] = (low >>> 16) & 0xff
+  nonce[10] = (low >>> 8) & 0xff
+  nonce[11] = low & 0xff
+  return nonce
+}
+
+/**
+ * The keep-alive rule of the stream networks: fails with `onIdle()` once no byte at all has arrived for `idleTimeout`
+ * (`received` counts the bytes so far; a frame still arriving counts), checking four times per timeout, so silence is
+ * found between 1 and 1.25 timeouts after it began. Each side sends a `Ping` often enough for the other never to.
+ *
+ * @since 0.3.0
+ */
+export const watchIdle = <E>(
+  received: () => number,
+  idleTimeout: Duration.Duration,
+  onIdle: () => E
+): Effect.Effect<never, E> =>
+  Effect.gen(function*() {
+    const idle = Duration.toMillis(idleTimeout)
+    const step = Duration.millis(Math.max(1, Math.floor(idle / 4)))
+    let seen = received()
+    let since = yield* Clock.currentTimeMillis
+    while (true) {
+      yield* Effect.sleep(step)
+      const now = yield* Clock.currentTimeMillis
+      const count = received()
+      if (count !== seen) {
+        seen = count
+        since = now
+      } else if (now - since >= idle) {
+        return yield* Effect.fail(onIdle())
+      }
+    }
+  })

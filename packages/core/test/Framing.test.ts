@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import * as Frame from "../src/internal/frame.js"
+import * as Frame from "@intersession/core/Framing"
 
 const bodies = [
   new Uint8Array(0),
