@@ -4,10 +4,10 @@
  * and one run: the page sends, the case's Node side counts what its application gets on a {@link Watch}.
  */
 import * as Esbuild from "esbuild"
-import { existsSync } from "node:fs"
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
 import * as Http from "node:http"
 import { join } from "node:path"
-import { chromium } from "playwright-core"
+import { chromium, type Page } from "playwright-core"
 import { skipped, Watch } from "../anchors/harness.js"
 import { type Result, Tally } from "../Result.js"
 import { benchDir } from "../runtime.js"
@@ -95,6 +95,23 @@ const within = <A>(millis: number, what: string, promise: Promise<A>): Promise<A
   return Promise.race([promise, expired]).finally(() => clearTimeout(timer))
 }
 
+/**
+ * With `BENCH_PAGE_CPU_PROF` naming a directory, profiles the page's JavaScript through the DevTools protocol, as
+ * `--cpu-prof` does a Node process: the returned function stops and writes `page-<name>-<pid>.cpuprofile` there.
+ */
+const startProfile = async (tab: Page): Promise<((name: string) => Promise<void>) | undefined> => {
+  const dir = process.env.BENCH_PAGE_CPU_PROF
+  if (dir === undefined || dir === "") return undefined
+  const session = await tab.context().newCDPSession(tab)
+  await session.send("Profiler.enable")
+  await session.send("Profiler.start")
+  return async (name) => {
+    const { profile } = await session.send("Profiler.stop")
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(join(dir, `page-${name}-${process.pid}.cpuprofile`), JSON.stringify(profile))
+  }
+}
+
 export interface Options {
   readonly messages: number
   readonly payloadBytes: number
@@ -135,6 +152,7 @@ export const run = async (
         tab.evaluate(() => (globalThis as unknown as { bench: PageApi }).bench.ready)
       )
 
+      const profiler = await startProfile(tab)
       // The page has one ack to give, once it has them all: the watch then waits for that and every delivery.
       const watch = new Watch(new Tally(messages), 1)
       running.watch = watch
@@ -150,6 +168,7 @@ export const run = async (
         }
       )
       await watch.finished
+      await profiler?.(name)
       // A page that failed fails the case with its error, rather than with the messages it did not send.
       return pageErrors.length === 0
         ? watch.result(options.latency === false ? { latencyP50Millis: undefined, latencyP99Millis: undefined } : {})

@@ -215,6 +215,13 @@ export class Tab {
     )
   }
 
+  /** Messages the tab sent that the server has not acknowledged yet. */
+  pending(): Promise<number> {
+    return this.page.evaluate(() =>
+      (globalThis as unknown as { example: { pending: () => Promise<number> } }).example.pending()
+    )
+  }
+
   status(): Promise<string> {
     return this.page.evaluate(() => document.getElementById("status")?.textContent ?? "")
   }
@@ -227,4 +234,5 @@ export const texts = (prefix: string, from: number, count: number) =>
 export const onLane = (records: ReadonlyArray<Recorded>, lane: string) =>
   records.filter((record) => record.lane === lane).map((record) => record.text)
 
+/** Where the reload scenario saves the page before the reload, just after it and once complete, when set. */
 export const shots = process.env.SCREENSHOT_DIR
