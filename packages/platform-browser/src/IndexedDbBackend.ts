@@ -31,7 +31,7 @@
  * | --- | --- | --- |
  * | `meta` | `"store"` | the store's incarnation |
  * | `streams` | `[peer, lane]` | per outbound stream: the next seq, the last acknowledged seq, the runs of its seqs |
- * | `messages` | `[peer, lane, seq]` | the stored outbound messages: run, payload and `expiresAt`; index `expiresAt` over the messages that expire |
+ * | `batches` | `[peer, lane, from]` | the stored outbound messages, a record per stream and `append` (IndexedDB's cost is per record): seqs `from … to`, their run, payloads and expiries; index `nextExpiry` over the batches with messages that expire |
  * | `dropped` | `[peer, lane, from]` | seqs removed by `expire` or `purge` (`from`, `to`, run and reason) until acknowledged |
  * | `incarnations` | `peer` | the incarnation this store uses toward a peer |
  * | `received` | `[peer, lane]` | the receive state of each inbound stream |

@@ -473,10 +473,10 @@ describe("IndexedDbBackend schema", () => {
       const db = yield* rawDatabase(databaseName)
       assert.strictEqual(db.version, 1)
       assert.deepStrictEqual(Array.from(db.objectStoreNames), [
+        "batches",
         "deadLetters",
         "dropped",
         "incarnations",
-        "messages",
         "meta",
         "received",
         "records",
@@ -487,19 +487,19 @@ describe("IndexedDbBackend schema", () => {
         Array.from(db.objectStoreNames, (name) => [name, transaction.objectStore(name).keyPath])
       )
       assert.deepStrictEqual(keys, {
+        batches: ["peer", "lane", "from"],
         deadLetters: "id",
         dropped: ["peer", "lane", "from"],
         incarnations: "peer",
-        messages: ["peer", "lane", "seq"],
         meta: null,
         received: ["peer", "lane"],
         records: null,
         streams: ["peer", "lane"]
       })
       assert.isTrue(transaction.objectStore("deadLetters").autoIncrement)
-      const messages = transaction.objectStore("messages")
-      assert.deepStrictEqual(Array.from(messages.indexNames), ["expiresAt"])
-      assert.strictEqual(messages.index("expiresAt").keyPath, "expiresAt")
+      const batches = transaction.objectStore("batches")
+      assert.deepStrictEqual(Array.from(batches.indexNames), ["nextExpiry"])
+      assert.strictEqual(batches.index("nextExpiry").keyPath, "nextExpiry")
       const meta = yield* settle(transaction.objectStore("meta").get("store"))
       assert.isNumber(meta.incarnation)
     }))

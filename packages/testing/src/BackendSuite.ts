@@ -807,6 +807,42 @@ export const backendSuite = (name: string, fixture: Layer.Layer<BackendFixture, 
           }))
       }))
 
+    test("after an acknowledgement that ends inside one append, read and expire see only what it did not cover", () =>
+      Effect.gen(function*() {
+        const store = yield* makeStore
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            // One call: a store may keep a call's messages together, and must still cut them at the acknowledgement.
+            yield* backend.append(
+              range(1, 6).map((i) => ({ peer: peerA, lane: laneX, payload: text(`ax${i}`), expiresAt: at })),
+              run
+            )
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 3 }])
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["ax4", "ax5", "ax6"])
+            assert.deepStrictEqual(seqs(yield* backend.read(peerA, laneX, 3, 2)), [4, 5])
+            assert.deepStrictEqual(sortedDropped(yield* backend.expire(at, 2)), [
+              { peer: peerA, lane: laneX, seqs: [{ from: 4, to: 5, run }] }
+            ])
+            assert.deepStrictEqual(sortedDropped(yield* backend.expire(at, 100)), [
+              { peer: peerA, lane: laneX, seqs: [{ from: 6, to: 6, run }] }
+            ])
+            assert.deepStrictEqual(yield* backend.expire(at, 100), [])
+            assert.deepStrictEqual(yield* backend.read(peerA, laneX, 1, 100), [])
+            yield* backend.acknowledge([{ peer: peerA, lane: laneX, upTo: 6 }])
+          }))
+        yield* withBackend(store, (backend) =>
+          Effect.gen(function*() {
+            assert.deepStrictEqual((yield* backend.outbound).streams, [
+              { peer: peerA, lane: laneX, firstPending: 7, nextSeq: 7, runs: [], dropped: [] }
+            ])
+            assert.deepStrictEqual(yield* backend.expire(at + 1000, 100), [])
+            assert.deepStrictEqual(yield* backend.append([{ peer: peerA, lane: laneX, payload: text("ax7") }], run), [
+              7
+            ])
+            assert.deepStrictEqual(texts(yield* backend.read(peerA, laneX, 1, 100)), ["ax7"])
+          }))
+      }))
+
     test("expire removes at most limit messages a call, as ranges joined within a run and split between runs", () =>
       Effect.gen(function*() {
         // peer-a/x: seqs 1-3 by run 1, 4-6 by run 2, 7 and 8 by run 1 again (in two appends); peer-b/x: 1-2 by run 2.

@@ -14,17 +14,18 @@ import type { Lane } from "@intersession/core/Lane"
 import type { PeerId } from "@intersession/core/PeerId"
 import * as StreamKey from "@intersession/core/StreamKey"
 import {
+  type BatchRecord,
   type DroppedRecord,
   expiryIndex,
   type IncarnationRecord,
-  type MessageRecord,
   metaKey,
   type MetaRecord,
   type ReceivedRecord,
   request,
   stores,
   type StreamRecord,
-  transact
+  transact,
+  walk
 } from "./idbDatabase.js"
 
 // --- ranges and runs ---------------------------------------------------------------------------------------------
@@ -138,12 +139,6 @@ const byStream = <A extends { readonly peer: PeerId; readonly lane: Lane }>(item
   return groups
 }
 
-/** A stream's record while an append allocates its seqs. */
-interface OpenStream extends StreamRecord {
-  nextSeq: number
-  readonly runs: Array<BackendTypes.RunStart>
-}
-
 // --- operations --------------------------------------------------------------------------------------------------
 
 /** The store's incarnation, written as `fresh` by the first open. */
@@ -185,39 +180,93 @@ export const outbound = (db: IDBDatabase): Promise<BackendTypes.OutboundState> =
     }
   })
 
-/** Allocates the next seqs of each message's stream and stores the messages: one read per stream, then writes. */
+/**
+ * The earliest expiry of a batch's messages that are still stored and above `acknowledged`, or undefined if none
+ * expires.
+ */
+const nextExpiryOf = (
+  payloads: ReadonlyArray<Uint8Array | null>,
+  expiresAt: ReadonlyArray<number | null>,
+  from: number,
+  acknowledged: number
+): number | undefined => {
+  let next: number | undefined
+  for (const [i, at] of expiresAt.entries()) {
+    if (at !== null && payloads[i] !== null && from + i > acknowledged && (next === undefined || at < next)) next = at
+  }
+  return next
+}
+
+/** A batch record, with `expiresAt` and `nextExpiry` only where a message expires. */
+const batchRecord = (
+  batch: Omit<BatchRecord, "expiresAt" | "nextExpiry">,
+  expiresAt: ReadonlyArray<number | null>,
+  acknowledged: number
+): BatchRecord => {
+  const nextExpiry = nextExpiryOf(batch.payloads, expiresAt, batch.from, acknowledged)
+  return nextExpiry === undefined ? batch : { ...batch, expiresAt, nextExpiry }
+}
+
+/**
+ * Allocates the next seqs of each message's stream and stores the messages, one record per stream: one read per
+ * stream, then writes.
+ */
 export const append = (
   db: IDBDatabase,
   messages: ReadonlyArray<BackendTypes.OutboundMessage>,
   run: number
 ): Promise<ReadonlyArray<number>> =>
-  transact(db, [stores.streams, stores.messages], "readwrite", async (transaction) => {
+  transact(db, [stores.streams, stores.batches], "readwrite", async (transaction) => {
     const streamStore = transaction.objectStore(stores.streams)
-    const messageStore = transaction.objectStore(stores.messages)
-    const groups = Array.from(byStream(messages).values(), (group) => group[0]!)
+    const batchStore = transaction.objectStore(stores.batches)
+    const groups = Array.from(byStream(messages).values())
     const found: ReadonlyArray<StreamRecord | undefined> = await Promise.all(
-      groups.map(({ lane, peer }) => request(streamStore.get([peer, lane])))
+      groups.map((group) => request(streamStore.get([group[0]!.peer, group[0]!.lane])))
     )
-    const streams = new Map(groups.map(({ lane, peer }, i) => {
-      const stream = found[i]
-      const open: OpenStream = stream === undefined
-        ? { peer, lane, nextSeq: 1, acknowledged: 0, runs: [] }
-        : { ...stream, runs: stream.runs.slice() }
-      return [StreamKey.make(peer, lane), open] as const
-    }))
-    const seqs = messages.map(({ expiresAt, lane, payload, peer }) => {
-      const stream = streams.get(StreamKey.make(peer, lane))!
-      const seq = stream.nextSeq++
-      if (stream.runs[stream.runs.length - 1]?.run !== run) stream.runs.push({ run, from: seq })
-      const message: MessageRecord = expiresAt === undefined
-        ? { peer, lane, seq, run, payload: ownBytes(payload) }
-        : { peer, lane, seq, run, payload: ownBytes(payload), expiresAt }
-      messageStore.add(message)
+    const records = groups.map((group, i): StreamRecord =>
+      found[i] ?? { peer: group[0]!.peer, lane: group[0]!.lane, nextSeq: 1, acknowledged: 0, runs: [] }
+    )
+    // Seqs of one stream in one call are consecutive, in the order given.
+    const next = new Map(records.map((stream) => [StreamKey.make(stream.peer, stream.lane), stream.nextSeq]))
+    const seqs = messages.map(({ lane, peer }) => {
+      const key = StreamKey.make(peer, lane)
+      const seq = next.get(key)!
+      next.set(key, seq + 1)
       return seq
     })
-    for (const stream of streams.values()) streamStore.put(stream)
+    for (const [i, group] of groups.entries()) {
+      const stream = records[i]!
+      const { lane, peer } = stream
+      const from = stream.nextSeq
+      const runs = stream.runs[stream.runs.length - 1]?.run === run ? stream.runs : [...stream.runs, { run, from }]
+      streamStore.put(
+        { peer, lane, nextSeq: from + group.length, acknowledged: stream.acknowledged, runs } satisfies StreamRecord
+      )
+      const payloads = group.map((message) => ownBytes(message.payload))
+      const expiresAt = group.map((message) => message.expiresAt ?? null)
+      batchStore.add(
+        batchRecord({ peer, lane, from, to: from + group.length - 1, run, payloads }, expiresAt, stream.acknowledged)
+      )
+    }
     return seqs
   })
+
+/** The stored messages of a batch from `fromSeq` on, in seq order, until `into` holds `limit`. */
+const takeFrom = (
+  batch: BatchRecord,
+  fromSeq: number,
+  limit: number,
+  into: Array<BackendTypes.StoredMessage>
+): void => {
+  const { lane, peer, run } = batch
+  for (let i = Math.max(0, fromSeq - batch.from); i < batch.payloads.length && into.length < limit; i++) {
+    const payload = batch.payloads[i]
+    if (payload === null || payload === undefined) continue
+    const seq = batch.from + i
+    const expiresAt = batch.expiresAt?.[i] ?? null
+    into.push(expiresAt === null ? { peer, lane, seq, run, payload } : { peer, lane, seq, run, payload, expiresAt })
+  }
+}
 
 export const read = (
   db: IDBDatabase,
@@ -226,14 +275,29 @@ export const read = (
   fromSeq: number,
   limit: number
 ): Promise<ReadonlyArray<BackendTypes.StoredMessage>> =>
-  transact(db, [stores.messages], "readonly", async (transaction) => {
+  transact(db, [stores.streams, stores.batches], "readonly", async (transaction) => {
     if (!(limit >= 1)) return []
-    const found: ReadonlyArray<MessageRecord> = await request(
-      transaction.objectStore(stores.messages).getAll(seqsOf(peer, lane, fromSeq, Infinity), countOf(limit))
-    )
-    return found.map(({ expiresAt, payload, run, seq }) =>
-      expiresAt === undefined ? { peer, lane, seq, run, payload } : { peer, lane, seq, run, payload, expiresAt }
-    )
+    const batchStore = transaction.objectStore(stores.batches)
+    const stream: StreamRecord | undefined = await request(transaction.objectStore(stores.streams).get([peer, lane]))
+    if (stream === undefined) return []
+    // A batch an acknowledgement ends in still holds the seqs it covered.
+    const from = Math.max(fromSeq, stream.acknowledged + 1)
+    const found: Array<BackendTypes.StoredMessage> = []
+    // The batch that holds `from` starts at or below it; then the batches above it, until `limit` are found.
+    await walk<BatchRecord>(batchStore.openCursor(seqsOf(peer, lane, -Infinity, from), "prev"), (batch) => {
+      takeFrom(batch, from, limit, found)
+      return false
+    })
+    if (found.length < limit) {
+      await walk<BatchRecord>(
+        batchStore.openCursor(IDBKeyRange.bound([peer, lane, from], [peer, lane, Infinity], true)),
+        (batch) => {
+          takeFrom(batch, from, limit, found)
+          return found.length < limit
+        }
+      )
+    }
+    return found
   })
 
 // --- writes that can share a transaction ---------------------------------------------------------------------------
@@ -260,10 +324,10 @@ export const performAll = (db: IDBDatabase, works: ReadonlyArray<Work<unknown>>)
 
 /** Deletes each stream's messages and dropped seqs up to its acknowledgement (the highest given per stream). */
 export const acknowledge = (acks: ReadonlyArray<BackendTypes.Acknowledgement>): Work<void> => ({
-  stores: [stores.streams, stores.messages, stores.dropped],
+  stores: [stores.streams, stores.batches, stores.dropped],
   run: async (transaction) => {
     const streamStore = transaction.objectStore(stores.streams)
-    const messageStore = transaction.objectStore(stores.messages)
+    const batchStore = transaction.objectStore(stores.batches)
     const droppedStore = transaction.objectStore(stores.dropped)
     const highest = Array.from(byStream(acks).values(), (group) => group.reduce((a, b) => (b.upTo > a.upTo ? b : a)))
     await Promise.all(highest.map(async ({ lane, peer, upTo }) => {
@@ -274,7 +338,11 @@ export const acknowledge = (acks: ReadonlyArray<BackendTypes.Acknowledgement>): 
       // Seqs only grow: what is at or below the last acknowledgement is gone already.
       const acknowledged = Math.min(Math.floor(upTo), stream === undefined ? 0 : stream.nextSeq - 1)
       if (stream === undefined || acknowledged <= stream.acknowledged) return
-      messageStore.delete(seqsOf(peer, lane, stream.acknowledged + 1, acknowledged))
+      // The batches wholly at or below the acknowledgement go; one that it ends in stays, read from above it.
+      await walk<BatchRecord>(batchStore.openCursor(seqsOf(peer, lane, -Infinity, acknowledged), "prev"), (last) => {
+        batchStore.delete(seqsOf(peer, lane, -Infinity, last.to <= acknowledged ? last.from : last.from - 1))
+        return false
+      })
       for (const range of ranges) {
         droppedStore.delete([peer, lane, range.from])
         // A range the acknowledgement ends in keeps its seqs above it.
@@ -293,8 +361,8 @@ export const acknowledge = (acks: ReadonlyArray<BackendTypes.Acknowledgement>): 
 
 /** Whether any message expires at or before `now`: a read, so a sweep with nothing due writes nothing. */
 export const anyDue = (db: IDBDatabase, now: number): Promise<boolean> =>
-  transact(db, [stores.messages], "readonly", async (transaction) => {
-    const index = transaction.objectStore(stores.messages).index(expiryIndex)
+  transact(db, [stores.batches], "readonly", async (transaction) => {
+    const index = transaction.objectStore(stores.batches).index(expiryIndex)
     const keys = await request(index.getAllKeys(IDBKeyRange.upperBound(now), 1))
     return keys.length > 0
   })
@@ -312,34 +380,58 @@ const drop = (
 }
 
 /**
- * Removes up to `limit` messages that expire at or before `now`, and records them as dropped. Their keys come from
- * the expiry index and their runs from their streams' records: no payload is read.
+ * Removes up to `limit` messages that expire at or before `now`, and records them as dropped. The batches come from
+ * the expiry index, earliest first; each is written back without its expired messages (or deleted, once it holds
+ * none), with the expiry that is next among the rest.
  */
 export const expire = (
   db: IDBDatabase,
   now: number,
   limit: number
 ): Promise<ReadonlyArray<BackendTypes.DroppedMessages>> =>
-  transact(db, [stores.streams, stores.messages, stores.dropped], "readwrite", async (transaction) => {
+  transact(db, [stores.streams, stores.batches, stores.dropped], "readwrite", async (transaction) => {
     if (!(limit >= 1)) return []
     const streamStore = transaction.objectStore(stores.streams)
-    const messageStore = transaction.objectStore(stores.messages)
-    const due = await request(messageStore.index(expiryIndex).getAllKeys(IDBKeyRange.upperBound(now), countOf(limit)))
-    // Primary keys of `messages`: `[peer, lane, seq]`, as the store wrote them.
-    const keys = due.map((key) => {
-      const [peer, lane, seq] = key as [PeerId, Lane, number]
-      return { peer, lane, seq }
+    const batchStore = transaction.objectStore(stores.batches)
+    // Batches, earliest expiry first, until they hold `limit` messages due: never many more in memory.
+    const due: Array<BatchRecord> = []
+    let dueMessages = 0
+    await walk<BatchRecord>(batchStore.index(expiryIndex).openCursor(IDBKeyRange.upperBound(now)), (batch) => {
+      due.push(batch)
+      for (const [j, at] of (batch.expiresAt ?? []).entries()) {
+        if (at !== null && at <= now && batch.payloads[j] !== null) dueMessages++
+      }
+      return dueMessages < limit
     })
-    const groups = Array.from(byStream(keys).values(), (group) => group.sort((a, b) => a.seq - b.seq))
+    const groups = Array.from(byStream(due).values())
     const streams: ReadonlyArray<StreamRecord | undefined> = await Promise.all(
       groups.map((group) => request(streamStore.get([group[0]!.peer, group[0]!.lane])))
     )
     const droppedStore = transaction.objectStore(stores.dropped)
-    return groups.map((group, i) => {
+    let left = Math.floor(limit)
+    return groups.flatMap((group, i) => {
       const stream = streams[i]!
-      for (const { lane, peer, seq } of group) messageStore.delete([peer, lane, seq])
-      const removed = group.map(({ seq }) => ({ seq, run: runAt(stream.runs, seq)! }))
-      return drop(droppedStore, stream, rangesOf(removed), "expired")
+      const removed: Array<{ seq: number; run: number }> = []
+      for (const batch of group) {
+        const expiresAt = batch.expiresAt ?? []
+        const payloads = batch.payloads.map((payload, j) => {
+          const seq = batch.from + j
+          // What an acknowledgement covered is gone already: dropped here, unreported.
+          if (payload === null || seq <= stream.acknowledged) return null
+          const at = expiresAt[j] ?? null
+          if (at === null || at > now || left === 0) return payload
+          left--
+          removed.push({ seq, run: batch.run })
+          return null
+        })
+        if (payloads.every((payload) => payload === null)) batchStore.delete([batch.peer, batch.lane, batch.from])
+        else {
+          const { expiresAt: _expiresAt, nextExpiry: _nextExpiry, ...rest } = batch
+          batchStore.put(batchRecord({ ...rest, payloads }, expiresAt, stream.acknowledged))
+        }
+      }
+      if (removed.length === 0) return []
+      return [drop(droppedStore, stream, rangesOf(removed.sort((a, b) => a.seq - b.seq)), "expired")]
     })
   })
 
@@ -349,7 +441,7 @@ export const purge = (
   peer: PeerId,
   lane: Lane | undefined
 ): Promise<ReadonlyArray<BackendTypes.DroppedMessages>> =>
-  transact(db, [stores.streams, stores.messages, stores.dropped], "readwrite", async (transaction) => {
+  transact(db, [stores.streams, stores.batches, stores.dropped], "readwrite", async (transaction) => {
     const streamStore = transaction.objectStore(stores.streams)
     const droppedStore = transaction.objectStore(stores.dropped)
     const streams: ReadonlyArray<StreamRecord | undefined> = lane === undefined
@@ -362,7 +454,7 @@ export const purge = (
       )
       const stored = storedRanges(stream, dropped)
       if (stored.length === 0) return undefined
-      transaction.objectStore(stores.messages).delete(startingWith(stream.peer, stream.lane))
+      transaction.objectStore(stores.batches).delete(startingWith(stream.peer, stream.lane))
       return drop(droppedStore, stream, stored, "purged")
     }))
     return purged.filter((stream) => stream !== undefined)
@@ -379,10 +471,10 @@ export const setIncarnation = (peer: PeerId, incarnation: Incarnation): Work<voi
 export const forget = (db: IDBDatabase, peer: PeerId, incarnation: Incarnation): Promise<void> =>
   transact(
     db,
-    [stores.streams, stores.messages, stores.dropped, stores.received, stores.incarnations],
+    [stores.streams, stores.batches, stores.dropped, stores.received, stores.incarnations],
     "readwrite",
     async (transaction) => {
-      for (const name of [stores.streams, stores.messages, stores.dropped, stores.received]) {
+      for (const name of [stores.streams, stores.batches, stores.dropped, stores.received]) {
         transaction.objectStore(name).delete(startingWith(peer))
       }
       transaction.objectStore(stores.incarnations).put({ peer, incarnation } satisfies IncarnationRecord)

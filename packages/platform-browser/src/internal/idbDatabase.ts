@@ -19,7 +19,7 @@ export const version = 1
 export const stores = {
   meta: "meta",
   streams: "streams",
-  messages: "messages",
+  batches: "batches",
   dropped: "dropped",
   incarnations: "incarnations",
   received: "received",
@@ -27,8 +27,8 @@ export const stores = {
   records: "records"
 } as const
 
-/** The index of `messages` over `expiresAt`: only the messages that expire are in it. */
-export const expiryIndex = "expiresAt"
+/** The index of `batches` over `nextExpiry`: only the batches that hold a message that expires are in it. */
+export const expiryIndex = "nextExpiry"
 
 /** The key of the one record of `meta`. */
 export const metaKey = "store"
@@ -40,7 +40,7 @@ export interface MetaRecord {
 
 /**
  * An outbound stream, by `[peer, lane]`. Its seqs above `acknowledged` and below `nextSeq` are each stored (in
- * `messages`) or dropped (in `dropped`); `runs` gives the run of each of them, a start per change of run.
+ * `batches`) or dropped (in `dropped`); `runs` gives the run of each of them, a start per change of run.
  */
 export interface StreamRecord {
   readonly peer: PeerId
@@ -50,14 +50,23 @@ export interface StreamRecord {
   readonly runs: ReadonlyArray<BackendTypes.RunStart>
 }
 
-/** A stored outbound message, by `[peer, lane, seq]`; `expiresAt` is absent when it never expires. */
-export interface MessageRecord {
+/**
+ * The outbound messages of one stream that one `append` stored, by `[peer, lane, from]`: seqs `from … to`, all of
+ * run `run`. One record per batch rather than per message, since IndexedDB's cost is per record written.
+ * `payloads[i]` is seq `from + i`'s, or `null` once it expired; seqs up to the stream's acknowledgement are gone
+ * whatever the batch still holds. `expiresAt` is there when a message of the batch expires (`null` for those that do
+ * not), and `nextExpiry` is the earliest expiry of those still stored, absent when there is none: then the batch is
+ * not in the expiry index.
+ */
+export interface BatchRecord {
   readonly peer: PeerId
   readonly lane: Lane
-  readonly seq: number
+  readonly from: number
+  readonly to: number
   readonly run: number
-  readonly payload: Uint8Array
-  readonly expiresAt?: number
+  readonly payloads: ReadonlyArray<Uint8Array | null>
+  readonly expiresAt?: ReadonlyArray<number | null>
+  readonly nextExpiry?: number
 }
 
 /** Dropped seqs `from … to` of one run, by `[peer, lane, from]`. */
@@ -77,8 +86,8 @@ const upgrade = (db: IDBDatabase, oldVersion: number): void => {
   if (oldVersion < 1) {
     db.createObjectStore(stores.meta)
     db.createObjectStore(stores.streams, { keyPath: ["peer", "lane"] })
-    // A message without `expiresAt` has no key in the index: a sweep looks at the messages that expire only.
-    db.createObjectStore(stores.messages, { keyPath: ["peer", "lane", "seq"] }).createIndex(expiryIndex, "expiresAt")
+    // A batch without `nextExpiry` has no key in the index: a sweep looks only at batches with messages that expire.
+    db.createObjectStore(stores.batches, { keyPath: ["peer", "lane", "from"] }).createIndex(expiryIndex, "nextExpiry")
     db.createObjectStore(stores.dropped, { keyPath: ["peer", "lane", "from"] })
     db.createObjectStore(stores.incarnations, { keyPath: "peer" })
     db.createObjectStore(stores.received, { keyPath: ["peer", "lane"] })
@@ -130,6 +139,20 @@ export const remove = (factory: IDBFactory, name: string): Promise<void> =>
 export const request = <A>(request: IDBRequest<A>): Promise<A> =>
   new Promise((resolve, reject) => {
     request.onsuccess = () => resolve(request.result)
+    request.onerror = () => reject(request.error)
+  })
+
+/**
+ * Walks a cursor: `f` gets each value in turn, and says whether to go on. Resolves once it says no or the cursor
+ * ends.
+ */
+export const walk = <A>(request: IDBRequest<IDBCursorWithValue | null>, f: (value: A) => boolean): Promise<void> =>
+  new Promise((resolve, reject) => {
+    request.onsuccess = () => {
+      const cursor = request.result
+      if (cursor !== null && f(cursor.value as A)) cursor.continue()
+      else resolve()
+    }
     request.onerror = () => reject(request.error)
   })
 
