@@ -6,7 +6,7 @@
  * Nothing may be missing, doubled or out of order.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import type { Browser } from "playwright-core"
+import type { Browser, BrowserContext } from "playwright-core"
 import { chromiumMissing, launch, onLane, Server, shots, sleep, Tab, texts, until } from "./kit.js"
 
 /**
@@ -56,22 +56,24 @@ if (chromiumMissing !== undefined) {
       assert.deepStrictEqual(recorded, down)
     }
 
-    it("a reload in the middle of a stream, both ways, loses and repeats nothing", async () => {
-      const context = await browser.newContext()
-      const tab = await Tab.open(context, server, "browser-reload")
+    /**
+     * Opens a tab for `peer`, starts `upCount` messages from it and `downCount` to it on `lane`, and returns once both
+     * streams are under way and neither is done: the server has some of the tab's, the tab still holds some the
+     * server has not acknowledged, and it has some, not all, of the server's. Polled every 10 ms.
+     */
+    const bothWaysUnderWay = async (context: BrowserContext, peer: string, lane: string) => {
+      const tab = await Tab.open(context, server, peer)
       await tab.ready()
       const up = texts("p", 1, upCount)
       const down = texts("s", 1, downCount)
-      await tab.send("reload", up)
-      await server.send(tab.peer, "reload", 1, downCount)
-      // Reload once both directions are under way, and neither is done: the tab still holds messages the server has
-      // not acknowledged, and has not been given all of the server's.
+      await tab.send(lane, up)
+      await server.send(tab.peer, lane, 1, downCount)
       const before = await until(
         "both directions under way",
         async () => {
           const [atServer, atTab, pending] = [
-            (await server.received(tab.peer, "reload")).length,
-            onLane(await tab.records(), "reload").length,
+            (await server.received(tab.peer, lane)).length,
+            onLane(await tab.records(), lane).length,
             await tab.pending()
           ]
           return atServer > 0 && atTab > 0 && atTab < downCount && pending > 0
@@ -81,6 +83,12 @@ if (chromiumMissing !== undefined) {
         60_000,
         10
       )
+      return { tab, up, down, before }
+    }
+
+    it("a reload in the middle of a stream, both ways, loses and repeats nothing", async () => {
+      const context = await browser.newContext()
+      const { before, down, tab, up } = await bothWaysUnderWay(context, "browser-reload", "reload")
       if (shots !== undefined) await tab.page.screenshot({ path: `${shots}/before-reload.png` })
       await tab.reload()
       await tab.ready()
@@ -125,24 +133,7 @@ if (chromiumMissing !== undefined) {
 
     it("kill -9 of the Node peer mid-stream, then a restart on the same store: everything arrives once", async () => {
       const context = await browser.newContext()
-      const tab = await Tab.open(context, server, "browser-kill")
-      await tab.ready()
-      const up = texts("p", 1, upCount)
-      const down = texts("s", 1, downCount)
-      await tab.send("kill", up)
-      await server.send(tab.peer, "kill", 1, downCount)
-      const before = await until(
-        "both directions under way",
-        async () => {
-          const [atServer, atTab] = [
-            (await server.received(tab.peer, "kill")).length,
-            onLane(await tab.records(), "kill").length
-          ]
-          return atServer > 0 && atTab > 0 ? { atServer, atTab } : undefined
-        },
-        60_000,
-        10
-      )
+      const { before, down, tab, up } = await bothWaysUnderWay(context, "browser-kill", "kill")
       await server.kill()
       const atKill = {
         atServer: server.receivedOffline(tab.peer, "kill").length,

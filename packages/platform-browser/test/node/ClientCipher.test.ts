@@ -9,28 +9,7 @@ import * as PeerId from "@intersession/core/PeerId"
 import * as Effect from "effect/Effect"
 import * as Crypto from "node:crypto"
 import * as ClientCipher from "../../src/internal/clientCipher.js"
-
-const random = (size: number) => new Uint8Array(Crypto.randomBytes(size))
-const text = (value: string) => new TextEncoder().encode(value)
-const same = (a: Uint8Array | undefined, b: Uint8Array) => a !== undefined && Buffer.from(a).equals(Buffer.from(b))
-
-const nodeSeal = (key: Uint8Array, counter: number, plaintext: Uint8Array): Uint8Array => {
-  const cipher = Crypto.createCipheriv("aes-256-gcm", key, Framing.recordNonce(counter))
-  const sealed = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()])
-  return new Uint8Array(sealed)
-}
-
-const nodeOpen = (key: Uint8Array, counter: number, sealed: Uint8Array): Uint8Array | undefined => {
-  const decipher = Crypto.createDecipheriv("aes-256-gcm", key, Framing.recordNonce(counter))
-  decipher.setAuthTag(sealed.subarray(sealed.length - Framing.tagSize))
-  try {
-    return new Uint8Array(
-      Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - Framing.tagSize)), decipher.final()])
-    )
-  } catch {
-    return undefined
-  }
-}
+import { nodeKeys, nodeOpen, nodeSeal, random, same, text } from "./NodeCrypto.js"
 
 /** A record's length header, checked, and what follows it. */
 const body = (record: Uint8Array): Uint8Array => {
@@ -59,16 +38,6 @@ const handshakeInputs = () => {
     publicKey
   })
   return { secret: random(32), clientNonce, serverNonce, clientHello, serverHello }
-}
-
-/** The keys as the Node server derives them. */
-const nodeKeys = (inputs: ReturnType<typeof handshakeInputs>) => {
-  const hash = Crypto.createHash("sha256").update(ClientHandshake.transcript(inputs.clientHello, inputs.serverHello))
-    .digest()
-  const salt = ClientHandshake.salt(inputs.clientNonce, inputs.serverNonce)
-  const derive = (sender: "client" | "server") =>
-    new Uint8Array(Crypto.hkdfSync("sha256", inputs.secret, salt, ClientHandshake.info(sender, hash), 32))
-  return { client: derive("client"), server: derive("server") }
 }
 
 const sessions = Effect.gen(function*() {

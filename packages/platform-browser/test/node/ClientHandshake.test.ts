@@ -24,15 +24,12 @@ import * as ClientHandshake from "../../src/internal/clientHandshake.js"
 import * as ClientLink from "../../src/internal/clientLink.js"
 import * as ClientNetwork from "../../src/internal/clientNetwork.js"
 import * as WebSocketNetwork from "../../src/WebSocketNetwork.js"
+import { nodeKeys, nodeOpen, nodeRecord, random, same, text } from "./NodeCrypto.js"
 
 const tab = PeerId.make("tab")
 const server = PeerId.make("server")
 const token = "the tab's token"
 
-const random = (size: number) => new Uint8Array(Crypto.randomBytes(size))
-const text = (value: string) => new TextEncoder().encode(value)
-const same = (a: Uint8Array | undefined, b: Uint8Array | undefined) =>
-  a !== undefined && b !== undefined && Buffer.from(a).equals(Buffer.from(b))
 const concat = (...parts: ReadonlyArray<Uint8Array>) => new Uint8Array(Buffer.concat(parts))
 
 /**
@@ -64,27 +61,6 @@ const memorySocket = (incoming: Mailbox.Mailbox<Uint8Array>, outgoing: Mailbox.M
         : Effect.asVoid(outgoing.offer(chunk))
     )
   })
-}
-
-const nodeSeal = (key: Uint8Array, counter: number, plaintext: Uint8Array): Uint8Array => {
-  const cipher = Crypto.createCipheriv("aes-256-gcm", key, Framing.recordNonce(counter))
-  const sealed = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()])
-  const record = new Uint8Array(Framing.headerSize + sealed.length)
-  new DataView(record.buffer).setUint32(0, sealed.length)
-  record.set(sealed, Framing.headerSize)
-  return record
-}
-
-const nodeOpen = (key: Uint8Array, counter: number, sealed: Uint8Array): Uint8Array | undefined => {
-  const decipher = Crypto.createDecipheriv("aes-256-gcm", key, Framing.recordNonce(counter))
-  decipher.setAuthTag(sealed.subarray(sealed.length - Framing.tagSize))
-  try {
-    return new Uint8Array(
-      Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - Framing.tagSize)), decipher.final()])
-    )
-  } catch {
-    return undefined
-  }
 }
 
 const framesOf = (plaintext: Uint8Array): Array<Framing.Frame> => {
@@ -128,7 +104,7 @@ const serverEnd = (fromClient: Mailbox.Mailbox<Uint8Array>, toClient: Mailbox.Ma
     ),
     writePlain: (bytes: Uint8Array) => Effect.asVoid(toClient.offer(bytes)),
     writeSealed: (...frames: ReadonlyArray<Uint8Array>) =>
-      Effect.asVoid(toClient.offer(nodeSeal(keys!.server, sent++, concat(...frames)))),
+      Effect.asVoid(toClient.offer(nodeRecord(keys!.server, sent++, concat(...frames)))),
     protect: (derived: { readonly client: Uint8Array; readonly server: Uint8Array }) => {
       keys = derived
       records = new Framing.FrameDecoder(1 << 24, "record")
@@ -176,11 +152,15 @@ const serve = (
     const onWire = Uint8Array.from(body)
     if (options.tamper === true) onWire[1] = onWire[1]! ^ 0x01
     yield* end.writePlain(Framing.encode(Framing.FrameType.ServerHello, options.hello?.(onWire) ?? onWire))
-    const hash = Crypto.createHash("sha256").update(ClientHandshakeCodec.transcript(helloFrame.body, body)).digest()
-    const salt = ClientHandshakeCodec.salt(hello.nonce, nonce)
-    const derive = (sender: "client" | "server") =>
-      new Uint8Array(Crypto.hkdfSync("sha256", secret, salt, ClientHandshakeCodec.info(sender, hash), 32))
-    end.protect({ client: derive("client"), server: derive("server") })
+    end.protect(
+      nodeKeys({
+        secret,
+        clientNonce: hello.nonce,
+        serverNonce: nonce,
+        clientHello: helloFrame.body,
+        serverHello: body
+      })
+    )
     const credentials = yield* Effect.either(end.readRecord)
     yield* end.writeSealed(options.answer ?? welcome(hello.from))
     const credential = Either.isLeft(credentials)
